@@ -1,0 +1,306 @@
+//! The PullCoordinator actor: single-flight for every upstream fetch.
+//!
+//! Manifests are keyed by (registry, repo, reference), blobs by digest alone
+//! (base layers are shared across images and registries). Handlers are
+//! synchronous: they join an existing flight or register a new one and spawn
+//! its future on the actor's context; no handler awaits network or disk I/O.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use tokio::sync::watch;
+
+use crate::download::{BlobDownload, Progress};
+use crate::error::FetchError;
+use crate::manifest::Manifest;
+use crate::names::{Digest, Reference, RegistryName, RepoName};
+use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage};
+use crate::upstream::{GetManifest, OpenBlob, TlsError, Timeouts, UpstreamRegistry, UpstreamSettings};
+
+/// A manifest flight's identity.
+type ManifestKey = (RegistryName, RepoName, Reference);
+/// A manifest flight: every waiter polls a clone.
+type ManifestFlight = Shared<LocalBoxFuture<'static, Result<Arc<Manifest>, FetchError>>>;
+
+/// The PullCoordinator actor. See the module documentation.
+pub struct PullCoordinator {
+    /// Where fetched content is persisted.
+    storage: Addr<Storage>,
+    /// Upstream actors, started on first use.
+    upstreams: Upstreams,
+    /// Manifest fetches in flight.
+    manifests: HashMap<ManifestKey, ManifestFlight>,
+    /// Blob fetches in flight, by digest.
+    blobs: HashMap<Digest, BlobDownload>,
+}
+
+impl PullCoordinator {
+    /// A coordinator for the configured upstreams; other registries are
+    /// reached with [`UpstreamSettings::unlisted`]. Fails on unusable TLS settings.
+    pub fn new(
+        storage: Addr<Storage>,
+        configured: Vec<UpstreamSettings>,
+        timeouts: Timeouts,
+        log: slog::Logger,
+    ) -> Result<Self, TlsError> {
+        Ok(Self {
+            storage,
+            upstreams: Upstreams::new(configured, timeouts, log)?,
+            manifests: HashMap::new(),
+            blobs: HashMap::new(),
+        })
+    }
+}
+
+impl Actor for PullCoordinator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+/// The answer to a fetch request: the value, and whether the request joined
+/// a fetch another client had started.
+#[derive(Debug)]
+pub struct Joined<T> {
+    /// The manifest or the blob download.
+    pub value: T,
+    /// True when coalesced with a fetch already in flight.
+    pub joined: bool,
+}
+
+/// Fetch a manifest from upstream, verify it and store it.
+#[derive(Message)]
+#[rtype(result = "Result<Joined<Arc<Manifest>>, FetchError>")]
+pub struct FetchManifest {
+    /// Registry host.
+    pub registry: RegistryName,
+    /// Repository.
+    pub repo: RepoName,
+    /// Tag or digest.
+    pub reference: Reference,
+    /// `Accept` to send upstream.
+    pub accept: String,
+}
+
+impl Handler<FetchManifest> for PullCoordinator {
+    type Result = ResponseFuture<Result<Joined<Arc<Manifest>>, FetchError>>;
+
+    fn handle(&mut self, msg: FetchManifest, ctx: &mut Self::Context) -> Self::Result {
+        let key = (msg.registry.clone(), msg.repo.clone(), msg.reference.clone());
+        if let Some(flight) = self.manifests.get(&key) {
+            let flight = flight.clone();
+            return Box::pin(async move { flight.await.map(|value| Joined { value, joined: true }) });
+        }
+        let upstream = self.upstreams.get(&msg.registry);
+        let flight = fetch_manifest(self.storage.clone(), upstream, msg).boxed_local().shared();
+        self.manifests.insert(key.clone(), flight.clone());
+        ctx.spawn(flight.clone().into_actor(self).map(move |_, act, _| {
+            act.manifests.remove(&key);
+        }));
+        Box::pin(async move { flight.await.map(|value| Joined { value, joined: false }) })
+    }
+}
+
+/// Fetches, verifies and stores one manifest.
+async fn fetch_manifest(
+    storage: Addr<Storage>,
+    upstream: Addr<UpstreamRegistry>,
+    msg: FetchManifest,
+) -> Result<Arc<Manifest>, FetchError> {
+    let FetchManifest {
+        registry,
+        repo,
+        reference,
+        accept,
+    } = msg;
+    let resp = upstream
+        .send(GetManifest {
+            repo: repo.clone(),
+            reference: reference.clone(),
+            accept,
+        })
+        .await
+        .map_err(mailbox)??;
+    let manifest = Arc::new(Manifest::verify(
+        &reference,
+        resp.bytes,
+        resp.content_type.as_deref(),
+        resp.digest.as_deref(),
+    )?);
+    let tag = match reference {
+        Reference::Tag(t) => Some(t),
+        Reference::Digest(_) => None,
+    };
+    storage
+        .send(PutManifest {
+            registry,
+            repo,
+            tag,
+            manifest: Arc::clone(&manifest),
+        })
+        .await
+        .map_err(mailbox)??;
+    Ok(manifest)
+}
+
+/// Fetch a blob into the cache, or join the fetch already running.
+#[derive(Message)]
+#[rtype(result = "Joined<BlobDownload>")]
+pub struct FetchBlob {
+    /// Registry the client asked through.
+    pub registry: RegistryName,
+    /// Repository the client asked through.
+    pub repo: RepoName,
+    /// The blob.
+    pub digest: Digest,
+}
+
+impl Handler<FetchBlob> for PullCoordinator {
+    type Result = MessageResult<FetchBlob>;
+
+    fn handle(&mut self, msg: FetchBlob, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(download) = self.blobs.get(&msg.digest) {
+            return MessageResult(Joined {
+                value: download.clone(),
+                joined: true,
+            });
+        }
+        let (tx, download) = BlobDownload::new();
+        self.blobs.insert(msg.digest.clone(), download.clone());
+        let upstream = self.upstreams.get(&msg.registry);
+        let digest = msg.digest.clone();
+        let fetch = fetch_blob(self.storage.clone(), upstream, msg.repo, msg.digest, tx);
+        ctx.spawn(fetch.into_actor(self).map(move |(), act, _| {
+            act.blobs.remove(&digest);
+        }));
+        MessageResult(Joined {
+            value: download,
+            joined: false,
+        })
+    }
+}
+
+/// Runs one blob fetch, publishing its progress; a failure is published too.
+async fn fetch_blob(
+    storage: Addr<Storage>,
+    upstream: Addr<UpstreamRegistry>,
+    repo: RepoName,
+    digest: Digest,
+    tx: watch::Sender<Progress>,
+) {
+    if let Err(e) = stream_blob(&storage, &upstream, repo, digest, &tx).await {
+        tx.send_replace(Progress::Failed(e));
+    }
+}
+
+/// Streams the upstream body into the cache, hashing as it lands, and
+/// publishes how far followers may read.
+async fn stream_blob(
+    storage: &Addr<Storage>,
+    upstream: &Addr<UpstreamRegistry>,
+    repo: RepoName,
+    digest: Digest,
+    tx: &watch::Sender<Progress>,
+) -> Result<(), FetchError> {
+    let mut writer = match storage.send(BeginBlob(digest.clone())).await.map_err(mailbox)?? {
+        BlobStart::Cached(c) => {
+            let file = Arc::new(File::open(&c.path)?);
+            tx.send_replace(Progress::Complete { size: c.size, file });
+            return Ok(());
+        }
+        BlobStart::Writer(w) => w,
+    };
+    let mut body = upstream
+        .send(OpenBlob {
+            repo,
+            digest: digest.clone(),
+        })
+        .await
+        .map_err(mailbox)??;
+    let file = writer.file();
+    tx.send_replace(Progress::Receiving {
+        size: body.size,
+        written: 0,
+        file: Arc::clone(&file),
+    });
+    while let Some(chunk) = body.chunks.recv().await {
+        writer.push(chunk?)?;
+        if let Some(size) = body.size.filter(|&s| writer.received() > s) {
+            return Err(FetchError::BadResponse(format!("upstream sent more than the announced {size} bytes")));
+        }
+        let now = writer.written();
+        tx.send_modify(|p| {
+            if let Progress::Receiving { written, .. } = p {
+                *written = now;
+            }
+        });
+    }
+    let size = writer.finish(body.size).await?;
+    storage.send(BlobStored { digest, size }).await.map_err(mailbox)?;
+    tx.send_replace(Progress::Complete { size, file });
+    Ok(())
+}
+
+/// An actor's mailbox closed: the server is shutting down.
+fn mailbox(e: MailboxError) -> FetchError {
+    FetchError::Storage(format!("internal actor unavailable: {e}"))
+}
+
+/// The upstream actors, one per registry, spread over a few arbiters.
+struct Upstreams {
+    /// Settings and TLS configuration of the configured registries.
+    configured: HashMap<RegistryName, (UpstreamSettings, Arc<rustls::ClientConfig>)>,
+    /// TLS configuration for unlisted registries (OS trust store).
+    default_tls: Arc<rustls::ClientConfig>,
+    /// Timeouts for unlisted registries.
+    timeouts: Timeouts,
+    /// Threads the upstream actors run on (awc clients are thread-bound).
+    arbiters: Vec<Arbiter>,
+    /// Actors started so far.
+    started: HashMap<RegistryName, Addr<UpstreamRegistry>>,
+    /// Logger handed to each actor.
+    log: slog::Logger,
+}
+
+impl Upstreams {
+    /// Builds every configured registry's TLS configuration up front, so
+    /// bad TLS settings fail start-up.
+    fn new(configured: Vec<UpstreamSettings>, timeouts: Timeouts, log: slog::Logger) -> Result<Self, TlsError> {
+        let configured = configured
+            .into_iter()
+            .map(|s| Ok((s.name.clone(), (s.tls.client_config()?, s))))
+            .map(|r: Result<_, TlsError>| r.map(|(name, (tls, s))| (name, (s, tls))))
+            .collect::<Result<_, _>>()?;
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            configured,
+            default_tls: crate::upstream::TlsSettings::default().client_config()?,
+            timeouts,
+            arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
+            started: HashMap::new(),
+            log,
+        })
+    }
+
+    /// The actor for `registry`, started on first use.
+    fn get(&mut self, registry: &RegistryName) -> Addr<UpstreamRegistry> {
+        if let Some(addr) = self.started.get(registry).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let (settings, tls) = self.configured.get(registry).cloned().unwrap_or_else(|| {
+            (
+                UpstreamSettings::unlisted(registry.clone(), self.timeouts),
+                Arc::clone(&self.default_tls),
+            )
+        });
+        let arbiter = &self.arbiters[self.started.len() % self.arbiters.len()];
+        let addr = UpstreamRegistry::start_on(&arbiter.handle(), settings, tls, self.log.clone());
+        self.started.insert(registry.clone(), addr.clone());
+        addr
+    }
+}

@@ -1,0 +1,267 @@
+//! One blob fetch as its followers see it, and the reader that streams a
+//! blob to a client from the cache file — also while it is still growing.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::error::FetchError;
+
+/// Largest read handed to a client at once.
+const READ_CHUNK: u64 = 256 * 1024;
+
+/// The state of one blob fetch, published by the fetch and read by every
+/// client following it. Publishing never blocks the fetch.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Waiting for the upstream's response headers.
+    Connecting,
+    /// Bytes are landing in `file`; the first `written` are readable.
+    Receiving {
+        /// The size the upstream announced, if it did.
+        size: Option<u64>,
+        /// Bytes readable from `file`.
+        written: u64,
+        /// The partial file, readable with `pread` even after its rename.
+        file: Arc<File>,
+    },
+    /// Verified and in the cache.
+    Complete {
+        /// Final size.
+        size: u64,
+        /// The file (renamed into place).
+        file: Arc<File>,
+    },
+    /// The fetch failed; followers abort their transfers.
+    Failed(FetchError),
+}
+
+/// A handle on one blob fetch, shared by every client asking for that digest.
+#[derive(Debug, Clone)]
+pub struct BlobDownload {
+    /// Progress published by the fetch.
+    rx: watch::Receiver<Progress>,
+}
+
+impl BlobDownload {
+    /// A new fetch in the `Connecting` state and the sender that drives it.
+    pub(crate) fn new() -> (watch::Sender<Progress>, Self) {
+        let (tx, rx) = watch::channel(Progress::Connecting);
+        (tx, Self { rx })
+    }
+
+    /// Waits until the upstream has answered, then returns a reader over the
+    /// (possibly still growing) blob.
+    pub async fn ready(mut self) -> Result<BlobSource, FetchError> {
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            match state {
+                Progress::Connecting => {}
+                Progress::Receiving { size, file, .. } => {
+                    return Ok(BlobSource {
+                        file,
+                        size,
+                        progress: Some(self.rx),
+                    })
+                }
+                Progress::Complete { size, file } => return Ok(BlobSource::complete(file, size)),
+                Progress::Failed(e) => return Err(e),
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(abandoned());
+            }
+        }
+    }
+}
+
+/// The error followers see when a fetch ended without a final state.
+fn abandoned() -> FetchError {
+    FetchError::Storage("blob fetch ended unexpectedly".into())
+}
+
+/// A blob to stream: a complete cache file, or a download in progress.
+#[derive(Debug)]
+pub struct BlobSource {
+    /// The file to `pread` from.
+    file: Arc<File>,
+    /// Total size, when known.
+    size: Option<u64>,
+    /// Present while the blob is still downloading.
+    progress: Option<watch::Receiver<Progress>>,
+}
+
+impl BlobSource {
+    /// A complete, verified blob file of `size` bytes.
+    pub fn complete(file: Arc<File>, size: u64) -> Self {
+        Self {
+            file,
+            size: Some(size),
+            progress: None,
+        }
+    }
+
+    /// The blob's size, when known (upstreams that send no length leave it open).
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+
+    /// Streams bytes `start..end` (`end` = `None`: to the end), following
+    /// the download when there is one. The stream fails, and the client's
+    /// connection is cut, if the download fails.
+    pub fn stream(self, start: u64, end: Option<u64>) -> impl Stream<Item = std::io::Result<Bytes>> {
+        let reader = Reader {
+            source: self,
+            pos: start,
+            end: end.unwrap_or(u64::MAX),
+        };
+        futures::stream::unfold(reader, |mut r| async move { r.next_chunk().await.map(|c| (c, r)) })
+    }
+}
+
+/// Position of one client in a blob.
+struct Reader {
+    /// What is read.
+    source: BlobSource,
+    /// Next byte to send.
+    pos: u64,
+    /// One past the last byte to send.
+    end: u64,
+}
+
+impl Reader {
+    /// The next chunk, `None` at the end, an error if the download failed.
+    async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+        loop {
+            let readable = match self.readable() {
+                Ok(r) => r,
+                Err(e) => return Some(Err(std::io::Error::other(e))),
+            };
+            if self.pos >= self.end {
+                return None;
+            }
+            if self.pos < readable {
+                return Some(self.read(readable.min(self.end)).await);
+            }
+            let rx = self.source.progress.as_mut()?;
+            if rx.changed().await.is_err() && !matches!(*rx.borrow(), Progress::Complete { .. }) {
+                return Some(Err(std::io::Error::other(abandoned())));
+            }
+        }
+    }
+
+    /// Bytes readable now; on completion also trims `end` to the real size.
+    fn readable(&mut self) -> Result<u64, FetchError> {
+        let Some(rx) = self.source.progress.as_mut() else {
+            return Ok(self.source.size.unwrap_or(0));
+        };
+        match &*rx.borrow_and_update() {
+            Progress::Connecting => Ok(0),
+            Progress::Receiving { written, .. } => Ok(*written),
+            Progress::Complete { size, .. } => {
+                self.end = self.end.min(*size);
+                Ok(*size)
+            }
+            Progress::Failed(e) => Err(e.clone()),
+        }
+    }
+
+    /// Reads up to [`READ_CHUNK`] bytes before `limit` on the blocking pool.
+    async fn read(&mut self, limit: u64) -> std::io::Result<Bytes> {
+        let (file, pos) = (Arc::clone(&self.source.file), self.pos);
+        let len = (limit - pos).min(READ_CHUNK) as usize;
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, pos).map(|()| buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.pos += len as u64;
+        Ok(Bytes::from(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use std::io::Write;
+
+    fn temp_file(bytes: &[u8]) -> Arc<File> {
+        let path = std::env::temp_dir().join(format!(
+            "download-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let mut f = File::create(&path).unwrap();
+        f.write_all(bytes).unwrap();
+        let f = File::open(&path).unwrap();
+        std::fs::remove_file(path).unwrap();
+        Arc::new(f)
+    }
+
+    async fn collect(s: impl Stream<Item = std::io::Result<Bytes>>) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut s = std::pin::pin!(s);
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn complete_source_serves_ranges() {
+        let src = BlobSource::complete(temp_file(b"0123456789"), 10);
+        assert_eq!(collect(src.stream(2, Some(5))).await.unwrap(), b"234");
+        let src = BlobSource::complete(temp_file(b"0123456789"), 10);
+        assert_eq!(collect(src.stream(0, None)).await.unwrap(), b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn followers_read_while_bytes_land_and_abort_on_failure() {
+        let file = temp_file(b"abcdef");
+        let (tx, dl) = BlobDownload::new();
+        tx.send_replace(Progress::Receiving {
+            size: Some(6),
+            written: 3,
+            file: Arc::clone(&file),
+        });
+        let src = dl.clone().ready().await.unwrap();
+        assert_eq!(src.size(), Some(6));
+        let mut s = Box::pin(src.stream(1, None));
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"bc");
+        tx.send_replace(Progress::Complete {
+            size: 6,
+            file: Arc::clone(&file),
+        });
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"def");
+        assert!(s.next().await.is_none());
+
+        let (tx, dl) = BlobDownload::new();
+        tx.send_replace(Progress::Receiving {
+            size: Some(6),
+            written: 2,
+            file,
+        });
+        let mut s = Box::pin(dl.ready().await.unwrap().stream(0, None));
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"ab");
+        tx.send_replace(Progress::Failed(FetchError::NotFound));
+        assert!(s.next().await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn dropped_fetch_is_an_error_not_a_short_success() {
+        let (tx, dl) = BlobDownload::new();
+        tx.send_replace(Progress::Receiving {
+            size: Some(6),
+            written: 0,
+            file: temp_file(b""),
+        });
+        let src = dl.ready().await.unwrap();
+        drop(tx);
+        assert!(collect(src.stream(0, None)).await.is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! The errors the actors hand back to the HTTP layer.
+//!
+//! `FetchError` is `Clone` because one upstream fetch answers many waiting
+//! clients: every waiter receives the same error value.
+
+use crate::names::Digest;
+
+/// Why a manifest or blob could not be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The upstream (or the cache, when no upstream may be asked) has no such content.
+    #[error("not found upstream")]
+    NotFound,
+    /// The upstream asked for credentials that were missing or wrong.
+    #[error("upstream refused the credentials (401)")]
+    Unauthorized,
+    /// The upstream refused access (403).
+    #[error("upstream denied access (403)")]
+    Denied,
+    /// The upstream rate-limited us (429); `retry_after` is its `Retry-After`.
+    #[error("upstream rate limit (429)")]
+    TooManyRequests {
+        /// The upstream's `Retry-After` header, passed through to the client.
+        retry_after: Option<String>,
+    },
+    /// No endpoint of the upstream could be reached (connect, TLS, DNS, 5xx).
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// The upstream did not start answering within the configured time,
+    /// or a body stalled longer than the idle timeout.
+    #[error("upstream timed out: {0}")]
+    Timeout(String),
+    /// The bytes received do not hash to the digest they were asked by or announced with.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The digest the content must have.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+    /// The upstream answered something this server will not store
+    /// (oversize manifest, wrong length, unexpected status).
+    #[error("bad upstream response: {0}")]
+    BadResponse(String),
+    /// The cache could not be written or read.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<std::io::Error> for FetchError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,19 @@
+//! The actors of ociregistry and the messages they answer.
+//!
+//! Layout:
+//! - [`names`]: validated registry hosts, repository names, tags, digests.
+//! - [`manifest`]: a fetched manifest and its verification.
+//! - [`coordinator`]: **PullCoordinator**, single-flight for upstream fetches.
+//! - [`download`]: one blob fetch as clients follow it, and the reader that
+//!   streams a blob from its (possibly growing) cache file.
+//! - [`storage`]: **Storage**, the on-disk cache and its in-memory index.
+//! - [`upstream`]: **UpstreamRegistry**, one per upstream: client, TLS, auth.
+//! - [`error`]: what a fetch can fail with.
+
+pub mod coordinator;
+pub mod download;
+pub mod error;
+pub mod manifest;
+pub mod names;
+pub mod storage;
+pub mod upstream;

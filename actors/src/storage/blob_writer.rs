@@ -1,0 +1,176 @@
+//! Streams one blob into `<digest>.partial`, hashing as bytes arrive, and
+//! renames it into place only once the digest checked.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::layout::{commit, partial_of, Layout};
+use crate::error::FetchError;
+use crate::names::Digest;
+
+/// A blob being written. Dropping it before [`BlobWriter::finish`] succeeds
+/// deletes the partial file.
+///
+/// The last chunk received is held back in memory and reaches the file only
+/// after the digest matched, so readers following the file can never read a
+/// complete body whose digest is wrong.
+#[derive(Debug)]
+pub struct BlobWriter {
+    /// The digest the bytes must hash to.
+    digest: Digest,
+    /// `<digest>.partial`, where bytes land.
+    partial: PathBuf,
+    /// The final, content-addressed path.
+    path: PathBuf,
+    /// The open partial file; shared with readers, who `pread` from it.
+    file: Arc<File>,
+    /// Running sha256 of every byte received (including `pending`).
+    hasher: Sha256,
+    /// Bytes on disk, readable by followers.
+    written: u64,
+    /// The most recent chunk, not yet on disk.
+    pending: Bytes,
+    /// Set once the blob is renamed into place; keeps `Drop` from deleting it.
+    committed: bool,
+}
+
+impl BlobWriter {
+    /// Creates (or truncates) the partial file for `digest`.
+    pub(crate) fn create(layout: &Layout, digest: Digest) -> std::io::Result<Self> {
+        let path = layout.blob(&digest);
+        let partial = partial_of(&path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)?;
+        Ok(Self {
+            digest,
+            partial,
+            path,
+            file: Arc::new(file),
+            hasher: Sha256::new(),
+            written: 0,
+            pending: Bytes::new(),
+            committed: false,
+        })
+    }
+
+    /// The file readers follow while the blob downloads.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Bytes on disk so far; readers may read up to here.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes received so far (on disk plus the held-back chunk).
+    pub fn received(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+
+    /// Hashes `chunk` and writes the chunk received before it.
+    ///
+    /// Writes go to the page cache with `pwrite`; they are short and are not
+    /// worth a thread hop each. Durability comes from the fsync in `finish`.
+    pub fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        self.hasher.update(&chunk);
+        let previous = std::mem::replace(&mut self.pending, chunk);
+        self.file.write_all_at(&previous, self.written)?;
+        self.written += previous.len() as u64;
+        Ok(())
+    }
+
+    /// Checks the length (when announced) and the digest, then writes the
+    /// last chunk, fsyncs and renames the file into place. Returns the size.
+    pub async fn finish(mut self, expected_len: Option<u64>) -> Result<u64, FetchError> {
+        let received = self.received();
+        if let Some(len) = expected_len.filter(|&l| l != received) {
+            return Err(FetchError::BadResponse(format!(
+                "upstream announced {len} bytes and sent {received}"
+            )));
+        }
+        let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        if actual != self.digest {
+            return Err(FetchError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        let (file, partial, path) = (self.file(), self.partial.clone(), self.path.clone());
+        let last = std::mem::take(&mut self.pending);
+        let offset = self.written;
+        tokio::task::spawn_blocking(move || {
+            file.write_all_at(&last, offset)?;
+            file.sync_all()?;
+            commit(&partial, &path)
+        })
+        .await
+        .map_err(|e| FetchError::Storage(e.to_string()))??;
+        self.written = received;
+        self.committed = true;
+        Ok(received)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: a leftover partial file is also removed at start-up.
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> (Layout, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "blob-writer-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let layout = Layout::new(&dir);
+        layout.create_dirs().unwrap();
+        (layout, dir)
+    }
+
+    #[tokio::test]
+    async fn verified_blob_is_renamed_into_place_and_last_chunk_held_back() {
+        let (layout, dir) = layout();
+        let digest = Digest::of(b"hello world");
+        let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
+        w.push(Bytes::from_static(b"hello ")).unwrap();
+        w.push(Bytes::from_static(b"world")).unwrap();
+        assert_eq!(w.written(), 6, "the last chunk waits for the digest check");
+        assert_eq!(w.finish(Some(11)).await.unwrap(), 11);
+        assert_eq!(std::fs::read(layout.blob(&digest)).unwrap(), b"hello world");
+        assert!(!partial_of(&layout.blob(&digest)).exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn wrong_bytes_or_length_leave_nothing() {
+        let (layout, dir) = layout();
+        let digest = Digest::of(b"expected");
+        let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
+        w.push(Bytes::from_static(b"unexpected")).unwrap();
+        assert!(matches!(w.finish(None).await, Err(FetchError::DigestMismatch { .. })));
+        let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
+        w.push(Bytes::from_static(b"expected")).unwrap();
+        assert!(matches!(w.finish(Some(9)).await, Err(FetchError::BadResponse(_))));
+        assert!(!layout.blob(&digest).exists());
+        assert!(!partial_of(&layout.blob(&digest)).exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,117 @@
+//! The journal: an append-only JSON-lines file recording each stored
+//! manifest's media type and each tag's digest.
+//!
+//! A record is appended (and synced) only after the content it names is in
+//! place, so a crash at any instant leaves at worst a torn last line, which
+//! loading skips. Start-up rewrites the journal compactly.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::write_atomically;
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Record {
+    /// A manifest stored under `manifests/sha256/<hex>`.
+    #[serde(rename_all = "camelCase")]
+    Manifest {
+        /// Its digest.
+        digest: String,
+        /// The media type it is served with.
+        media_type: String,
+    },
+    /// `registry/repo:tag` pointed at `digest` when seen (unix seconds).
+    Tag {
+        /// Registry host.
+        registry: String,
+        /// Repository name.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// Manifest digest.
+        digest: String,
+        /// When the upstream was seen answering this (unix seconds).
+        seen: u64,
+    },
+}
+
+/// An open journal, appended to under a lock from blocking tasks.
+#[derive(Debug)]
+pub struct Journal {
+    /// The file, opened for append.
+    file: Mutex<File>,
+}
+
+impl Journal {
+    /// Reads every well-formed record of the journal at `path` (none if absent).
+    pub fn load(path: &Path) -> std::io::Result<Vec<Record>> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut records = Vec::new();
+        for line in BufReader::new(file).split(b'\n') {
+            if let Ok(r) = serde_json::from_slice::<Record>(&line?) {
+                records.push(r);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Replaces the journal at `path` with `records` atomically and opens it for append.
+    pub fn rewrite(path: &Path, records: &[Record]) -> std::io::Result<Self> {
+        write_atomically(path, &encode(records))?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Self {
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends `records` in one write and syncs them to disk.
+    pub fn append(&self, records: &[Record]) -> std::io::Result<()> {
+        let buf = encode(records);
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&buf)?;
+        file.sync_data()
+    }
+}
+
+/// Serialises records as JSON lines.
+fn encode(records: &[Record]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for r in records {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_writer(&mut buf, r).expect("journal record serialises");
+        buf.push(b'\n');
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_last_line_is_skipped() {
+        let dir = std::env::temp_dir().join(format!("journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("index.jsonl");
+        let rec = Record::Manifest {
+            digest: "sha256:aa".into(),
+            media_type: "m".into(),
+        };
+        let j = Journal::rewrite(&path, std::slice::from_ref(&rec)).unwrap();
+        j.append(std::slice::from_ref(&rec)).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"kind":"tag","regis"#).unwrap();
+        assert_eq!(Journal::load(&path).unwrap(), vec![rec.clone(), rec]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,88 @@
+//! Where things live under the cache root. Every path is built from a
+//! validated [`Digest`], so nothing outside the root can be named.
+
+use std::path::{Path, PathBuf};
+
+use crate::names::Digest;
+
+/// Suffix of files still being written; such files are never served from
+/// their name and are removed at start-up.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// The on-disk layout of a cache root.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The cache root (`imagePath`).
+    root: PathBuf,
+}
+
+impl Layout {
+    /// A layout rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The cache root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of content-addressed blobs.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    /// Directory of manifests, stored byte-exact by digest.
+    pub fn manifest_dir(&self) -> PathBuf {
+        self.root.join("manifests").join("sha256")
+    }
+
+    /// A complete, verified blob.
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir().join(digest.hex())
+    }
+
+    /// A complete, verified manifest.
+    pub fn manifest(&self, digest: &Digest) -> PathBuf {
+        self.manifest_dir().join(digest.hex())
+    }
+
+    /// The journal of manifest media types and tags.
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("index.jsonl")
+    }
+
+    /// Creates the directories of the layout.
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(self.blob_dir())?;
+        std::fs::create_dir_all(self.manifest_dir())
+    }
+}
+
+/// `path` with [`PARTIAL_SUFFIX`] appended.
+pub fn partial_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(PARTIAL_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Writes `bytes` to `path` so that `path` either does not exist or holds all
+/// of them: write a partial file, fsync it, rename it into place, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let partial = partial_of(path);
+    let mut f = std::fs::File::create(&partial)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    commit(&partial, path)
+}
+
+/// Renames a synced partial file into place and makes the rename durable.
+pub fn commit(partial: &Path, path: &Path) -> std::io::Result<()> {
+    std::fs::rename(partial, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

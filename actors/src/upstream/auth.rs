@@ -1,0 +1,186 @@
+//! Registry authentication: parsing `WWW-Authenticate` challenges and
+//! caching bearer tokens per scope.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Token lifetime assumed when the token server names none (Docker's default).
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Tokens are renewed this long before they expire.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+
+/// A parsed `WWW-Authenticate` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Basic realm=...`: send the configured user and password.
+    Basic,
+    /// `Bearer realm=..,service=..,scope=..`: get a token from `realm`.
+    Bearer {
+        /// Token endpoint.
+        realm: String,
+        /// The `service` parameter, passed back to the realm.
+        service: Option<String>,
+        /// The `scope` parameter, passed back to the realm.
+        scope: Option<String>,
+    },
+}
+
+impl Challenge {
+    /// Parses a challenge; `None` for schemes this server does not speak.
+    pub fn parse(header: &str) -> Option<Self> {
+        let header = header.trim();
+        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Self::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let params = parse_params(rest);
+        Some(Self::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+            scope: params.get("scope").cloned(),
+        })
+    }
+}
+
+/// Parses `k="v",k2=v2` auth parameters (quoted values may hold commas).
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            value.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        out.insert(key, value);
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+/// A token server's answer (`token` and/or `access_token`, `expires_in`).
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenResponse {
+    /// Docker's field name.
+    token: Option<String>,
+    /// OAuth2's field name.
+    access_token: Option<String>,
+    /// Lifetime in seconds.
+    expires_in: Option<u64>,
+}
+
+impl TokenResponse {
+    /// The token and how long it may be used.
+    pub fn into_token(self) -> Option<(String, Duration)> {
+        let token = self.token.or(self.access_token).filter(|t| !t.is_empty())?;
+        let ttl = self.expires_in.map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
+        Some((token, ttl))
+    }
+}
+
+/// Bearer tokens by scope, reused across pulls until shortly before expiry.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    /// scope → (token, renew-after instant).
+    tokens: HashMap<String, (String, Instant)>,
+}
+
+impl TokenCache {
+    /// A still-valid token for `scope`.
+    pub fn get(&self, scope: &str) -> Option<&str> {
+        self.tokens
+            .get(scope)
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(t, _)| t.as_str())
+    }
+
+    /// Remembers `token` for `scope` for `ttl` (minus a safety margin).
+    pub fn put(&mut self, scope: &str, token: String, ttl: Duration) {
+        let now = Instant::now();
+        self.tokens.retain(|_, (_, until)| *until > now);
+        let until = now + ttl.saturating_sub(EXPIRY_MARGIN);
+        self.tokens.insert(scope.to_string(), (token, until));
+    }
+
+    /// Forgets the token of `scope` (the upstream refused it).
+    pub fn forget(&mut self, scope: &str) {
+        self.tokens.remove(scope);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_hub_challenge() {
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        );
+        assert_eq!(
+            c,
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/alpine:pull".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn parses_quoted_commas_unquoted_values_and_basic() {
+        let c = Challenge::parse(r#"bearer realm=https://r/t, scope="repository:a:pull,push""#).unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://r/t".into(),
+                service: None,
+                scope: Some("repository:a:pull,push".into()),
+            }
+        );
+        assert_eq!(Challenge::parse(r#"Basic realm="x""#), Some(Challenge::Basic));
+        assert_eq!(Challenge::parse("Negotiate"), None);
+        assert_eq!(Challenge::parse("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn token_fields_and_expiry() {
+        let t: TokenResponse = serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
+        assert_eq!(t.into_token(), Some(("a".into(), Duration::from_secs(300))));
+        let t: TokenResponse = serde_json::from_str(r#"{"token":"b"}"#).unwrap();
+        assert_eq!(t.into_token(), Some(("b".into(), DEFAULT_TOKEN_TTL)));
+        let mut cache = TokenCache::default();
+        cache.put("s", "tok".into(), Duration::from_secs(60));
+        assert_eq!(cache.get("s"), Some("tok"));
+        cache.put("short", "x".into(), Duration::from_secs(1));
+        assert_eq!(cache.get("short"), None, "tokens about to expire are not reused");
+        cache.forget("s");
+        assert_eq!(cache.get("s"), None);
+    }
+}

@@ -1,0 +1,362 @@
+//! The UpstreamRegistry actor: one per upstream registry. It owns that
+//! registry's HTTP client (connection pool, TLS session cache) and its auth
+//! state (bearer tokens), and turns requests into verified-ready answers:
+//! manifest bytes, or a blob body as a bounded channel of chunks.
+//!
+//! awc clients are bound to one thread, so each actor lives on an arbiter
+//! and hands bodies to other threads only as `Send` chunks.
+
+mod auth;
+mod settings;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use actix::prelude::*;
+use awc::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use awc::http::StatusCode;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use self::auth::{Challenge, TokenCache, TokenResponse};
+pub use self::settings::{default_endpoint, Credentials, TlsError, TlsSettings, Timeouts, UpstreamSettings};
+use crate::error::FetchError;
+use crate::manifest::MAX_MANIFEST_BYTES;
+use crate::names::{Digest, Reference, RepoName};
+
+/// Chunks buffered between an upstream body and the blob writer: bounds
+/// memory per download while keeping the socket busy.
+const BODY_CHANNEL_CHUNKS: usize = 16;
+/// Largest token-server answer read.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+/// Redirects followed (blob downloads from CDNs and object stores).
+const MAX_REDIRECTS: u8 = 10;
+
+/// The UpstreamRegistry actor. See the module documentation.
+pub struct UpstreamRegistry {
+    /// State shared with the request futures the actor spawns.
+    inner: Rc<Inner>,
+}
+
+/// What the request futures need.
+struct Inner {
+    /// Endpoints, credentials, timeouts.
+    settings: UpstreamSettings,
+    /// Connection pool and TLS configuration for this registry.
+    client: awc::Client,
+    /// Bearer tokens by scope.
+    tokens: RefCell<TokenCache>,
+    /// Set once the registry asked for Basic auth: later requests send it at once.
+    basic_required: Cell<bool>,
+    /// Registry-scoped logger.
+    log: slog::Logger,
+}
+
+impl UpstreamRegistry {
+    /// Starts the actor on `arbiter`, building its client there.
+    pub fn start_on(
+        arbiter: &actix::ArbiterHandle,
+        settings: UpstreamSettings,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        log: slog::Logger,
+    ) -> Addr<Self> {
+        Self::start_in_arbiter(arbiter, move |_| {
+            let connector = awc::Connector::new()
+                .rustls_0_23(tls)
+                .timeout(settings.timeouts.connect);
+            let client = awc::Client::builder()
+                .connector(connector)
+                .timeout(settings.timeouts.response)
+                .max_redirects(MAX_REDIRECTS)
+                .finish();
+            let log = log.new(slog::o!("upstream" => settings.name.to_string()));
+            Self {
+                inner: Rc::new(Inner {
+                    settings,
+                    client,
+                    tokens: RefCell::default(),
+                    basic_required: Cell::new(false),
+                    log,
+                }),
+            }
+        })
+    }
+}
+
+impl Actor for UpstreamRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+/// Fetch a manifest (bytes not yet verified: the coordinator checks them).
+#[derive(Message)]
+#[rtype(result = "Result<ManifestResponse, FetchError>")]
+pub struct GetManifest {
+    /// Repository in the upstream.
+    pub repo: RepoName,
+    /// Tag or digest.
+    pub reference: Reference,
+    /// The `Accept` header to send (the client's, or a full default list).
+    pub accept: String,
+}
+
+/// An upstream's manifest answer.
+#[derive(Debug)]
+pub struct ManifestResponse {
+    /// The body, at most [`MAX_MANIFEST_BYTES`].
+    pub bytes: Bytes,
+    /// Its `Content-Type`.
+    pub content_type: Option<String>,
+    /// Its `Docker-Content-Digest`.
+    pub digest: Option<String>,
+}
+
+impl Handler<GetManifest> for UpstreamRegistry {
+    type Result = ResponseFuture<Result<ManifestResponse, FetchError>>;
+
+    fn handle(&mut self, msg: GetManifest, _: &mut Self::Context) -> Self::Result {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move {
+            let path = format!("/v2/{}/manifests/{}", msg.repo, msg.reference);
+            let mut resp = inner.get(&path, &msg.accept, &msg.repo).await?;
+            check_status(&resp)?;
+            if content_length(&resp).is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
+                return Err(FetchError::BadResponse(format!(
+                    "manifest larger than {MAX_MANIFEST_BYTES} bytes"
+                )));
+            }
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let (content_type, digest) = (header(CONTENT_TYPE.as_str()), header("docker-content-digest"));
+            let bytes = tokio::time::timeout(inner.settings.timeouts.idle, resp.body().limit(MAX_MANIFEST_BYTES))
+                .await
+                .map_err(|_| FetchError::Timeout("manifest body stalled".into()))?
+                .map_err(|e| FetchError::BadResponse(format!("manifest body: {e}")))?;
+            Ok(ManifestResponse {
+                bytes,
+                content_type,
+                digest,
+            })
+        })
+    }
+}
+
+/// Start downloading a blob.
+#[derive(Message)]
+#[rtype(result = "Result<BlobBody, FetchError>")]
+pub struct OpenBlob {
+    /// Repository the client asked through (upstreams authorise per repository).
+    pub repo: RepoName,
+    /// The blob.
+    pub digest: Digest,
+}
+
+/// A blob body arriving from upstream.
+#[derive(Debug)]
+pub struct BlobBody {
+    /// The announced `Content-Length`.
+    pub size: Option<u64>,
+    /// Body chunks; an `Err` ends the transfer (reset, stall).
+    pub chunks: mpsc::Receiver<Result<Bytes, FetchError>>,
+}
+
+impl Handler<OpenBlob> for UpstreamRegistry {
+    type Result = ResponseFuture<Result<BlobBody, FetchError>>;
+
+    fn handle(&mut self, msg: OpenBlob, _: &mut Self::Context) -> Self::Result {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move {
+            let path = format!("/v2/{}/blobs/{}", msg.repo, msg.digest);
+            let resp = inner.get(&path, "*/*", &msg.repo).await?;
+            check_status(&resp)?;
+            let size = content_length(&resp);
+            let (tx, chunks) = mpsc::channel(BODY_CHANNEL_CHUNKS);
+            actix::spawn(pump(resp, tx, inner.settings.timeouts.idle));
+            Ok(BlobBody { size, chunks })
+        })
+    }
+}
+
+/// Forwards an upstream body into `tx`, cutting it when a chunk takes
+/// longer than `idle` (a stalled transfer), however long the whole takes.
+async fn pump<S>(mut body: S, tx: mpsc::Sender<Result<Bytes, FetchError>>, idle: std::time::Duration)
+where
+    S: futures::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    loop {
+        let item = match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => Err(FetchError::Timeout(format!("no data for {}s", idle.as_secs()))),
+            Ok(None) => return,
+            Ok(Some(chunk)) => chunk.map_err(|e| FetchError::Unreachable(format!("transfer interrupted: {e}"))),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+impl Inner {
+    /// GETs `path`, trying each endpoint in order: a connection error or a
+    /// 5xx moves to the next one.
+    async fn get(&self, path: &str, accept: &str, repo: &RepoName) -> Result<awc::ClientResponse, FetchError> {
+        let mut last = FetchError::Unreachable("no endpoint configured".into());
+        for endpoint in &self.settings.endpoints {
+            match self.get_from(endpoint, path, accept, repo).await {
+                Ok(resp) if resp.status().is_server_error() => {
+                    slog::warn!(self.log, "upstream error"; "endpoint" => endpoint, "status" => resp.status().as_u16());
+                    last = FetchError::Unreachable(format!("{endpoint} answered {}", resp.status()));
+                }
+                Err(e @ (FetchError::Unreachable(_) | FetchError::Timeout(_))) => {
+                    slog::warn!(self.log, "upstream unreachable"; "endpoint" => endpoint, "error" => %e);
+                    last = e;
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// GETs `path` from one endpoint, answering one auth challenge.
+    async fn get_from(
+        &self,
+        endpoint: &str,
+        path: &str,
+        accept: &str,
+        repo: &RepoName,
+    ) -> Result<awc::ClientResponse, FetchError> {
+        let url = format!("{endpoint}{path}");
+        let scope = format!("repository:{repo}:pull");
+        let mut auth = match self.tokens.borrow().get(&scope) {
+            Some(t) => Auth::Bearer(t.to_string()),
+            None if self.basic_required.get() => Auth::Basic,
+            None => Auth::None,
+        };
+        for retried in [false, true] {
+            let req = self.authorize(self.client.get(&url).insert_header((ACCEPT, accept)), &auth);
+            let resp = req.send().await.map_err(|e| send_error(endpoint, e))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || retried {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Challenge::parse);
+            auth = match challenge {
+                Some(Challenge::Basic) if self.settings.credentials.is_some() => {
+                    self.basic_required.set(true);
+                    Auth::Basic
+                }
+                Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                    self.tokens.borrow_mut().forget(&scope);
+                    let (token, ttl) = self
+                        .token(&realm, service.as_deref(), asked.as_deref().unwrap_or(&scope))
+                        .await?;
+                    self.tokens.borrow_mut().put(&scope, token.clone(), ttl);
+                    Auth::Bearer(token)
+                }
+                _ => return Ok(resp),
+            };
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// Adds the configured credentials to a request.
+    fn with_credentials(&self, req: awc::ClientRequest) -> awc::ClientRequest {
+        match &self.settings.credentials {
+            Some(c) => req.basic_auth(&c.user, &c.password),
+            None => req,
+        }
+    }
+
+    /// Adds the chosen `Authorization` to a request.
+    fn authorize(&self, req: awc::ClientRequest, auth: &Auth) -> awc::ClientRequest {
+        match auth {
+            Auth::None => req,
+            Auth::Basic => self.with_credentials(req),
+            Auth::Bearer(t) => req.bearer_auth(t),
+        }
+    }
+
+    /// Gets a bearer token from a realm, with the configured credentials when there are some.
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<(String, std::time::Duration), FetchError> {
+        let mut params = vec![("scope", scope)];
+        if let Some(s) = service {
+            params.push(("service", s));
+        }
+        let req = self
+            .client
+            .get(realm)
+            .query(&params)
+            .map_err(|e| FetchError::BadResponse(format!("token realm {realm:?}: {e}")))?;
+        let mut resp = self.with_credentials(req).send().await.map_err(|e| send_error(realm, e))?;
+        check_status(&resp)?;
+        let body = resp
+            .body()
+            .limit(MAX_TOKEN_RESPONSE)
+            .await
+            .map_err(|e| FetchError::BadResponse(format!("token answer: {e}")))?;
+        serde_json::from_slice::<TokenResponse>(&body)
+            .ok()
+            .and_then(TokenResponse::into_token)
+            .ok_or_else(|| FetchError::BadResponse("token answer holds no token".into()))
+    }
+}
+
+/// Which `Authorization` a request carries.
+enum Auth {
+    /// Anonymous.
+    None,
+    /// The configured user and password.
+    Basic,
+    /// A bearer token from the registry's realm.
+    Bearer(String),
+}
+
+/// Maps a non-200 upstream status to what it means for the client.
+fn check_status(resp: &awc::ClientResponse) -> Result<(), FetchError> {
+    match resp.status() {
+        StatusCode::OK => Ok(()),
+        StatusCode::NOT_FOUND => Err(FetchError::NotFound),
+        StatusCode::UNAUTHORIZED => Err(FetchError::Unauthorized),
+        StatusCode::FORBIDDEN => Err(FetchError::Denied),
+        StatusCode::TOO_MANY_REQUESTS => Err(FetchError::TooManyRequests {
+            retry_after: resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        }),
+        s => Err(FetchError::BadResponse(format!("upstream answered {s}"))),
+    }
+}
+
+/// The response's `Content-Length`, if it sent a valid one.
+fn content_length(resp: &awc::ClientResponse) -> Option<u64> {
+    resp.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Classifies an awc send error (the URL is named, never credentials).
+fn send_error(target: &str, e: awc::error::SendRequestError) -> FetchError {
+    match e {
+        awc::error::SendRequestError::Timeout => FetchError::Timeout(format!("{target}: no response headers in time")),
+        e => FetchError::Unreachable(format!("{target}: {e}")),
+    }
+}

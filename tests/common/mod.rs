@@ -1,0 +1,158 @@
+//! Shared support for the integration tests: a real upstream registry, the
+//! server under test, generated images, and real clients (containerd, skopeo).
+//!
+//! Everything listens on 127.0.0.1 only.
+#![allow(dead_code, unused_imports)]
+
+pub mod containerd;
+pub mod image;
+pub mod push;
+pub mod server;
+pub mod skopeo;
+pub mod upstream;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub use containerd::Containerd;
+pub use image::{Blob, TestImage, TestIndex};
+pub use push::{push_blob, push_image, push_index, put_manifest};
+pub use server::Server;
+pub use skopeo::{
+    dir_blob_digests, dir_manifest_digests, read_dir_manifest, skopeo, skopeo_copy,
+    skopeo_copy_from_mirror,
+};
+pub use upstream::{AccessLogEntry, Upstream};
+
+/// How long helpers wait for a process to become ready.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Interval between two readiness probes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// OCI digest (`sha256:<hex>`) of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// Panics unless the tests run as root and docker-registry, skopeo, ctr and
+/// containerd are on `PATH`.
+pub fn require_root_tools() {
+    let missing: Vec<&str> = ["docker-registry", "skopeo", "ctr", "containerd", "umount"]
+        .into_iter()
+        .filter(|tool| find_in_path(tool).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "integration tests need these tools on PATH: {} (Debian: apt-get install docker-registry skopeo containerd)",
+        missing.join(", ")
+    );
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0");
+    assert!(
+        root,
+        "integration tests must run as root (containerd needs it)"
+    );
+}
+
+fn find_in_path(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Panics with `what`, the exit status, stdout and stderr unless `out` succeeded.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends `GET path` to `host_port` over plain HTTP/1.0 and returns the status
+/// code, or `None` if there was no well-formed answer.
+pub fn http_get_status(host_port: &str, path: &str) -> Option<u16> {
+    let addr: SocketAddr = host_port.parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host_port}\r\n\r\n").ok()?;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    while len < 12 {
+        match stream.read(&mut head[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    let line = std::str::from_utf8(&head[..len]).ok()?;
+    line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
+/// Polls `ready` every [`POLL_INTERVAL`] until it returns true or `deadline`
+/// passes. Returns whether it became ready.
+pub fn wait_until(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// The last `lines` lines of the file at `path` (empty if unreadable).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// SIGKILLs and reaps the child, if any.
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Opens `path` for appending (creating it), for a child's stdout/stderr.
+fn append_file(path: &Path) -> fs::File {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}

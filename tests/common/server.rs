@@ -1,0 +1,159 @@
+//! The server under test, run as a child process.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use tempfile::TempDir;
+
+use super::{append_file, kill_child, log_tail, STARTUP_DEADLINE};
+
+/// Prefix of the single stdout line the server prints once it accepts
+/// connections.
+const LISTENING_PREFIX: &str = "ociregistry listening on ";
+
+/// A running `ociregistry serve` on 127.0.0.1 with a kernel-chosen port. Its
+/// stderr goes to [`Server::log_path`]; the config and (by default) the image
+/// cache live in a temporary directory.
+pub struct Server {
+    dir: TempDir,
+    cache_dir: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    url: String,
+}
+
+impl Server {
+    /// Writes `config_yaml` to `<tempdir>/config.yaml` and starts the server
+    /// with its cache in `<tempdir>/cache`, appending `extra_args` to
+    /// `serve --port 0 --host 127.0.0.1`. Returns once it listens.
+    pub fn start(config_yaml: &str, extra_args: &[&str]) -> Server {
+        Self::start_inner(config_yaml, None, extra_args)
+    }
+
+    /// Like [`Server::start`], with the image cache in `cache_dir`.
+    pub fn start_with_cache(config_yaml: &str, cache_dir: &Path, extra_args: &[&str]) -> Server {
+        Self::start_inner(config_yaml, Some(cache_dir), extra_args)
+    }
+
+    fn start_inner(config_yaml: &str, cache_dir: Option<&Path>, extra_args: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("ociregistry-server-")
+            .tempdir()
+            .expect("create server temp dir");
+        fs::write(dir.path().join("config.yaml"), config_yaml).expect("write server config");
+        let cache_dir = cache_dir.map_or_else(|| dir.path().join("cache"), Path::to_path_buf);
+        let mut server = Server {
+            dir,
+            cache_dir,
+            extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
+            child: None,
+            url: String::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .arg("--config-file")
+            .arg(self.config_path())
+            .arg("--image-path")
+            .arg(&self.cache_dir)
+            .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(append_file(&self.log_path()))
+            .spawn()
+            .expect("spawn ociregistry");
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.child = Some(child);
+        match wait_for_listening(stdout) {
+            Some(url) => self.url = url,
+            None => {
+                kill_child(&mut self.child);
+                panic!(
+                    "ociregistry did not report listening within {STARTUP_DEADLINE:?}:\n{}",
+                    log_tail(&self.log_path(), 40)
+                );
+            }
+        }
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host_port(&self) -> String {
+        self.url
+            .strip_prefix("http://")
+            .unwrap_or(&self.url)
+            .to_owned()
+    }
+
+    /// The image cache directory (`--image-path`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone()
+    }
+
+    /// The config file passed as `--config-file`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// The file receiving the server's stderr, across restarts.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log_contents(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// SIGKILLs the server and waits for it to exit.
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
+    }
+
+    /// Kills the server, then starts it again with the same config, arguments
+    /// and cache directory, on a new port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// Reads the server's stdout on a thread until the listening line appears
+/// (returning its URL) or the deadline passes or stdout closes (`None`). The
+/// thread keeps draining stdout afterwards.
+fn wait_for_listening(stdout: ChildStdout) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // Once the URL has been received nobody listens; keep draining.
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let line = rx.recv_timeout(left).ok()?;
+        if let Some(url) = line.trim().strip_prefix(LISTENING_PREFIX) {
+            return Some(url.trim().to_owned());
+        }
+    }
+}
