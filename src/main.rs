@@ -1,1 +1,49 @@
-fn main(){}
+//! The `ociregistry` binary.
+
+use clap::Parser;
+use ociregistry::cli::Cli;
+use ociregistry::config::Config;
+use slog::Drain;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let loaded = match Config::load(&cli) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ociregistry: configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let log = logger(&loaded.config.log_level);
+    for w in &loaded.warnings {
+        slog::warn!(log, "configuration"; "warning" => w);
+    }
+    let hello_world = Config::hello_world(&cli);
+    let result = actix::System::new().block_on(ociregistry::server::run(
+        loaded.config,
+        hello_world,
+        log.clone(),
+    ));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            slog::crit!(log, "cannot start"; "error" => %e);
+            eprintln!("ociregistry: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A synchronous terminal logger on stderr at `level` (unknown names: info).
+fn logger(level: &str) -> slog::Logger {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "error" => slog::Level::Error,
+        "warn" | "warning" => slog::Level::Warning,
+        "debug" => slog::Level::Debug,
+        "trace" => slog::Level::Trace,
+        _ => slog::Level::Info,
+    };
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    slog::Logger::root(slog::LevelFilter::new(drain, level).fuse(), slog::o!())
+}

@@ -18,7 +18,9 @@ use crate::error::FetchError;
 use crate::manifest::Manifest;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage};
-use crate::upstream::{GetManifest, OpenBlob, TlsError, Timeouts, UpstreamRegistry, UpstreamSettings};
+use crate::upstream::{
+    GetManifest, OpenBlob, Timeouts, TlsError, UpstreamRegistry, UpstreamSettings,
+};
 
 /// A manifest flight's identity.
 type ManifestKey = (RegistryName, RepoName, Reference);
@@ -35,23 +37,29 @@ pub struct PullCoordinator {
     manifests: HashMap<ManifestKey, ManifestFlight>,
     /// Blob fetches in flight, by digest.
     blobs: HashMap<Digest, BlobDownload>,
+    /// The thread the coordinator runs on; kept for the actor's lifetime.
+    _thread: Arbiter,
 }
 
 impl PullCoordinator {
-    /// A coordinator for the configured upstreams; other registries are
-    /// reached with [`UpstreamSettings::unlisted`]. Fails on unusable TLS settings.
-    pub fn new(
+    /// Starts the coordinator on a thread of its own, for the configured
+    /// upstreams; other registries are reached with
+    /// [`UpstreamSettings::unlisted`]. Fails on unusable TLS settings.
+    pub fn start(
         storage: Addr<Storage>,
         configured: Vec<UpstreamSettings>,
         timeouts: Timeouts,
         log: slog::Logger,
-    ) -> Result<Self, TlsError> {
-        Ok(Self {
+    ) -> Result<Addr<Self>, TlsError> {
+        let upstreams = Upstreams::new(configured, timeouts, log)?;
+        let arbiter = Arbiter::new();
+        Ok(Self::start_in_arbiter(&arbiter.handle(), move |_| Self {
             storage,
-            upstreams: Upstreams::new(configured, timeouts, log)?,
+            upstreams,
             manifests: HashMap::new(),
             blobs: HashMap::new(),
-        })
+            _thread: arbiter,
+        }))
     }
 }
 
@@ -91,18 +99,34 @@ impl Handler<FetchManifest> for PullCoordinator {
     type Result = ResponseFuture<Result<Joined<Arc<Manifest>>, FetchError>>;
 
     fn handle(&mut self, msg: FetchManifest, ctx: &mut Self::Context) -> Self::Result {
-        let key = (msg.registry.clone(), msg.repo.clone(), msg.reference.clone());
+        let key = (
+            msg.registry.clone(),
+            msg.repo.clone(),
+            msg.reference.clone(),
+        );
         if let Some(flight) = self.manifests.get(&key) {
             let flight = flight.clone();
-            return Box::pin(async move { flight.await.map(|value| Joined { value, joined: true }) });
+            return Box::pin(async move {
+                flight.await.map(|value| Joined {
+                    value,
+                    joined: true,
+                })
+            });
         }
         let upstream = self.upstreams.get(&msg.registry);
-        let flight = fetch_manifest(self.storage.clone(), upstream, msg).boxed_local().shared();
+        let flight = fetch_manifest(self.storage.clone(), upstream, msg)
+            .boxed_local()
+            .shared();
         self.manifests.insert(key.clone(), flight.clone());
         ctx.spawn(flight.clone().into_actor(self).map(move |_, act, _| {
             act.manifests.remove(&key);
         }));
-        Box::pin(async move { flight.await.map(|value| Joined { value, joined: false }) })
+        Box::pin(async move {
+            flight.await.map(|value| Joined {
+                value,
+                joined: false,
+            })
+        })
     }
 }
 
@@ -207,7 +231,11 @@ async fn stream_blob(
     digest: Digest,
     tx: &watch::Sender<Progress>,
 ) -> Result<(), FetchError> {
-    let mut writer = match storage.send(BeginBlob(digest.clone())).await.map_err(mailbox)?? {
+    let mut writer = match storage
+        .send(BeginBlob(digest.clone()))
+        .await
+        .map_err(mailbox)??
+    {
         BlobStart::Cached(c) => {
             let file = Arc::new(File::open(&c.path)?);
             tx.send_replace(Progress::Complete { size: c.size, file });
@@ -231,7 +259,9 @@ async fn stream_blob(
     while let Some(chunk) = body.chunks.recv().await {
         writer.push(chunk?)?;
         if let Some(size) = body.size.filter(|&s| writer.received() > s) {
-            return Err(FetchError::BadResponse(format!("upstream sent more than the announced {size} bytes")));
+            return Err(FetchError::BadResponse(format!(
+                "upstream sent more than the announced {size} bytes"
+            )));
         }
         let now = writer.written();
         tx.send_modify(|p| {
@@ -241,7 +271,10 @@ async fn stream_blob(
         });
     }
     let size = writer.finish(body.size).await?;
-    storage.send(BlobStored { digest, size }).await.map_err(mailbox)?;
+    storage
+        .send(BlobStored { digest, size })
+        .await
+        .map_err(mailbox)?;
     tx.send_replace(Progress::Complete { size, file });
     Ok(())
 }
@@ -270,7 +303,11 @@ struct Upstreams {
 impl Upstreams {
     /// Builds every configured registry's TLS configuration up front, so
     /// bad TLS settings fail start-up.
-    fn new(configured: Vec<UpstreamSettings>, timeouts: Timeouts, log: slog::Logger) -> Result<Self, TlsError> {
+    fn new(
+        configured: Vec<UpstreamSettings>,
+        timeouts: Timeouts,
+        log: slog::Logger,
+    ) -> Result<Self, TlsError> {
         let configured = configured
             .into_iter()
             .map(|s| Ok((s.name.clone(), (s.tls.client_config()?, s))))

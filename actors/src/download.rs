@@ -112,13 +112,19 @@ impl BlobSource {
     /// Streams bytes `start..end` (`end` = `None`: to the end), following
     /// the download when there is one. The stream fails, and the client's
     /// connection is cut, if the download fails.
-    pub fn stream(self, start: u64, end: Option<u64>) -> impl Stream<Item = std::io::Result<Bytes>> {
+    pub fn stream(
+        self,
+        start: u64,
+        end: Option<u64>,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> {
         let reader = Reader {
             source: self,
             pos: start,
             end: end.unwrap_or(u64::MAX),
         };
-        futures::stream::unfold(reader, |mut r| async move { r.next_chunk().await.map(|c| (c, r)) })
+        futures::stream::unfold(reader, |mut r| async move {
+            r.next_chunk().await.map(|c| (c, r))
+        })
     }
 }
 

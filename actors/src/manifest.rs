@@ -80,8 +80,7 @@ pub fn media_type_of(bytes: &[u8]) -> String {
             ..
         }) => m,
         Ok(Shape {
-            manifests: Some(_),
-            ..
+            manifests: Some(_), ..
         }) => "application/vnd.oci.image.index.v1+json".to_string(),
         _ => "application/vnd.oci.image.manifest.v1+json".to_string(),
     }
@@ -100,7 +99,13 @@ mod tests {
     fn by_digest_must_match() {
         let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
         let good = Reference::Digest(Digest::of(&body));
-        let m = Manifest::verify(&good, body.clone(), Some("application/x; charset=utf-8"), None).unwrap();
+        let m = Manifest::verify(
+            &good,
+            body.clone(),
+            Some("application/x; charset=utf-8"),
+            None,
+        )
+        .unwrap();
         assert_eq!(m.media_type, "application/x");
         let other = Reference::Digest(Digest::of(b"other"));
         assert!(matches!(
@@ -134,7 +139,13 @@ mod tests {
     #[test]
     fn declared_media_type_wins() {
         let body = br#"{"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
-        assert_eq!(media_type_of(body), "application/vnd.docker.distribution.manifest.v2+json");
-        assert_eq!(media_type_of(b"{}"), "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(
+            media_type_of(body),
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            media_type_of(b"{}"),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
     }
 }

@@ -97,9 +97,12 @@ impl RegistryName {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-        let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+        let port_ok =
+            port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
         if !host_ok || !port_ok {
             return Err(err());
         }
@@ -275,10 +278,21 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        for ok in ["a", "library/alpine", "my.org/app", "a/b/c/d/e/f", "a__b", "a---b", "a_b.c-d"] {
+        for ok in [
+            "a",
+            "library/alpine",
+            "my.org/app",
+            "a/b/c/d/e/f",
+            "a__b",
+            "a---b",
+            "a_b.c-d",
+        ] {
             assert!(RepoName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "a//b", "/a", "a/", "..", "a/../b", "a..b", "-a", "a-", "a___b", "a b", "a%2fb"] {
+        for bad in [
+            "", "A", "a//b", "/a", "a/", "..", "a/../b", "a..b", "-a", "a-", "a___b", "a b",
+            "a%2fb",
+        ] {
             assert!(RepoName::parse(bad).is_err(), "{bad}");
         }
         assert!(RepoName::parse(&"a".repeat(256)).is_err());
@@ -297,18 +311,37 @@ mod tests {
     #[test]
     fn references() {
         assert!(matches!(Reference::parse("latest"), Ok(Reference::Tag(_))));
-        assert!(matches!(Reference::parse(&format!("sha256:{HEX}")), Ok(Reference::Digest(_))));
-        assert!(matches!(Reference::parse("sha256:zz"), Err(NameError::Digest(_))));
+        assert!(matches!(
+            Reference::parse(&format!("sha256:{HEX}")),
+            Ok(Reference::Digest(_))
+        ));
+        assert!(matches!(
+            Reference::parse("sha256:zz"),
+            Err(NameError::Digest(_))
+        ));
     }
 
     #[test]
     fn registries_and_docker_hub() {
-        for alias in ["docker.io", "index.docker.io", "registry-1.docker.io", "Docker.IO"] {
+        for alias in [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "Docker.IO",
+        ] {
             assert_eq!(RegistryName::parse(alias).unwrap().as_str(), "docker.io");
         }
-        assert_eq!(RegistryName::parse("127.0.0.1:5000").unwrap().as_str(), "127.0.0.1:5000");
-        assert_eq!(RegistryName::parse("localhost").unwrap().as_str(), "localhost");
-        for bad in ["", "a/b", "h:port", "h:99999", "-a.com", "a..b", "a@b", "http://x"] {
+        assert_eq!(
+            RegistryName::parse("127.0.0.1:5000").unwrap().as_str(),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(
+            RegistryName::parse("localhost").unwrap().as_str(),
+            "localhost"
+        );
+        for bad in [
+            "", "a/b", "h:port", "h:99999", "-a.com", "a..b", "a@b", "http://x",
+        ] {
             assert!(RegistryName::parse(bad).is_err(), "{bad}");
         }
         let hub = RegistryName::parse("docker.io").unwrap();
@@ -317,7 +350,10 @@ mod tests {
         assert_eq!(alpine.clone().for_registry(&hub).as_str(), "library/alpine");
         assert_eq!(alpine.for_registry(&quay).as_str(), "alpine");
         assert_eq!(
-            RepoName::parse("org/app").unwrap().for_registry(&hub).as_str(),
+            RepoName::parse("org/app")
+                .unwrap()
+                .for_registry(&hub)
+                .as_str(),
             "org/app"
         );
     }

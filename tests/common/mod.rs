@@ -57,8 +57,8 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
 
-/// Panics unless the tests run as root and docker-registry, skopeo, ctr and
-/// containerd are on `PATH`.
+/// Panics unless the tests run as root and docker-registry, skopeo, ctr,
+/// containerd and umount are on `PATH`.
 pub fn require_root_tools() {
     let missing: Vec<&str> = ["docker-registry", "skopeo", "ctr", "containerd", "umount"]
         .into_iter()

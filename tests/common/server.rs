@@ -5,15 +5,19 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{append_file, kill_child, log_tail, STARTUP_DEADLINE};
+use super::{append_file, kill_child, log_tail, wait_until, STARTUP_DEADLINE};
 
 /// Prefix of the single stdout line the server prints once it accepts
 /// connections.
 const LISTENING_PREFIX: &str = "ociregistry listening on ";
+
+/// How long a server that failed to start gets to exit on its own before it
+/// is killed, so that its exit status can be reported.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// A running `ociregistry serve` on 127.0.0.1 with a kernel-chosen port. Its
 /// stderr goes to [`Server::log_path`]; the config and (by default) the image
@@ -75,9 +79,22 @@ impl Server {
         match wait_for_listening(stdout) {
             Some(url) => self.url = url,
             None => {
+                // stdout may close a moment before the process is reaped.
+                let mut exited = None;
+                wait_until(EXIT_GRACE, || {
+                    exited = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
+                    exited.is_some()
+                });
                 kill_child(&mut self.child);
+                let state = exited.map_or_else(
+                    || format!("did not report listening within {STARTUP_DEADLINE:?}"),
+                    |status| format!("exited ({status}) before listening"),
+                );
                 panic!(
-                    "ociregistry did not report listening within {STARTUP_DEADLINE:?}:\n{}",
+                    "ociregistry {state}; stderr:\n{}",
                     log_tail(&self.log_path(), 40)
                 );
             }

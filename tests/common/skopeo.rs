@@ -62,7 +62,7 @@ pub fn skopeo_copy(src: &str, dest: &str, extra_args: &[&str]) -> Output {
 /// Copies `docker://MIRROR/IMAGE` over plain HTTP into the `dir:` layout at
 /// `dest_dir`, which must not exist yet or be empty. `image` names the
 /// registry, e.g. `docker.io/library/x:tag`. With `all`, every platform of an
-/// index is copied; otherwise only linux/amd64.
+/// index is copied; otherwise only the host's platform (linux/amd64).
 ///
 /// skopeo first tries HTTPS on the port, then falls back to HTTP.
 pub fn skopeo_copy_from_mirror(

@@ -6,7 +6,9 @@ use std::process::{Child, Command, Stdio};
 
 use tempfile::TempDir;
 
-use super::{append_file, free_port, http_get_status, kill_child, log_tail, wait_until};
+use super::{
+    append_file, free_port, http_get_status, kill_child, log_tail, wait_until, STARTUP_DEADLINE,
+};
 
 /// A `docker-registry serve` process on 127.0.0.1 with filesystem storage in a
 /// temporary directory. Its access log (combined log format) and its other
@@ -35,9 +37,29 @@ impl Upstream {
             .prefix("ociregistry-upstream-")
             .tempdir()
             .expect("create upstream temp dir");
-        let port = free_port();
-        let storage = dir.path().join("storage");
-        fs::create_dir_all(&storage).expect("create upstream storage dir");
+        fs::create_dir_all(dir.path().join("storage")).expect("create upstream storage dir");
+        let mut upstream = Upstream {
+            dir,
+            port: 0,
+            child: None,
+        };
+        // Another process may take the free port before the registry binds it.
+        let mut retries = 2;
+        loop {
+            upstream.port = free_port();
+            upstream.write_config();
+            match upstream.spawn() {
+                Ok(()) => return upstream,
+                Err(log) if retries > 0 && log.contains("address already in use") => retries -= 1,
+                Err(log) => panic!(
+                    "docker-registry did not come up on {}:\n{log}",
+                    upstream.host_port()
+                ),
+            }
+        }
+    }
+
+    fn write_config(&self) {
         let config = format!(
             "version: 0.1
 log:
@@ -57,19 +79,14 @@ http:
   addr: 127.0.0.1:{port}
   secret: ociregistry-tests-upstream
 ",
-            storage = storage.display()
+            storage = self.dir.path().join("storage").display(),
+            port = self.port,
         );
-        fs::write(dir.path().join("config.yml"), config).expect("write upstream config");
-        let mut upstream = Upstream {
-            dir,
-            port,
-            child: None,
-        };
-        upstream.spawn();
-        upstream
+        fs::write(self.dir.path().join("config.yml"), config).expect("write upstream config");
     }
 
-    fn spawn(&mut self) {
+    /// Spawns the registry and waits for it; on failure returns the log tail.
+    fn spawn(&mut self) -> Result<(), String> {
         let log = append_file(&self.log_path());
         let mut cmd = Command::new("docker-registry");
         cmd.arg("serve")
@@ -83,23 +100,20 @@ http:
                 cmd.env_remove(key);
             }
         }
-        let child = cmd.spawn().expect("spawn docker-registry");
-        self.child = Some(child);
+        self.child = Some(cmd.spawn().expect("spawn docker-registry"));
         let host_port = self.host_port();
-        let ready = wait_until(super::STARTUP_DEADLINE, || {
+        let ready = wait_until(STARTUP_DEADLINE, || {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return true;
             }
             http_get_status(&host_port, "/v2/") == Some(200)
         });
         let exited = matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))));
-        if !ready || exited {
-            kill_child(&mut self.child);
-            panic!(
-                "docker-registry did not come up on {host_port}:\n{}",
-                log_tail(&self.log_path(), 30)
-            );
+        if ready && !exited {
+            return Ok(());
         }
+        kill_child(&mut self.child);
+        Err(log_tail(&self.log_path(), 30))
     }
 
     /// Base URL, `http://127.0.0.1:PORT`.
@@ -150,9 +164,18 @@ http:
     }
 
     /// Restarts the registry on the same port with the same storage.
+    ///
+    /// Keep-alive connections an `awc::Client` pooled to the old process are
+    /// dead, and awc may still pick one (`Connect(Disconnected)`): use a new
+    /// client for requests to the restarted registry.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(log) = self.spawn() {
+            panic!(
+                "docker-registry did not come back on {}:\n{log}",
+                self.host_port()
+            );
+        }
     }
 }
 

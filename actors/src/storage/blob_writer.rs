@@ -165,10 +165,16 @@ mod tests {
         let digest = Digest::of(b"expected");
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
         w.push(Bytes::from_static(b"unexpected")).unwrap();
-        assert!(matches!(w.finish(None).await, Err(FetchError::DigestMismatch { .. })));
+        assert!(matches!(
+            w.finish(None).await,
+            Err(FetchError::DigestMismatch { .. })
+        ));
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
         w.push(Bytes::from_static(b"expected")).unwrap();
-        assert!(matches!(w.finish(Some(9)).await, Err(FetchError::BadResponse(_))));
+        assert!(matches!(
+            w.finish(Some(9)).await,
+            Err(FetchError::BadResponse(_))
+        ));
         assert!(!layout.blob(&digest).exists());
         assert!(!partial_of(&layout.blob(&digest)).exists());
         std::fs::remove_dir_all(dir).unwrap();

@@ -75,17 +75,32 @@ impl Storage {
                         Ok(m) => {
                             manifests.insert(m.digest.clone(), Arc::new(m));
                         }
-                        Err(e) => slog::warn!(log, "dropping cached manifest"; "digest" => digest, "reason" => e),
+                        Err(e) => {
+                            slog::warn!(log, "dropping cached manifest"; "digest" => digest, "reason" => e)
+                        }
                     }
                 }
-                Record::Tag { registry, repo, tag, digest, .. } => {
+                Record::Tag {
+                    registry,
+                    repo,
+                    tag,
+                    digest,
+                    ..
+                } => {
                     if let (Ok(registry), Ok(repo), Ok(tag), Ok(digest)) = (
                         RegistryName::parse(&registry),
                         RepoName::parse(&repo),
                         Tag::parse(&tag),
                         Digest::parse(&digest),
                     ) {
-                        tags.insert(TagKey { registry, repo, tag }, digest);
+                        tags.insert(
+                            TagKey {
+                                registry,
+                                repo,
+                                tag,
+                            },
+                            digest,
+                        );
                     }
                 }
             }
@@ -202,7 +217,10 @@ impl Handler<BeginBlob> for Storage {
         if let Some(cached) = self.cached_blob(&msg.0) {
             return Ok(BlobStart::Cached(cached));
         }
-        Ok(BlobStart::Writer(Box::new(BlobWriter::create(&self.layout, msg.0)?)))
+        Ok(BlobStart::Writer(Box::new(BlobWriter::create(
+            &self.layout,
+            msg.0,
+        )?)))
     }
 }
 
@@ -221,6 +239,43 @@ impl Handler<BlobStored> for Storage {
 
     fn handle(&mut self, msg: BlobStored, _: &mut Self::Context) {
         self.blobs.insert(msg.digest, msg.size);
+    }
+}
+
+/// Stores a whole blob held in memory (small embedded content), verified
+/// like any download.
+#[derive(Message)]
+#[rtype(result = "Result<(), FetchError>")]
+pub struct PutBlob {
+    /// The digest the bytes must hash to.
+    pub digest: Digest,
+    /// The content.
+    pub bytes: Bytes,
+}
+
+impl Handler<PutBlob> for Storage {
+    type Result = ResponseActFuture<Self, Result<(), FetchError>>;
+
+    fn handle(&mut self, msg: PutBlob, _: &mut Self::Context) -> Self::Result {
+        let writer = match self.cached_blob(&msg.digest) {
+            Some(_) => None,
+            None => Some(BlobWriter::create(&self.layout, msg.digest.clone())),
+        };
+        let store = async move {
+            let Some(writer) = writer else {
+                return Ok(None);
+            };
+            let mut writer = writer?;
+            let len = msg.bytes.len() as u64;
+            writer.push(msg.bytes)?;
+            writer.finish(Some(len)).await.map(Some)
+        };
+        Box::pin(store.into_actor(self).map(move |res, act, _| {
+            if let Some(size) = res? {
+                act.blobs.insert(msg.digest, size);
+            }
+            Ok(())
+        }))
     }
 }
 
@@ -249,7 +304,10 @@ impl Handler<PutManifest> for Storage {
             tag,
         });
         let new_manifest = !self.manifests.contains_key(&digest);
-        let new_tag = key.as_ref().filter(|k| self.tags.get(*k) != Some(&digest)).cloned();
+        let new_tag = key
+            .as_ref()
+            .filter(|k| self.tags.get(*k) != Some(&digest))
+            .cloned();
         let mut records = Vec::new();
         if new_manifest {
             records.push(manifest_record(&msg.manifest));
@@ -347,7 +405,11 @@ fn scan_blobs(layout: &Layout, log: &slog::Logger) -> std::io::Result<HashMap<Di
 fn remove_partials(dir: &std::path::Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(PARTIAL_SUFFIX)
+        {
             std::fs::remove_file(entry.path())?;
         }
     }

@@ -53,7 +53,11 @@ fn parse_params(s: &str) -> HashMap<String, String> {
         let Some((key, after)) = rest.split_once('=') else {
             break;
         };
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         let after = after.trim_start();
         let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
             let mut value = String::new();
@@ -99,7 +103,9 @@ impl TokenResponse {
     /// The token and how long it may be used.
     pub fn into_token(self) -> Option<(String, Duration)> {
         let token = self.token.or(self.access_token).filter(|t| !t.is_empty())?;
-        let ttl = self.expires_in.map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
+        let ttl = self
+            .expires_in
+            .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
         Some((token, ttl))
     }
 }
@@ -155,7 +161,8 @@ mod tests {
 
     #[test]
     fn parses_quoted_commas_unquoted_values_and_basic() {
-        let c = Challenge::parse(r#"bearer realm=https://r/t, scope="repository:a:pull,push""#).unwrap();
+        let c = Challenge::parse(r#"bearer realm=https://r/t, scope="repository:a:pull,push""#)
+            .unwrap();
         assert_eq!(
             c,
             Challenge::Bearer {
@@ -164,14 +171,18 @@ mod tests {
                 scope: Some("repository:a:pull,push".into()),
             }
         );
-        assert_eq!(Challenge::parse(r#"Basic realm="x""#), Some(Challenge::Basic));
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="x""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(Challenge::parse("Negotiate"), None);
         assert_eq!(Challenge::parse("Bearer service=x"), None);
     }
 
     #[test]
     fn token_fields_and_expiry() {
-        let t: TokenResponse = serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
+        let t: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":300}"#).unwrap();
         assert_eq!(t.into_token(), Some(("a".into(), Duration::from_secs(300))));
         let t: TokenResponse = serde_json::from_str(r#"{"token":"b"}"#).unwrap();
         assert_eq!(t.into_token(), Some(("b".into(), DEFAULT_TOKEN_TTL)));
@@ -179,7 +190,11 @@ mod tests {
         cache.put("s", "tok".into(), Duration::from_secs(60));
         assert_eq!(cache.get("s"), Some("tok"));
         cache.put("short", "x".into(), Duration::from_secs(1));
-        assert_eq!(cache.get("short"), None, "tokens about to expire are not reused");
+        assert_eq!(
+            cache.get("short"),
+            None,
+            "tokens about to expire are not reused"
+        );
         cache.forget("s");
         assert_eq!(cache.get("s"), None);
     }

@@ -20,7 +20,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use self::auth::{Challenge, TokenCache, TokenResponse};
-pub use self::settings::{default_endpoint, Credentials, TlsError, TlsSettings, Timeouts, UpstreamSettings};
+pub use self::settings::{
+    default_endpoint, Credentials, Timeouts, TlsError, TlsSettings, UpstreamSettings,
+};
 use crate::error::FetchError;
 use crate::manifest::MAX_MANIFEST_BYTES;
 use crate::names::{Digest, Reference, RepoName};
@@ -135,11 +137,17 @@ impl Handler<GetManifest> for UpstreamRegistry {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let (content_type, digest) = (header(CONTENT_TYPE.as_str()), header("docker-content-digest"));
-            let bytes = tokio::time::timeout(inner.settings.timeouts.idle, resp.body().limit(MAX_MANIFEST_BYTES))
-                .await
-                .map_err(|_| FetchError::Timeout("manifest body stalled".into()))?
-                .map_err(|e| FetchError::BadResponse(format!("manifest body: {e}")))?;
+            let (content_type, digest) = (
+                header(CONTENT_TYPE.as_str()),
+                header("docker-content-digest"),
+            );
+            let bytes = tokio::time::timeout(
+                inner.settings.timeouts.idle,
+                resp.body().limit(MAX_MANIFEST_BYTES),
+            )
+            .await
+            .map_err(|_| FetchError::Timeout("manifest body stalled".into()))?
+            .map_err(|e| FetchError::BadResponse(format!("manifest body: {e}")))?;
             Ok(ManifestResponse {
                 bytes,
                 content_type,
@@ -187,15 +195,23 @@ impl Handler<OpenBlob> for UpstreamRegistry {
 
 /// Forwards an upstream body into `tx`, cutting it when a chunk takes
 /// longer than `idle` (a stalled transfer), however long the whole takes.
-async fn pump<S>(mut body: S, tx: mpsc::Sender<Result<Bytes, FetchError>>, idle: std::time::Duration)
-where
+async fn pump<S>(
+    mut body: S,
+    tx: mpsc::Sender<Result<Bytes, FetchError>>,
+    idle: std::time::Duration,
+) where
     S: futures::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
     loop {
         let item = match tokio::time::timeout(idle, body.next()).await {
-            Err(_) => Err(FetchError::Timeout(format!("no data for {}s", idle.as_secs()))),
+            Err(_) => Err(FetchError::Timeout(format!(
+                "no data for {}s",
+                idle.as_secs()
+            ))),
             Ok(None) => return,
-            Ok(Some(chunk)) => chunk.map_err(|e| FetchError::Unreachable(format!("transfer interrupted: {e}"))),
+            Ok(Some(chunk)) => {
+                chunk.map_err(|e| FetchError::Unreachable(format!("transfer interrupted: {e}")))
+            }
         };
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
@@ -207,13 +223,19 @@ where
 impl Inner {
     /// GETs `path`, trying each endpoint in order: a connection error or a
     /// 5xx moves to the next one.
-    async fn get(&self, path: &str, accept: &str, repo: &RepoName) -> Result<awc::ClientResponse, FetchError> {
+    async fn get(
+        &self,
+        path: &str,
+        accept: &str,
+        repo: &RepoName,
+    ) -> Result<awc::ClientResponse, FetchError> {
         let mut last = FetchError::Unreachable("no endpoint configured".into());
         for endpoint in &self.settings.endpoints {
             match self.get_from(endpoint, path, accept, repo).await {
                 Ok(resp) if resp.status().is_server_error() => {
                     slog::warn!(self.log, "upstream error"; "endpoint" => endpoint, "status" => resp.status().as_u16());
-                    last = FetchError::Unreachable(format!("{endpoint} answered {}", resp.status()));
+                    last =
+                        FetchError::Unreachable(format!("{endpoint} answered {}", resp.status()));
                 }
                 Err(e @ (FetchError::Unreachable(_) | FetchError::Timeout(_))) => {
                     slog::warn!(self.log, "upstream unreachable"; "endpoint" => endpoint, "error" => %e);
@@ -256,10 +278,18 @@ impl Inner {
                     self.basic_required.set(true);
                     Auth::Basic
                 }
-                Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope: asked,
+                }) => {
                     self.tokens.borrow_mut().forget(&scope);
                     let (token, ttl) = self
-                        .token(&realm, service.as_deref(), asked.as_deref().unwrap_or(&scope))
+                        .token(
+                            &realm,
+                            service.as_deref(),
+                            asked.as_deref().unwrap_or(&scope),
+                        )
                         .await?;
                     self.tokens.borrow_mut().put(&scope, token.clone(), ttl);
                     Auth::Bearer(token)
@@ -303,7 +333,11 @@ impl Inner {
             .get(realm)
             .query(&params)
             .map_err(|e| FetchError::BadResponse(format!("token realm {realm:?}: {e}")))?;
-        let mut resp = self.with_credentials(req).send().await.map_err(|e| send_error(realm, e))?;
+        let mut resp = self
+            .with_credentials(req)
+            .send()
+            .await
+            .map_err(|e| send_error(realm, e))?;
         check_status(&resp)?;
         let body = resp
             .body()
@@ -356,7 +390,9 @@ fn content_length(resp: &awc::ClientResponse) -> Option<u64> {
 /// Classifies an awc send error (the URL is named, never credentials).
 fn send_error(target: &str, e: awc::error::SendRequestError) -> FetchError {
     match e {
-        awc::error::SendRequestError::Timeout => FetchError::Timeout(format!("{target}: no response headers in time")),
+        awc::error::SendRequestError::Timeout => {
+            FetchError::Timeout(format!("{target}: no response headers in time"))
+        }
         e => FetchError::Unreachable(format!("{target}: {e}")),
     }
 }

@@ -1,12 +1,14 @@
 //! How to reach one upstream registry: endpoints, credentials, TLS, timeouts.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustls::ClientConfig;
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::names::RegistryName;
 
@@ -80,11 +82,17 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// TLS trust settings of one upstream.
+/// TLS settings of one upstream.
 #[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
     /// Extra CA certificates (PEM) trusted besides the OS store.
     pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mTLS; needs `key`.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, RSA or SEC1) of `cert`.
+    pub key: Option<PathBuf>,
+    /// Accept any server certificate. Off unless configured.
+    pub insecure_skip_verify: bool,
 }
 
 /// Why TLS settings could not be turned into a client configuration.
@@ -98,6 +106,9 @@ pub enum TlsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Only one of `cert` and `key` is set.
+    #[error("tls.cert and tls.key must be given together")]
+    IncompleteClientCert,
     /// rustls refused the configuration.
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
@@ -106,30 +117,101 @@ pub enum TlsError {
 impl TlsSettings {
     /// The rustls client configuration for these settings (ring provider only).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        let mut roots = native_roots().clone();
-        if let Some(path) = &self.ca {
-            let pem_err = |reason: String| TlsError::Pem {
-                path: path.clone(),
-                reason,
-            };
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| pem_err(e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| pem_err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(pem_err("no certificate in file".into()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?;
+        let builder = if self.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        } else {
+            let mut roots = native_roots().clone();
+            if let Some(path) = &self.ca {
+                for cert in read_certs(path)? {
+                    roots.add(cert)?;
+                }
             }
-            for cert in certs {
-                roots.add(cert)?;
+            builder.with_root_certificates(roots)
+        };
+        let config = match (&self.cert, &self.key) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+                builder.with_client_auth_cert(read_certs(cert)?, key)?
             }
-        }
-        let config = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+            _ => return Err(TlsError::IncompleteClientCert),
+        };
         Ok(Arc::new(config))
+    }
+}
+
+/// Every certificate in a PEM file (at least one).
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(path, "no certificate in file"));
+    }
+    Ok(certs)
+}
+
+/// A PEM problem, naming the file.
+fn pem_error(path: &Path, reason: impl fmt::Display) -> TlsError {
+    TlsError::Pem {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The verifier behind `insecureSkipVerify`: accepts any certificate but
+/// still checks handshake signatures.
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

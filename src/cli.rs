@@ -1,0 +1,93 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use config::builder::DefaultState;
+use config::ConfigBuilder;
+
+/// Pull-only, pull-through caching OCI Distribution server.
+#[derive(Debug, Parser)]
+#[command(name = "ociregistry", version, about)]
+pub struct Cli {
+    /// YAML configuration file (see config/example.yaml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Cache root [default: /var/lib/ociregistry].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub image_path: Option<PathBuf>,
+    /// error, warning, info, debug or trace [default: info].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the registry API.
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port to listen on; 0 picks a free one [default: 8080].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 0.0.0.0].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Registry for requests that name none (e.g. docker.io).
+    #[arg(long, value_name = "REGISTRY")]
+    pub default_ns: Option<String>,
+    /// Never contact an upstream; serve only the cache.
+    #[arg(long)]
+    pub air_gapped: bool,
+    /// Re-resolve the tag "latest" upstream on every request.
+    #[arg(long)]
+    pub always_pull_latest: bool,
+    /// Milliseconds to wait for an upstream to start answering [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub pull_timeout: Option<u64>,
+    /// Serve an embedded docker.io/library/hello-world:latest, air-gapped.
+    #[arg(long)]
+    pub hello_world: bool,
+}
+
+impl Cli {
+    /// Applies the flags that were given as the highest-precedence source.
+    pub fn overrides(
+        &self,
+        mut b: ConfigBuilder<DefaultState>,
+    ) -> Result<ConfigBuilder<DefaultState>, config::ConfigError> {
+        if let Some(p) = &self.image_path {
+            b = b.set_override("imagePath", p.to_string_lossy().into_owned())?;
+        }
+        if let Some(l) = &self.log_level {
+            b = b.set_override("logLevel", l.as_str())?;
+        }
+        let Command::Serve(s) = &self.command;
+        if let Some(p) = s.port {
+            b = b.set_override("port", p)?;
+        }
+        if let Some(h) = &s.host {
+            b = b.set_override("host", h.as_str())?;
+        }
+        if let Some(ns) = &s.default_ns {
+            b = b.set_override("defaultNs", ns.as_str())?;
+        }
+        if s.air_gapped || s.hello_world {
+            b = b.set_override("airGapped", true)?;
+        }
+        if s.always_pull_latest {
+            b = b.set_override("alwaysPullLatest", true)?;
+        }
+        if let Some(t) = s.pull_timeout {
+            b = b.set_override("pullTimeout", t)?;
+        }
+        Ok(b)
+    }
+}

@@ -1,0 +1,388 @@
+//! Configuration: built-in defaults < config file < `OCIREGISTRY_*`
+//! environment variables < command-line flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::{File, FileFormat};
+use ociregistry_actors::names::{NameError, RegistryName};
+use ociregistry_actors::upstream::{
+    default_endpoint, Credentials, Timeouts, TlsSettings, UpstreamSettings,
+};
+use serde::Deserialize;
+
+use crate::cli::{Cli, Command};
+
+/// The built-in defaults (`config/defaults.yaml`).
+const DEFAULTS: &str = include_str!("../config/defaults.yaml");
+/// Upstream TCP connect and TLS handshake limit.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between two body chunks of an upstream transfer.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Top-level keys, each settable by `OCIREGISTRY_<UPPER_SNAKE>` too.
+const KEYS: &[&str] = &[
+    "imagePath",
+    "logLevel",
+    "port",
+    "host",
+    "pullTimeout",
+    "defaultNs",
+    "airGapped",
+    "alwaysPullLatest",
+    "registries",
+];
+/// Keys of a `registries` entry (snake_case spellings are accepted too).
+const REGISTRY_KEYS: &[&str] = &["name", "urls", "scheme", "auth", "tls"];
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or a value could not be read or has the wrong type.
+    #[error(transparent)]
+    Load(#[from] config::ConfigError),
+    /// A registry entry is unusable.
+    #[error("registries[{name}]: {reason}")]
+    Registry {
+        /// The entry's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `defaultNs` is not a registry host.
+    #[error("defaultNs: {0}")]
+    DefaultNs(NameError),
+}
+
+/// The server's settings after all sources are merged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// Cache root.
+    pub image_path: PathBuf,
+    /// Log level name.
+    pub log_level: String,
+    /// Listening port (0: any free port).
+    pub port: u16,
+    /// Listening address.
+    pub host: String,
+    /// Milliseconds a request waits for upstream response headers.
+    pub pull_timeout: u64,
+    /// Registry for requests that name none.
+    #[serde(default)]
+    pub default_ns: Option<String>,
+    /// Never contact an upstream.
+    pub air_gapped: bool,
+    /// Re-resolve `:latest` upstream on every request.
+    pub always_pull_latest: bool,
+    /// Upstream registries with their own settings.
+    pub registries: Vec<RegistryEntry>,
+}
+
+/// One `registries` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistryEntry {
+    /// Registry name clients use.
+    pub name: String,
+    /// Endpoints, tried in order.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// `http` or `https` when `urls` is absent.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// Credentials.
+    #[serde(default)]
+    pub auth: Option<AuthEntry>,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: Option<TlsEntry>,
+}
+
+/// `registries[].auth`.
+#[derive(Clone, Deserialize)]
+pub struct AuthEntry {
+    /// User name.
+    pub user: String,
+    /// Inline password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Name of an environment variable holding the password.
+    #[serde(default, rename = "passwordFromEnv", alias = "password_from_env")]
+    pub password_from_env: Option<String>,
+    /// File holding the password (e.g. a mounted Secret).
+    #[serde(default, rename = "passwordFile", alias = "password_file")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AuthEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthEntry")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `registries[].tls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TlsEntry {
+    /// Extra CA certificates (PEM).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Accept any server certificate.
+    #[serde(default, rename = "insecureSkipVerify", alias = "insecure_skip_verify")]
+    pub insecure_skip_verify: bool,
+}
+
+/// A loaded configuration and the warnings found while loading it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The merged settings.
+    pub config: Config,
+    /// Unknown keys and similar, for the log once it exists.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Merges defaults, the file, the environment and the command line.
+    pub fn load(cli: &Cli) -> Result<Loaded, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Yaml));
+        if let Some(path) = &cli.config_file {
+            builder = builder.add_source(
+                File::from(path.as_path())
+                    .format(FileFormat::Yaml)
+                    .required(true),
+            );
+        }
+        for key in KEYS.iter().filter(|k| **k != "registries") {
+            if let Ok(value) = std::env::var(env_name(key)) {
+                builder = builder.set_override(*key, value)?;
+            }
+        }
+        builder = cli.overrides(builder)?;
+        let merged = builder.build()?;
+        let warnings = unknown_keys(&merged.clone().try_deserialize::<serde_json::Value>()?);
+        let config: Config = merged.try_deserialize()?;
+        if let Some(ns) = &config.default_ns {
+            RegistryName::parse(ns).map_err(ConfigError::DefaultNs)?;
+        }
+        Ok(Loaded { config, warnings })
+    }
+
+    /// The upstream actors' settings for every configured registry.
+    pub fn upstreams(&self) -> Result<Vec<UpstreamSettings>, ConfigError> {
+        self.registries
+            .iter()
+            .map(|e| e.settings(self.timeouts()))
+            .collect()
+    }
+
+    /// Upstream time limits.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: CONNECT_TIMEOUT,
+            response: self.pull_timeout(),
+            idle: IDLE_TIMEOUT,
+        }
+    }
+
+    /// How long a client waits for an upstream to start answering.
+    pub fn pull_timeout(&self) -> Duration {
+        Duration::from_millis(self.pull_timeout)
+    }
+
+    /// The parsed `defaultNs`.
+    pub fn default_ns(&self) -> Option<RegistryName> {
+        self.default_ns
+            .as_deref()
+            .and_then(|n| RegistryName::parse(n).ok())
+    }
+
+    /// Whether this run serves the embedded hello-world image.
+    pub fn hello_world(cli: &Cli) -> bool {
+        matches!(&cli.command, Command::Serve(s) if s.hello_world)
+    }
+}
+
+impl RegistryEntry {
+    /// Resolves endpoints, secrets and TLS into actor settings.
+    fn settings(&self, timeouts: Timeouts) -> Result<UpstreamSettings, ConfigError> {
+        let err = |reason: String| ConfigError::Registry {
+            name: self.name.clone(),
+            reason,
+        };
+        let name = RegistryName::parse(&self.name).map_err(|e| err(e.to_string()))?;
+        let scheme = self.scheme.as_deref().unwrap_or("https");
+        if !matches!(scheme, "http" | "https") {
+            return Err(err(format!("scheme must be http or https, not {scheme:?}")));
+        }
+        let endpoints = if self.urls.is_empty() {
+            vec![default_endpoint(&name, scheme)]
+        } else {
+            self.urls
+                .iter()
+                .map(|u| {
+                    endpoint(u)
+                        .ok_or_else(|| err(format!("url {u:?} is not http(s)://host[:port]")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let credentials = self
+            .auth
+            .as_ref()
+            .map(|a| a.credentials())
+            .transpose()
+            .map_err(err)?;
+        let tls = self.tls.clone().unwrap_or_default();
+        Ok(UpstreamSettings {
+            name,
+            endpoints,
+            credentials,
+            tls: TlsSettings {
+                ca: tls.ca,
+                cert: tls.cert,
+                key: tls.key,
+                insecure_skip_verify: tls.insecure_skip_verify,
+            },
+            timeouts,
+        })
+    }
+}
+
+impl AuthEntry {
+    /// The password from the first source that is set: inline, env, file.
+    fn credentials(&self) -> Result<Credentials, String> {
+        let password = if let Some(p) = &self.password {
+            p.clone()
+        } else if let Some(var) = &self.password_from_env {
+            std::env::var(var).map_err(|_| {
+                format!("auth.passwordFromEnv: environment variable {var} is not set")
+            })?
+        } else if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("auth.passwordFile {}: {e}", path.display()))?;
+            text.trim_end_matches(['\r', '\n']).to_string()
+        } else {
+            return Err("auth needs password, passwordFromEnv or passwordFile".into());
+        };
+        Ok(Credentials {
+            user: self.user.clone(),
+            password,
+        })
+    }
+}
+
+/// A URL reduced to `scheme://host[:port]` (a trailing `/` is dropped).
+fn endpoint(url: &str) -> Option<String> {
+    let trimmed = url.trim_end_matches('/');
+    let (scheme, rest) = trimmed.split_once("://")?;
+    let ok = matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@']);
+    ok.then(|| trimmed.to_string())
+}
+
+/// `pullTimeout` → `OCIREGISTRY_PULL_TIMEOUT`.
+fn env_name(key: &str) -> String {
+    let mut out = String::from("OCIREGISTRY_");
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Keys the server does not know (they are ignored, with a warning).
+fn unknown_keys(merged: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(top) = merged.as_object() else {
+        return out;
+    };
+    out.extend(
+        top.keys()
+            .filter(|k| !KEYS.contains(&k.as_str()))
+            .map(|k| format!("unknown key {k:?} ignored")),
+    );
+    let entries = top.get("registries").and_then(|r| r.as_array());
+    for entry in entries.into_iter().flatten().filter_map(|e| e.as_object()) {
+        out.extend(
+            entry
+                .keys()
+                .filter(|k| !REGISTRY_KEYS.contains(&k.as_str()))
+                .map(|k| format!("unknown key registries[].{k} ignored")),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_name("pullTimeout"), "OCIREGISTRY_PULL_TIMEOUT");
+        assert_eq!(env_name("port"), "OCIREGISTRY_PORT");
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            endpoint("http://127.0.0.1:5000/").as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(
+            endpoint("https://r.example.com").as_deref(),
+            Some("https://r.example.com")
+        );
+        for bad in ["ftp://x", "x", "http://", "http://u:p@x", "http://x/path"] {
+            assert_eq!(endpoint(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let v = serde_json::json!({"port": 1, "colour": "red", "registries": [{"name": "a", "mirror": 1}]});
+        assert_eq!(unknown_keys(&v).len(), 2);
+    }
+
+    #[test]
+    fn password_sources_and_snake_case() {
+        let entry: RegistryEntry = serde_json::from_value(serde_json::json!({
+            "name": "r.example.com",
+            "auth": {"user": "u", "password_from_env": "OCIREGISTRY_TEST_UNSET_VARIABLE"},
+            "tls": {"insecure_skip_verify": true}
+        }))
+        .unwrap();
+        assert!(entry.tls.as_ref().unwrap().insecure_skip_verify);
+        let err = entry.settings(test_timeouts()).unwrap_err().to_string();
+        assert!(err.contains("OCIREGISTRY_TEST_UNSET_VARIABLE"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let auth = AuthEntry {
+            user: "u".into(),
+            password: None,
+            password_from_env: None,
+            password_file: Some(file),
+        };
+        assert_eq!(auth.credentials().unwrap().password, "s3cret");
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    fn test_timeouts() -> Timeouts {
+        Timeouts {
+            connect: CONNECT_TIMEOUT,
+            response: CONNECT_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+        }
+    }
+}

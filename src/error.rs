@@ -1,0 +1,204 @@
+//! Every error a client can receive, and the one place where errors become
+//! OCI error responses (`{"errors":[{"code","message","detail"}]}`).
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use ociregistry_actors::error::FetchError;
+use ociregistry_actors::names::NameError;
+
+/// What was asked for, so "not found" can name the right thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    /// A manifest.
+    Manifest,
+    /// A blob.
+    Blob,
+}
+
+/// An error answered to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A malformed name, tag, digest or registry.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The request names no registry and there is no default.
+    #[error("no registry named for {0:?}: use ?ns=<registry>, a registry host as first path segment, or configure defaultNs")]
+    NoRegistry(String),
+    /// Not cached, and no upstream may be asked (air-gapped).
+    #[error("{0:?} is not in the cache and this mirror is air-gapped")]
+    NotCached(Content),
+    /// An upstream fetch failed.
+    #[error("{source}")]
+    Upstream {
+        /// Why.
+        source: FetchError,
+        /// What was fetched.
+        content: Content,
+    },
+    /// The upstream did not start answering within `pullTimeout`.
+    #[error("upstream did not answer within {0} ms")]
+    PullTimeout(u64),
+    /// A write, or an endpoint this mirror does not offer.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// A path that is not part of the API.
+    #[error("unknown endpoint")]
+    UnknownEndpoint,
+    /// A `Range` beyond the blob's end.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable {
+        /// The blob's size, for `Content-Range: bytes */size`.
+        size: u64,
+    },
+    /// An internal actor is gone (the server is stopping).
+    #[error("server shutting down")]
+    Unavailable,
+}
+
+impl ApiError {
+    /// The OCI error code and HTTP status.
+    fn code(&self) -> (&'static str, StatusCode) {
+        match self {
+            Self::Name(NameError::Repository(_)) => ("NAME_INVALID", StatusCode::BAD_REQUEST),
+            Self::Name(NameError::Registry(_)) => ("NAME_INVALID", StatusCode::BAD_REQUEST),
+            Self::Name(NameError::Tag(_)) => ("TAG_INVALID", StatusCode::BAD_REQUEST),
+            Self::Name(NameError::Digest(_)) => ("DIGEST_INVALID", StatusCode::BAD_REQUEST),
+            Self::NoRegistry(_) | Self::UnknownEndpoint => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
+            Self::NotCached(c) => (unknown(*c), StatusCode::NOT_FOUND),
+            Self::Upstream { source, content } => match source {
+                FetchError::NotFound => (unknown(*content), StatusCode::NOT_FOUND),
+                FetchError::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
+                FetchError::Denied => ("DENIED", StatusCode::FORBIDDEN),
+                FetchError::TooManyRequests { .. } => {
+                    ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS)
+                }
+                FetchError::Unreachable(_) | FetchError::Timeout(_) => {
+                    ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+                }
+                FetchError::DigestMismatch { .. } | FetchError::BadResponse(_) => {
+                    ("UNKNOWN", StatusCode::BAD_GATEWAY)
+                }
+                FetchError::Storage(_) => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
+            },
+            Self::PullTimeout(_) | Self::Unavailable => {
+                ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+            }
+            Self::Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
+            Self::RangeNotSatisfiable { .. } => ("", StatusCode::RANGE_NOT_SATISFIABLE),
+        }
+    }
+
+    /// The access-log outcome of a request that ended in this error.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Upstream { .. } | Self::PullTimeout(_) => "upstream-error",
+            _ => "error",
+        }
+    }
+}
+
+/// `MANIFEST_UNKNOWN` or `BLOB_UNKNOWN`.
+fn unknown(c: Content) -> &'static str {
+    match c {
+        Content::Manifest => "MANIFEST_UNKNOWN",
+        Content::Blob => "BLOB_UNKNOWN",
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code().1
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, status) = self.code();
+        let mut res = HttpResponse::build(status);
+        match self {
+            Self::RangeNotSatisfiable { size } => {
+                return res
+                    .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                    .finish();
+            }
+            Self::Upstream {
+                source:
+                    FetchError::TooManyRequests {
+                        retry_after: Some(r),
+                    },
+                ..
+            } => {
+                if let Ok(v) = HeaderValue::from_str(r) {
+                    res.insert_header((header::RETRY_AFTER, v));
+                }
+            }
+            Self::Unsupported(_) => {
+                res.insert_header((header::ALLOW, "GET, HEAD"));
+            }
+            _ => {}
+        }
+        let detail = match self {
+            Self::Upstream { source, .. } => serde_json::json!({ "upstream": source.to_string() }),
+            _ => serde_json::Value::Null,
+        };
+        res.insert_header(crate::handlers::api_version())
+            .json(serde_json::json!({
+                "errors": [{ "code": code, "message": self.to_string(), "detail": detail }]
+            }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ociregistry_actors::names::Digest;
+
+    #[test]
+    fn codes() {
+        let cases = [
+            (
+                ApiError::Name(NameError::Digest("x".into())),
+                "DIGEST_INVALID",
+                400,
+            ),
+            (
+                ApiError::Name(NameError::Tag("x".into())),
+                "TAG_INVALID",
+                400,
+            ),
+            (
+                ApiError::Name(NameError::Repository("X".into())),
+                "NAME_INVALID",
+                400,
+            ),
+            (ApiError::NoRegistry("x".into()), "NAME_UNKNOWN", 404),
+            (ApiError::NotCached(Content::Blob), "BLOB_UNKNOWN", 404),
+            (
+                ApiError::Upstream {
+                    source: FetchError::NotFound,
+                    content: Content::Manifest,
+                },
+                "MANIFEST_UNKNOWN",
+                404,
+            ),
+            (
+                ApiError::Upstream {
+                    source: FetchError::DigestMismatch {
+                        expected: Digest::of(b"a"),
+                        actual: Digest::of(b"b"),
+                    },
+                    content: Content::Blob,
+                },
+                "UNKNOWN",
+                502,
+            ),
+            (ApiError::Unsupported("no"), "UNSUPPORTED", 405),
+        ];
+        for (err, code, status) in cases {
+            assert_eq!(
+                err.code(),
+                (code, StatusCode::from_u16(status).unwrap()),
+                "{err:?}"
+            );
+        }
+    }
+}

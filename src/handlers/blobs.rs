@@ -1,0 +1,106 @@
+//! `GET/HEAD /v2/<name>/blobs/<digest>`: from the cache file, or following
+//! the single upstream download of that digest as its bytes land.
+
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+use ociregistry_actors::coordinator::FetchBlob;
+use ociregistry_actors::download::BlobSource;
+use ociregistry_actors::names::Digest;
+use ociregistry_actors::storage::LookupBlob;
+
+use super::{api_version, within, AppState};
+use crate::access_log::Access;
+use crate::error::{ApiError, Content};
+use crate::namespace::Target;
+use crate::range;
+
+/// Serves a blob, fetching it once from upstream when it is not cached.
+pub async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    target: Target,
+    digest: &str,
+    access: &mut Access,
+) -> Result<HttpResponse, ApiError> {
+    let digest = Digest::parse(digest)?;
+    let cached = state
+        .storage
+        .send(LookupBlob(digest.clone()))
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let source = if let Some(blob) = cached {
+        access.outcome = "hit";
+        let file = std::fs::File::open(&blob.path).map_err(|e| ApiError::Upstream {
+            source: e.into(),
+            content: Content::Blob,
+        })?;
+        BlobSource::complete(Arc::new(file), blob.size)
+    } else if state.policy.air_gapped {
+        return Err(ApiError::NotCached(Content::Blob));
+    } else {
+        let joined = state
+            .coordinator
+            .send(FetchBlob {
+                registry: target.registry,
+                repo: target.repo,
+                digest: digest.clone(),
+            })
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        access.outcome = if joined.joined { "coalesced" } else { "miss" };
+        within(&state.policy, joined.value.ready(), Content::Blob).await?
+    };
+    respond(req, source, &digest)
+}
+
+/// A 200, or a 206 for a satisfiable single `Range`, streaming the blob.
+fn respond(
+    req: &HttpRequest,
+    source: BlobSource,
+    digest: &Digest,
+) -> Result<HttpResponse, ApiError> {
+    let mut res = HttpResponse::Ok();
+    res.insert_header(api_version())
+        .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
+        .insert_header(("Docker-Content-Digest", digest.as_str()))
+        .insert_header((header::ETAG, format!("\"{digest}\"")))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    let head = req.method() == Method::HEAD;
+    let Some(size) = source.size() else {
+        // The upstream announced no length: stream chunked, whole.
+        return Ok(if head {
+            res.finish()
+        } else {
+            res.streaming(source.stream(0, None))
+        });
+    };
+    let requested = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (start, end) = match requested.map(|r| range::parse(r, size)) {
+        Some(Err(range::Unsatisfiable)) => return Err(ApiError::RangeNotSatisfiable { size }),
+        Some(Ok(Some((start, end)))) => {
+            res.status(StatusCode::PARTIAL_CONTENT).insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{size}", end - 1),
+            ));
+            (start, end)
+        }
+        Some(Ok(None)) | None => (0, size),
+    };
+    if head {
+        // The HTTP layer sends no body for HEAD but keeps the declared length.
+        return Ok(res.body(SizedStream::new(
+            end - start,
+            futures::stream::empty::<std::io::Result<bytes::Bytes>>(),
+        )));
+    }
+    Ok(res.body(SizedStream::new(
+        end - start,
+        source.stream(start, Some(end)),
+    )))
+}

@@ -1,0 +1,122 @@
+//! HTTP handlers of the pull side of the distribution API. One entry point,
+//! [`dispatch`], refuses writes, routes the path and turns every error into
+//! an OCI error response.
+
+mod blobs;
+mod manifests;
+
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use ociregistry_actors::coordinator::PullCoordinator;
+use ociregistry_actors::names::RegistryName;
+use ociregistry_actors::storage::Storage;
+
+use crate::access_log::Access;
+use crate::error::ApiError;
+use crate::namespace::{self, Target};
+use crate::route::{self, Route};
+
+/// What every handler needs.
+pub struct AppState {
+    /// The cache index.
+    pub storage: Addr<Storage>,
+    /// Single-flight upstream fetches.
+    pub coordinator: Addr<PullCoordinator>,
+    /// How requests are answered.
+    pub policy: Policy,
+    /// Access and error log.
+    pub log: slog::Logger,
+}
+
+/// The serving policy from the configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Registry for requests that name none.
+    pub default_ns: Option<RegistryName>,
+    /// Never contact an upstream.
+    pub air_gapped: bool,
+    /// Re-resolve `:latest` upstream on every request.
+    pub always_pull_latest: bool,
+    /// How long a request waits for upstream response headers.
+    pub pull_timeout: Duration,
+}
+
+/// The `Docker-Distribution-Api-Version` header every response carries.
+pub fn api_version() -> (&'static str, &'static str) {
+    ("Docker-Distribution-Api-Version", "registry/2.0")
+}
+
+/// Answers every request under the server's root.
+pub async fn dispatch(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let mut access = Access::default();
+    let mut res = match route_request(&req, &state, &mut access).await {
+        Ok(res) => res,
+        Err(e) => {
+            access.outcome = e.outcome();
+            if e.status_code().is_server_error() {
+                slog::warn!(state.log, "request failed"; "path" => %req.uri(), "error" => %e);
+            }
+            e.error_response()
+        }
+    };
+    res.extensions_mut().insert(access);
+    res
+}
+
+/// Routes one request.
+async fn route_request(
+    req: &HttpRequest,
+    state: &AppState,
+    access: &mut Access,
+) -> Result<HttpResponse, ApiError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::Unsupported(
+            "this registry is pull-only: only GET and HEAD are served",
+        ));
+    }
+    let mut target = |name: &str| -> Result<Target, ApiError> {
+        let ns = web::Query::<NsQuery>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.into_inner().ns);
+        let t = namespace::resolve(name, ns.as_deref(), state.policy.default_ns.as_ref())?;
+        access.registry = Some(t.registry.to_string());
+        Ok(t)
+    };
+    match route::parse(req.uri().path()) {
+        Route::Base => Ok(HttpResponse::Ok()
+            .insert_header(api_version())
+            .json(serde_json::json!({}))),
+        Route::Manifest { name, reference } => {
+            let target = target(name)?;
+            manifests::serve(req, state, target, reference, access).await
+        }
+        Route::Blob { name, digest } => {
+            let target = target(name)?;
+            blobs::serve(req, state, target, digest, access).await
+        }
+        Route::Unsupported(why) => Err(ApiError::Unsupported(why)),
+        Route::Unknown => Err(ApiError::UnknownEndpoint),
+    }
+}
+
+/// The query parameters this server reads.
+#[derive(Debug, serde::Deserialize)]
+struct NsQuery {
+    /// The registry containerd asks the mirror to pull from.
+    ns: Option<String>,
+}
+
+/// Waits for an upstream answer no longer than the pull timeout.
+async fn within<T>(
+    policy: &Policy,
+    fut: impl std::future::Future<Output = Result<T, ociregistry_actors::error::FetchError>>,
+    content: crate::error::Content,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(policy.pull_timeout, fut).await {
+        Ok(r) => r.map_err(|source| ApiError::Upstream { source, content }),
+        Err(_) => Err(ApiError::PullTimeout(policy.pull_timeout.as_millis() as u64)),
+    }
+}

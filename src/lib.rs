@@ -1,0 +1,27 @@
+//! ociregistry: a pull-only, pull-through caching OCI Distribution server.
+//!
+//! Layout (see ARCHITECTURE.md for the request flow and invariants):
+//! - [`cli`]: command-line flags.
+//! - [`config`]: defaults < file < environment < flags.
+//! - [`route`]: `/v2/...` path → endpoint.
+//! - [`namespace`]: which upstream registry and repository a request means.
+//! - [`handlers`]: manifest and blob handlers.
+//! - [`range`]: `Range` header parsing.
+//! - [`error`]: every client-facing error and its OCI code, in one place.
+//! - [`access_log`]: one log line per request.
+//! - [`hello_world`]: the embedded demo image.
+//! - [`server`]: start-up: cache, actors, listener.
+//!
+//! The actors (PullCoordinator, Storage, UpstreamRegistry) live in the
+//! `ociregistry-actors` crate.
+
+pub mod access_log;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod hello_world;
+pub mod namespace;
+pub mod range;
+pub mod route;
+pub mod server;

@@ -1,0 +1,109 @@
+//! Splits a `/v2/...` path into the endpoint it names. Repository names may
+//! have any number of segments, so the endpoint is found from the right.
+
+/// An endpoint of the distribution API.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/v2/`: the API version check.
+    Base,
+    /// `/v2/<name>/manifests/<reference>`.
+    Manifest {
+        /// Repository path as sent (may start with a registry host).
+        name: &'a str,
+        /// Tag or digest as sent.
+        reference: &'a str,
+    },
+    /// `/v2/<name>/blobs/<digest>`.
+    Blob {
+        /// Repository path as sent.
+        name: &'a str,
+        /// Digest as sent.
+        digest: &'a str,
+    },
+    /// An endpoint of the API this pull-only mirror does not offer.
+    Unsupported(&'static str),
+    /// Not an endpoint of the API.
+    Unknown,
+}
+
+/// Parses the raw (not percent-decoded) request path.
+pub fn parse(path: &str) -> Route<'_> {
+    let Some(rest) = path.strip_prefix("/v2") else {
+        return Route::Unknown;
+    };
+    let rest = match rest {
+        "" | "/" => return Route::Base,
+        r => match r.strip_prefix('/') {
+            Some(r) => r,
+            None => return Route::Unknown,
+        },
+    };
+    if rest == "_catalog" {
+        return Route::Unsupported("the catalog is not offered by this mirror");
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        if !name.is_empty() {
+            return Route::Unsupported("tag listing is not offered by this mirror");
+        }
+    }
+    if rest.contains("/blobs/uploads") {
+        return Route::Unsupported("this registry is pull-only: uploads are refused");
+    }
+    let Some((head, last)) = rest.rsplit_once('/') else {
+        return Route::Unknown;
+    };
+    match head.rsplit_once('/') {
+        Some((name, "manifests")) if !name.is_empty() => Route::Manifest {
+            name,
+            reference: last,
+        },
+        Some((name, "blobs")) if !name.is_empty() => Route::Blob { name, digest: last },
+        _ => Route::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(parse("/v2/"), Route::Base);
+        assert_eq!(parse("/v2"), Route::Base);
+        assert_eq!(
+            parse("/v2/group/sub/project/image/manifests/v1.0"),
+            Route::Manifest {
+                name: "group/sub/project/image",
+                reference: "v1.0"
+            }
+        );
+        assert_eq!(
+            parse("/v2/quay.io/org/app/blobs/sha256:abc"),
+            Route::Blob {
+                name: "quay.io/org/app",
+                digest: "sha256:abc"
+            }
+        );
+        assert_eq!(
+            parse("/v2/a/manifests/manifests"),
+            Route::Manifest {
+                name: "a",
+                reference: "manifests"
+            }
+        );
+        assert!(matches!(
+            parse("/v2/a/blobs/uploads/"),
+            Route::Unsupported(_)
+        ));
+        assert!(matches!(
+            parse("/v2/a/blobs/uploads/uuid"),
+            Route::Unsupported(_)
+        ));
+        assert!(matches!(parse("/v2/a/tags/list"), Route::Unsupported(_)));
+        assert!(matches!(parse("/v2/_catalog"), Route::Unsupported(_)));
+        assert_eq!(parse("/v2/manifests/x"), Route::Unknown);
+        assert_eq!(parse("/v2/a/b"), Route::Unknown);
+        assert_eq!(parse("/v2x"), Route::Unknown);
+        assert_eq!(parse("/other"), Route::Unknown);
+    }
+}
