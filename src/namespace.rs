@@ -83,7 +83,10 @@ mod tests {
             target("docker.io/alpine", None, None).unwrap(),
             ok("docker.io", "library/alpine")
         );
-        assert_eq!(target("localhost/a/b", None, None).unwrap(), ok("localhost", "a/b"));
+        assert_eq!(
+            target("localhost/a/b", None, None).unwrap(),
+            ok("localhost", "a/b")
+        );
         assert_eq!(
             target("127.0.0.1:5000/x", None, None).unwrap(),
             ok("127.0.0.1:5000", "x")

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod containerd;
+pub mod fault;
 pub mod image;
 pub mod push;
 pub mod server;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 pub use containerd::Containerd;
+pub use fault::{Fault, FaultUpstream};
 pub use image::{Blob, TestImage, TestIndex};
 pub use push::{push_blob, push_image, push_index, put_manifest};
 pub use server::Server;

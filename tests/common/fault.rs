@@ -1,0 +1,218 @@
+//! A hand-written upstream for faults the real registry cannot produce:
+//! connection resets mid-blob, wrong bytes, a transfer held at a gate,
+//! no answer at all, and chosen error statuses.
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::body::SizedStream;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+/// Chunk size the fault upstream sends blobs in.
+const CHUNK: usize = 16 * 1024;
+
+/// How the fault upstream answers one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Correct headers and bytes.
+    Good,
+    /// Announces the full length, sends half, then resets the connection.
+    Reset,
+    /// Announces the right length and sends other bytes.
+    WrongBytes,
+    /// Sends the first half, waits for [`FaultUpstream::open_gate`], then the rest.
+    Gated,
+    /// Never answers.
+    Hang,
+    /// Answers this status with an empty body (and `Retry-After: 7` on 429).
+    Status(u16),
+    /// Manifests only: correct bytes with a wrong `Docker-Content-Digest`.
+    WrongDigestHeader,
+}
+
+/// What the fault upstream serves and how.
+struct State {
+    /// The one blob it has.
+    blob: Bytes,
+    /// `sha256:<hex>` of `blob`.
+    blob_digest: String,
+    /// The one manifest it has (for any repository and tag).
+    manifest: Bytes,
+    /// Faults for the next requests, in order; then [`Fault::Good`].
+    faults: Mutex<VecDeque<Fault>>,
+    /// Requests answered, by kind.
+    blob_gets: AtomicUsize,
+    /// Manifest requests answered.
+    manifest_gets: AtomicUsize,
+    /// Opened by the test to release [`Fault::Gated`] transfers.
+    gate: Semaphore,
+}
+
+/// A running fault upstream on 127.0.0.1.
+pub struct FaultUpstream {
+    state: Arc<State>,
+    url: String,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl FaultUpstream {
+    /// Serves `blob` (at its digest) and `manifest` (for any reference).
+    pub fn start(blob: Vec<u8>, manifest: Vec<u8>) -> FaultUpstream {
+        let state = Arc::new(State {
+            blob_digest: super::digest_of(&blob),
+            blob: Bytes::from(blob),
+            manifest: Bytes::from(manifest),
+            faults: Mutex::new(VecDeque::new()),
+            blob_gets: AtomicUsize::new(0),
+            manifest_gets: AtomicUsize::new(0),
+            gate: Semaphore::new(0),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault upstream");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(web::Data::from(Arc::clone(&shared)))
+                        .default_service(web::to(answer))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .expect("listen")
+                .run();
+                tx.send(server.handle()).expect("send handle");
+                server.await
+            })
+        });
+        let server = rx.recv().expect("fault upstream started");
+        FaultUpstream { state, url, server }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The blob's digest.
+    pub fn blob_digest(&self) -> &str {
+        &self.state.blob_digest
+    }
+
+    /// Queues faults for the next requests.
+    pub fn push_faults(&self, faults: &[Fault]) {
+        self.state.faults.lock().unwrap().extend(faults);
+    }
+
+    /// Blob GETs answered so far.
+    pub fn blob_gets(&self) -> usize {
+        self.state.blob_gets.load(Ordering::SeqCst)
+    }
+
+    /// Manifest GETs answered so far.
+    pub fn manifest_gets(&self) -> usize {
+        self.state.manifest_gets.load(Ordering::SeqCst)
+    }
+
+    /// Lets every gated transfer finish.
+    pub fn open_gate(&self) {
+        self.state.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+impl Drop for FaultUpstream {
+    fn drop(&mut self) {
+        self.open_gate();
+        drop(self.server.stop(false));
+    }
+}
+
+async fn answer(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let path = req.path();
+    let fault = state
+        .faults
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Fault::Good);
+    if path == "/v2/" || path == "/v2" {
+        return HttpResponse::Ok().finish();
+    }
+    let is_manifest = path.contains("/manifests/");
+    if is_manifest {
+        state.manifest_gets.fetch_add(1, Ordering::SeqCst);
+    } else {
+        state.blob_gets.fetch_add(1, Ordering::SeqCst);
+    }
+    match fault {
+        Fault::Hang => std::future::pending().await,
+        Fault::Status(code) => {
+            let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap());
+            if code == 429 {
+                res.insert_header(("Retry-After", "7"));
+            }
+            return res.finish();
+        }
+        _ => {}
+    }
+    if is_manifest {
+        let digest = if fault == Fault::WrongDigestHeader {
+            super::digest_of(b"something else")
+        } else {
+            super::digest_of(&state.manifest)
+        };
+        return HttpResponse::Ok()
+            .content_type("application/vnd.oci.image.manifest.v1+json")
+            .insert_header(("Docker-Content-Digest", digest))
+            .body(state.manifest.clone());
+    }
+    if !path.ends_with(&state.blob_digest) {
+        return HttpResponse::NotFound().finish();
+    }
+    let blob = state.blob.clone();
+    let len = blob.len() as u64;
+    let half = blob.len() / 2;
+    let data = match fault {
+        Fault::WrongBytes => Bytes::from(blob.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>()),
+        _ => blob,
+    };
+    let state = state.into_inner();
+    let body = async_stream(data, half, fault, state);
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(SizedStream::new(len, body))
+}
+
+/// The blob body in chunks, with the fault applied at its half-way point.
+fn async_stream(
+    data: Bytes,
+    half: usize,
+    fault: Fault,
+    state: Arc<State>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(0usize, move |pos| {
+        let (data, state) = (data.clone(), Arc::clone(&state));
+        async move {
+            if pos >= data.len() {
+                return None;
+            }
+            if pos == half {
+                match fault {
+                    Fault::Reset => return Some((Err(std::io::Error::other("reset")), data.len())),
+                    Fault::Gated => drop(state.gate.acquire().await.expect("gate")),
+                    _ => {}
+                }
+            }
+            let end = (pos + CHUNK)
+                .min(data.len())
+                .min(if pos < half { half } else { data.len() });
+            Some((Ok(data.slice(pos..end)), end))
+        }
+    })
+}

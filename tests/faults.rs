@@ -1,0 +1,283 @@
+//! Faults the real registry cannot produce, from a hand-written upstream:
+//! nothing unverified is ever served complete or kept, and clients stream
+//! from a download while it is still arriving.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use common::{digest_of, Fault, FaultUpstream, Server};
+use futures::StreamExt;
+
+/// A blob big enough to arrive in many chunks.
+const BLOB_LEN: usize = 4 * 1024 * 1024;
+
+fn blob() -> Vec<u8> {
+    (0..BLOB_LEN).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn manifest() -> Vec<u8> {
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#.to_vec()
+}
+
+fn server_for(upstream: &FaultUpstream, pull_timeout_ms: u64) -> Server {
+    let config = format!(
+        "pullTimeout: {pull_timeout_ms}\nregistries:\n  - name: docker.io\n    urls: [{}]\n",
+        upstream.url()
+    );
+    Server::start(&config, &[])
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+fn blob_url(server: &Server, digest: &str) -> String {
+    format!(
+        "{}/v2/library/app/blobs/{digest}?ns=docker.io",
+        server.url()
+    )
+}
+
+/// Files in the server's blob store (complete or partial) for `digest`.
+fn cached_files(cache: &Path, digest: &str) -> Vec<String> {
+    let hex = digest.trim_start_matches("sha256:");
+    std::fs::read_dir(cache.join("blobs/sha256"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(hex))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// GETs a URL and reads the whole body: `Err` when the transfer was cut
+/// (an error, or fewer bytes than the announced `Content-Length`).
+async fn get_body(client: &awc::Client, url: &str) -> (StatusCode, Result<Vec<u8>, String>) {
+    let mut res = client.get(url).send().await.expect("response headers");
+    let status = res.status();
+    let announced = res
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = match res.body().limit(64 << 20).await {
+        Err(e) => Err(e.to_string()),
+        Ok(b) if announced.is_some_and(|n| n != b.len()) => Err(format!(
+            "cut after {} of {} bytes",
+            b.len(),
+            announced.unwrap_or(0)
+        )),
+        Ok(b) => Ok(b.to_vec()),
+    };
+    (status, body)
+}
+
+#[actix_web::test]
+async fn reset_mid_blob_aborts_the_client_and_keeps_nothing_then_refetches() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::Reset]);
+    let server = server_for(&upstream, 10_000);
+    let client = client();
+    let url = blob_url(&server, upstream.blob_digest());
+
+    let (status, body) = get_body(&client, &url).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "headers go out before the transfer fails"
+    );
+    assert!(
+        body.is_err(),
+        "a cut upstream transfer must cut the client's transfer"
+    );
+    assert!(cached_files(&server.cache_dir(), upstream.blob_digest()).is_empty());
+
+    let (status, body) = get_body(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        digest_of(&body.expect("second fetch completes")),
+        upstream.blob_digest()
+    );
+    assert_eq!(
+        upstream.blob_gets(),
+        2,
+        "the failed fetch is not remembered"
+    );
+    let files = cached_files(&server.cache_dir(), upstream.blob_digest());
+    assert_eq!(
+        files,
+        vec![upstream
+            .blob_digest()
+            .trim_start_matches("sha256:")
+            .to_string()]
+    );
+}
+
+#[actix_web::test]
+async fn wrong_bytes_are_never_served_complete_nor_cached() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::WrongBytes]);
+    let server = server_for(&upstream, 10_000);
+    let client = client();
+    let url = blob_url(&server, upstream.blob_digest());
+
+    let (_, body) = get_body(&client, &url).await;
+    match body {
+        Err(_) => {}
+        Ok(bytes) => panic!(
+            "a {}-byte body with the wrong digest completed",
+            bytes.len()
+        ),
+    }
+    assert!(cached_files(&server.cache_dir(), upstream.blob_digest()).is_empty());
+
+    let (_, body) = get_body(&client, &url).await;
+    assert_eq!(
+        digest_of(&body.expect("good fetch")),
+        upstream.blob_digest()
+    );
+}
+
+#[actix_web::test]
+async fn clients_stream_while_the_upstream_is_still_sending() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::Gated]);
+    let server = server_for(&upstream, 10_000);
+    let client = client();
+    let url = blob_url(&server, upstream.blob_digest());
+
+    // Five clients get their first bytes while the upstream is held at the gate.
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut res = client
+            .get(&url)
+            .send()
+            .await
+            .expect("headers before the body is complete");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers().get("content-length").unwrap(),
+            &BLOB_LEN.to_string()
+        );
+        let first = res.next().await.expect("a first chunk").expect("chunk");
+        assert!(!first.is_empty());
+        streams.push((res, first.to_vec()));
+    }
+    assert!(
+        cached_files(&server.cache_dir(), upstream.blob_digest())
+            .iter()
+            .all(|f| f.ends_with(".partial")),
+        "nothing is complete while the upstream is held"
+    );
+    // A ranged request inside the bytes already received is answered too.
+    let mut ranged = client
+        .get(&url)
+        .insert_header(("Range", "bytes=100-199"))
+        .send()
+        .await
+        .expect("ranged headers");
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        ranged.headers().get("content-range").unwrap(),
+        &format!("bytes 100-199/{BLOB_LEN}")
+    );
+    assert_eq!(
+        ranged.body().await.unwrap().to_vec(),
+        blob()[100..200].to_vec()
+    );
+
+    upstream.open_gate();
+    for (mut res, mut body) in streams {
+        body.extend_from_slice(&res.body().limit(64 << 20).await.expect("rest of the body"));
+        assert_eq!(digest_of(&body), upstream.blob_digest());
+    }
+    assert_eq!(
+        upstream.blob_gets(),
+        1,
+        "one upstream fetch for every client"
+    );
+}
+
+#[actix_web::test]
+async fn manifest_with_a_wrong_announced_digest_is_502_and_not_cached() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::WrongDigestHeader]);
+    let server = server_for(&upstream, 10_000);
+    let client = client();
+    let url = format!("{}/v2/library/app/manifests/1.0?ns=docker.io", server.url());
+
+    let (status, _) = get_body(&client, &url).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let stored = std::fs::read_dir(server.cache_dir().join("manifests/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        stored, 0,
+        "a manifest that failed verification is not stored"
+    );
+
+    let (status, body) = get_body(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.unwrap(), manifest());
+    assert_eq!(upstream.manifest_gets(), 2);
+}
+
+#[actix_web::test]
+async fn an_upstream_that_never_answers_gives_503_within_the_pull_timeout() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::Hang, Fault::Hang]);
+    let server = server_for(&upstream, 300);
+    let client = client();
+
+    let (status, body) = get_body(
+        &client,
+        &format!("{}/v2/library/app/manifests/1.0?ns=docker.io", server.url()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8(body.unwrap())
+        .unwrap()
+        .contains("UNAVAILABLE"));
+    let (status, _) = get_body(&client, &blob_url(&server, upstream.blob_digest())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[actix_web::test]
+async fn upstream_statuses_keep_their_meaning() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    let server = server_for(&upstream, 10_000);
+    let client = client();
+    let manifest_url = format!("{}/v2/library/app/manifests/1.0?ns=docker.io", server.url());
+    let cases = [
+        (404, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        (401, StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        (403, StatusCode::FORBIDDEN, "DENIED"),
+        (429, StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+    ];
+    for (upstream_status, expected, code) in cases {
+        upstream.push_faults(&[Fault::Status(upstream_status)]);
+        let mut res = client.get(&manifest_url).send().await.unwrap();
+        assert_eq!(res.status(), expected, "upstream {upstream_status}");
+        if upstream_status == 429 {
+            assert_eq!(res.headers().get("retry-after").unwrap(), "7");
+        }
+        let body = res.body().await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains(code),
+            "upstream {upstream_status}: {body:?}"
+        );
+    }
+    upstream.push_faults(&[Fault::Status(404)]);
+    let missing = blob_url(&server, &digest_of(b"not there"));
+    let (status, body) = get_body(&client, &missing).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8(body.unwrap())
+        .unwrap()
+        .contains("BLOB_UNKNOWN"));
+}
