@@ -1,0 +1,330 @@
+//! End to end: real clients (containerd's ctr, skopeo) pull through the
+//! server from a real upstream (CNCF Distribution) on 127.0.0.1.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use common::{
+    assert_success, digest_of, dir_blob_digests, push_image, push_index, read_dir_manifest,
+    require_root_tools, skopeo_copy_from_mirror, Containerd, Server, TestImage, TestIndex,
+    Upstream,
+};
+
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish()
+}
+
+fn config_for(upstream: &Upstream) -> String {
+    format!(
+        "registries:\n  - name: docker.io\n    urls: [{}]\n",
+        upstream.url()
+    )
+}
+
+/// An image pushed to the upstream, and what a pull of it must produce.
+struct Pushed {
+    /// `repo:tag` under docker.io.
+    reference: String,
+    /// The repository.
+    repo: String,
+    /// The tag.
+    tag: String,
+    /// Digest containerd records for the image.
+    digest: String,
+    /// The image manifest skopeo writes (the amd64 one for an index).
+    manifest: Vec<u8>,
+    /// Blobs of that manifest.
+    blobs: BTreeSet<String>,
+}
+
+impl Pushed {
+    fn image(repo: &str, tag: &str, img: &TestImage) -> Pushed {
+        Pushed {
+            reference: format!("docker.io/{repo}:{tag}"),
+            repo: repo.into(),
+            tag: tag.into(),
+            digest: img.manifest_digest.clone(),
+            manifest: img.manifest.clone(),
+            blobs: img.blobs().map(|b| b.digest.clone()).collect(),
+        }
+    }
+
+    fn index(repo: &str, tag: &str, index: &TestIndex) -> Pushed {
+        let amd64 = &index.images[0];
+        Pushed {
+            digest: index.digest.clone(),
+            ..Pushed::image(repo, tag, amd64)
+        }
+    }
+}
+
+/// skopeo (in-path registry form) and ctr (`?ns=`) pull every image and get
+/// exactly the upstream's bytes.
+fn pull_all(server: &Server, ctr: &mut Containerd, images: &[Pushed]) {
+    ctr.reset();
+    ctr.write_mirror_hosts(&server.url());
+    for img in images {
+        let dest = tempfile::tempdir().unwrap();
+        let out = skopeo_copy_from_mirror(&server.host_port(), &img.reference, dest.path(), false);
+        assert_success(&out, &format!("skopeo copy {}", img.reference));
+        assert_eq!(
+            read_dir_manifest(dest.path()),
+            img.manifest,
+            "{}: manifest bytes",
+            img.reference
+        );
+        let blobs: BTreeSet<String> = dir_blob_digests(dest.path()).into_iter().collect();
+        assert_eq!(blobs, img.blobs, "{}: blobs", img.reference);
+
+        assert_success(
+            &ctr.pull(&img.reference),
+            &format!("ctr pull {}", img.reference),
+        );
+        assert_eq!(
+            ctr.image_digest(&img.reference).as_deref(),
+            Some(img.digest.as_str())
+        );
+    }
+}
+
+#[actix_web::test]
+async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_after_restart() {
+    require_root_tools();
+    let mut upstream = Upstream::start();
+    let client = client();
+    let oci = TestImage::oci(1, &[300_000, 40_000]);
+    let docker = TestImage::docker(2, &[200_000]);
+    let multi = TestIndex::oci_multiarch(3);
+    push_image(&client, &upstream.url(), "library/oci-app", "1.0", &oci).await;
+    push_image(
+        &client,
+        &upstream.url(),
+        "library/docker-app",
+        "v1.0-RC1",
+        &docker,
+    )
+    .await;
+    push_index(&client, &upstream.url(), "library/multi", "latest", &multi).await;
+    push_image(
+        &client,
+        &upstream.url(),
+        "group/sub.team/project/image",
+        "x_1",
+        &oci,
+    )
+    .await;
+    let images = [
+        Pushed::image("library/oci-app", "1.0", &oci),
+        Pushed::image("library/docker-app", "v1.0-RC1", &docker),
+        Pushed::index("library/multi", "latest", &multi),
+        Pushed::image("group/sub.team/project/image", "x_1", &oci),
+    ];
+
+    let mut server = Server::start(&config_for(&upstream), &[]);
+    let mut ctr = Containerd::start();
+    pull_all(&server, &mut ctr, &images);
+    for img in &images {
+        let path = format!("/v2/{}/manifests/{} ", img.repo, img.tag);
+        assert_eq!(
+            upstream.count_requests("GET", &path.replace(' ', "")),
+            1,
+            "{}: the tag is fetched from upstream once, then served from the cache",
+            img.reference
+        );
+    }
+    for blob in &images[0].blobs {
+        assert_eq!(
+            upstream.count_requests("GET", &format!("/blobs/{blob}")),
+            1,
+            "{blob}: shared by two repositories, fetched once"
+        );
+    }
+
+    upstream.stop();
+    pull_all(&server, &mut ctr, &images);
+
+    server.restart();
+    pull_all(&server, &mut ctr, &images);
+}
+
+#[actix_web::test]
+async fn fifty_concurrent_gets_of_an_uncached_blob_make_one_upstream_get() {
+    require_root_tools();
+    let upstream = Upstream::start();
+    let client = client();
+    let big = TestImage::oci(4, &[50 << 20]);
+    push_image(&client, &upstream.url(), "library/big", "1", &big).await;
+    let server = Server::start(&config_for(&upstream), &[]);
+    let digest = big.layers[0].digest.clone();
+    let url = format!(
+        "{}/v2/library/big/blobs/{digest}?ns=docker.io",
+        server.url()
+    );
+
+    let gets = (0..50).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut res = client.get(&url).send().await.expect("response headers");
+            assert_eq!(res.status(), StatusCode::OK);
+            digest_of(&res.body().limit(64 << 20).await.expect("body"))
+        }
+    });
+    let digests = futures::future::join_all(gets).await;
+    assert!(
+        digests.iter().all(|d| *d == digest),
+        "every client got the right bytes"
+    );
+    assert_eq!(
+        upstream.count_requests("GET", &format!("/blobs/{digest}")),
+        1
+    );
+}
+
+#[actix_web::test]
+async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
+    require_root_tools();
+    let upstream = Upstream::start();
+    let client = client();
+    let img = TestImage::oci(5, &[100_000]);
+    push_image(&client, &upstream.url(), "library/app", "1", &img).await;
+    let server = Server::start(&config_for(&upstream), &[]);
+    let base = server.url();
+    let layer = &img.layers[0];
+
+    let expect = |status: u16, code: &'static str| (StatusCode::from_u16(status).unwrap(), code);
+    let cases = [
+        (
+            "GET",
+            "/v2/Upper/manifests/1?ns=docker.io",
+            expect(400, "NAME_INVALID"),
+        ),
+        (
+            "GET",
+            "/v2/library/app/manifests/bad!tag?ns=docker.io",
+            expect(400, "TAG_INVALID"),
+        ),
+        (
+            "GET",
+            "/v2/library/app/manifests/sha256:abc?ns=docker.io",
+            expect(400, "DIGEST_INVALID"),
+        ),
+        (
+            "GET",
+            "/v2/library/app/blobs/sha256:..%2F..%2Fetc?ns=docker.io",
+            expect(400, "DIGEST_INVALID"),
+        ),
+        (
+            "GET",
+            "/v2/library/app/manifests/1?ns=bad_host!",
+            expect(400, "NAME_INVALID"),
+        ),
+        (
+            "GET",
+            "/v2/library/app/manifests/1",
+            expect(404, "NAME_UNKNOWN"),
+        ),
+        (
+            "GET",
+            "/v2/library/app/manifests/missing?ns=docker.io",
+            expect(404, "MANIFEST_UNKNOWN"),
+        ),
+        (
+            "PUT",
+            "/v2/library/app/manifests/1?ns=docker.io",
+            expect(405, "UNSUPPORTED"),
+        ),
+        (
+            "DELETE",
+            "/v2/library/app/manifests/1?ns=docker.io",
+            expect(405, "UNSUPPORTED"),
+        ),
+        (
+            "POST",
+            "/v2/library/app/blobs/uploads/?ns=docker.io",
+            expect(405, "UNSUPPORTED"),
+        ),
+        (
+            "PATCH",
+            "/v2/library/app/blobs/uploads/x?ns=docker.io",
+            expect(405, "UNSUPPORTED"),
+        ),
+    ];
+    for (method, path, (status, code)) in cases {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut res = client
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{method} {path}");
+        let body: serde_json::Value = res
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(body["errors"][0]["code"], code, "{method} {path}");
+    }
+    let missing_blob = format!(
+        "{base}/v2/library/app/blobs/{}?ns=docker.io",
+        digest_of(b"missing")
+    );
+    assert_eq!(
+        client.get(missing_blob).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let blob_url = format!("{base}/v2/docker.io/library/app/blobs/{}", layer.digest);
+    let mut whole = client.get(&blob_url).send().await.unwrap();
+    assert_eq!(
+        whole.body().limit(1 << 20).await.unwrap().to_vec(),
+        layer.bytes
+    );
+    let mut part = client
+        .get(&blob_url)
+        .insert_header(("Range", "bytes=10-19"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        part.body().await.unwrap().to_vec(),
+        layer.bytes[10..20].to_vec()
+    );
+    let beyond = format!("bytes={}-", layer.bytes.len());
+    let res = client
+        .get(&blob_url)
+        .insert_header(("Range", beyond))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    let head = client
+        .head(format!("{base}/v2/docker.io/library/app/manifests/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers().get("docker-content-digest").unwrap(),
+        &img.manifest_digest
+    );
+    assert_eq!(
+        head.headers().get("content-length").unwrap(),
+        &img.manifest.len().to_string()
+    );
+    let entries: Vec<_> = std::fs::read_dir(server.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .all(|n| ["blobs", "manifests", "index.jsonl"].contains(&n.to_str().unwrap())),
+        "{entries:?}"
+    );
+}
