@@ -281,3 +281,35 @@ async fn upstream_statuses_keep_their_meaning() {
         .unwrap()
         .contains("BLOB_UNKNOWN"));
 }
+
+#[actix_web::test]
+async fn a_crash_mid_download_restarts_clean() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::Gated]);
+    let mut server = server_for(&upstream, 10_000);
+    let client = client();
+
+    let mut res = client
+        .get(blob_url(&server, upstream.blob_digest()))
+        .send()
+        .await
+        .unwrap();
+    res.next().await.expect("first bytes").expect("chunk");
+    let partial = format!(
+        "{}.partial",
+        upstream.blob_digest().trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        cached_files(&server.cache_dir(), upstream.blob_digest()),
+        vec![partial]
+    );
+
+    server.restart(); // SIGKILL, then start again on the same cache
+    assert!(
+        cached_files(&server.cache_dir(), upstream.blob_digest()).is_empty(),
+        "start-up removes what a crash left half-written"
+    );
+    let (status, body) = get_body(&client, &blob_url(&server, upstream.blob_digest())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(digest_of(&body.unwrap()), upstream.blob_digest());
+}

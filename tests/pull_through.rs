@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use awc::http::StatusCode;
 use common::{
-    assert_success, digest_of, dir_blob_digests, push_image, push_index, read_dir_manifest,
-    require_root_tools, skopeo_copy_from_mirror, Containerd, Server, TestImage, TestIndex,
-    Upstream,
+    assert_success, digest_of, dir_blob_digests, log_tail, push_image, push_index,
+    read_dir_manifest, require_root_tools, skopeo_copy_from_mirror, Containerd, Server, TestImage,
+    TestIndex, Upstream,
 };
 
 fn client() -> awc::Client {
@@ -71,7 +71,14 @@ fn pull_all(server: &Server, ctr: &mut Containerd, images: &[Pushed]) {
     for img in images {
         let dest = tempfile::tempdir().unwrap();
         let out = skopeo_copy_from_mirror(&server.host_port(), &img.reference, dest.path(), false);
-        assert_success(&out, &format!("skopeo copy {}", img.reference));
+        let context = |what: &str| {
+            format!(
+                "{what} {}; server log:\n{}",
+                img.reference,
+                log_tail(&server.log_path(), 8)
+            )
+        };
+        assert_success(&out, &context("skopeo copy"));
         assert_eq!(
             read_dir_manifest(dest.path()),
             img.manifest,
@@ -100,6 +107,7 @@ async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_afte
     let oci = TestImage::oci(1, &[300_000, 40_000]);
     let docker = TestImage::docker(2, &[200_000]);
     let multi = TestIndex::oci_multiarch(3);
+    let docker_multi = TestIndex::docker_multiarch(6);
     push_image(&client, &upstream.url(), "library/oci-app", "1.0", &oci).await;
     push_image(
         &client,
@@ -110,6 +118,14 @@ async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_afte
     )
     .await;
     push_index(&client, &upstream.url(), "library/multi", "latest", &multi).await;
+    push_index(
+        &client,
+        &upstream.url(),
+        "library/docker-multi",
+        "2",
+        &docker_multi,
+    )
+    .await;
     push_image(
         &client,
         &upstream.url(),
@@ -122,6 +138,7 @@ async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_afte
         Pushed::image("library/oci-app", "1.0", &oci),
         Pushed::image("library/docker-app", "v1.0-RC1", &docker),
         Pushed::index("library/multi", "latest", &multi),
+        Pushed::index("library/docker-multi", "2", &docker_multi),
         Pushed::image("group/sub.team/project/image", "x_1", &oci),
     ];
 
@@ -150,6 +167,26 @@ async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_afte
 
     server.restart();
     pull_all(&server, &mut ctr, &images);
+
+    // The cache directory is portable: a copy elsewhere serves the same images.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&server.cache_dir(), copy.path());
+    server.kill();
+    let moved = Server::start_with_cache("{}", copy.path(), &["--air-gapped"]);
+    pull_all(&moved, &mut ctr, &images);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 #[actix_web::test]
