@@ -6,17 +6,21 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest as _, Sha256};
 
 use super::layout::{commit, partial_of, Layout};
 use crate::error::FetchError;
 use crate::names::Digest;
 
+/// Bytes gathered before one write: fewer, larger writes mean fewer wake-ups
+/// of the readers following the file.
+const WRITE_BATCH: usize = 256 * 1024;
+
 /// A blob being written. Dropping it before [`BlobWriter::finish`] succeeds
 /// deletes the partial file.
 ///
-/// The last chunk received is held back in memory and reaches the file only
+/// The bytes received last are held back in memory and reach the file only
 /// after the digest matched, so readers following the file can never read a
 /// complete body whose digest is wrong.
 #[derive(Debug)]
@@ -33,8 +37,9 @@ pub struct BlobWriter {
     hasher: Sha256,
     /// Bytes on disk, readable by followers.
     written: u64,
-    /// The most recent chunk, not yet on disk.
-    pending: Bytes,
+    /// The most recent bytes, not yet on disk (at most about [`WRITE_BATCH`]
+    /// plus one chunk).
+    pending: BytesMut,
     /// Set once the blob is renamed into place; keeps `Drop` from deleting it.
     committed: bool,
 }
@@ -57,7 +62,7 @@ impl BlobWriter {
             file: Arc::new(file),
             hasher: Sha256::new(),
             written: 0,
-            pending: Bytes::new(),
+            pending: BytesMut::new(),
             committed: false,
         })
     }
@@ -77,15 +82,19 @@ impl BlobWriter {
         self.written + self.pending.len() as u64
     }
 
-    /// Hashes `chunk` and writes the chunk received before it.
+    /// Hashes `chunk`; once a batch of earlier bytes has gathered, writes
+    /// that batch and keeps `chunk` back.
     ///
     /// Writes go to the page cache with `pwrite`; they are short and are not
     /// worth a thread hop each. Durability comes from the fsync in `finish`.
     pub fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
         self.hasher.update(&chunk);
-        let previous = std::mem::replace(&mut self.pending, chunk);
-        self.file.write_all_at(&previous, self.written)?;
-        self.written += previous.len() as u64;
+        if self.pending.len() >= WRITE_BATCH {
+            self.file.write_all_at(&self.pending, self.written)?;
+            self.written += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        self.pending.extend_from_slice(&chunk);
         Ok(())
     }
 
@@ -106,7 +115,7 @@ impl BlobWriter {
             });
         }
         let (file, partial, path) = (self.file(), self.partial.clone(), self.path.clone());
-        let last = std::mem::take(&mut self.pending);
+        let last = std::mem::take(&mut self.pending).freeze();
         let offset = self.written;
         tokio::task::spawn_blocking(move || {
             file.write_all_at(&last, offset)?;
@@ -146,15 +155,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn verified_blob_is_renamed_into_place_and_last_chunk_held_back() {
+    async fn verified_blob_is_renamed_into_place_and_last_bytes_held_back() {
         let (layout, dir) = layout();
-        let digest = Digest::of(b"hello world");
+        let batch = Bytes::from(vec![7u8; WRITE_BATCH]);
+        let tail = Bytes::from_static(b"tail");
+        let whole = [&batch[..], &tail[..]].concat();
+        let digest = Digest::of(&whole);
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
-        w.push(Bytes::from_static(b"hello ")).unwrap();
-        w.push(Bytes::from_static(b"world")).unwrap();
-        assert_eq!(w.written(), 6, "the last chunk waits for the digest check");
-        assert_eq!(w.finish(Some(11)).await.unwrap(), 11);
-        assert_eq!(std::fs::read(layout.blob(&digest)).unwrap(), b"hello world");
+        w.push(batch.clone()).unwrap();
+        assert_eq!(w.written(), 0, "a partial batch waits in memory");
+        w.push(tail).unwrap();
+        assert_eq!(w.written(), WRITE_BATCH as u64, "a full batch is written");
+        assert_eq!(w.received(), whole.len() as u64);
+        assert_eq!(
+            w.finish(Some(whole.len() as u64)).await.unwrap(),
+            whole.len() as u64
+        );
+        assert_eq!(std::fs::read(layout.blob(&digest)).unwrap(), whole);
         assert!(!partial_of(&layout.blob(&digest)).exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
