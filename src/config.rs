@@ -7,7 +7,7 @@ use std::time::Duration;
 use config::{File, FileFormat};
 use ociregistry_actors::names::{NameError, RegistryName};
 use ociregistry_actors::upstream::{
-    default_endpoint, Credentials, Timeouts, TlsSettings, UpstreamSettings,
+    default_endpoint, Credentials, ProxyRules, Timeouts, TlsSettings, UpstreamSettings,
 };
 use serde::Deserialize;
 
@@ -31,9 +31,10 @@ const KEYS: &[&str] = &[
     "airGapped",
     "alwaysPullLatest",
     "registries",
+    "upstreamMirror",
 ];
 /// Keys of a `registries` entry (snake_case spellings are accepted too).
-const REGISTRY_KEYS: &[&str] = &["name", "urls", "scheme", "auth", "tls"];
+const REGISTRY_KEYS: &[&str] = &["name", "urls", "scheme", "auth", "tls", "proxy"];
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,9 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// `upstreamMirror` is not a base URL.
+    #[error("upstreamMirror {0:?} is not http(s)://host[:port]")]
+    UpstreamMirror(String),
     /// `defaultNs` is not a registry host.
     #[error("defaultNs: {0}")]
     DefaultNs(NameError),
@@ -77,6 +81,11 @@ pub struct Config {
     pub always_pull_latest: bool,
     /// Upstream registries with their own settings.
     pub registries: Vec<RegistryEntry>,
+    /// Another ociregistry (`http(s)://host:port`) to fetch every registry
+    /// through, naming the registry in `?ns=` (node-local caches in front
+    /// of a cluster cache).
+    #[serde(default)]
+    pub upstream_mirror: Option<String>,
 }
 
 /// One `registries` entry.
@@ -96,6 +105,10 @@ pub struct RegistryEntry {
     /// TLS settings.
     #[serde(default)]
     pub tls: Option<TlsEntry>,
+    /// HTTP proxy (`http://host:port`) for this registry, instead of the
+    /// `HTTP(S)_PROXY` environment.
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 /// `registries[].auth`.
@@ -169,17 +182,21 @@ impl Config {
         let merged = builder.build()?;
         let warnings = unknown_keys(&merged.clone().try_deserialize::<serde_json::Value>()?);
         let config: Config = merged.try_deserialize()?;
+        if let Some(url) = &config.upstream_mirror {
+            endpoint(url).ok_or_else(|| ConfigError::UpstreamMirror(url.clone()))?;
+        }
         if let Some(ns) = &config.default_ns {
             RegistryName::parse(ns).map_err(ConfigError::DefaultNs)?;
         }
         Ok(Loaded { config, warnings })
     }
 
-    /// The upstream actors' settings for every configured registry.
-    pub fn upstreams(&self) -> Result<Vec<UpstreamSettings>, ConfigError> {
+    /// The upstream actors' settings for every configured registry, given
+    /// the proxy rules of the environment.
+    pub fn upstreams(&self, env_proxy: &ProxyRules) -> Result<Vec<UpstreamSettings>, ConfigError> {
         self.registries
             .iter()
-            .map(|e| e.settings(self.timeouts()))
+            .map(|e| e.settings(self.timeouts(), env_proxy))
             .collect()
     }
 
@@ -212,7 +229,11 @@ impl Config {
 
 impl RegistryEntry {
     /// Resolves endpoints, secrets and TLS into actor settings.
-    fn settings(&self, timeouts: Timeouts) -> Result<UpstreamSettings, ConfigError> {
+    fn settings(
+        &self,
+        timeouts: Timeouts,
+        env_proxy: &ProxyRules,
+    ) -> Result<UpstreamSettings, ConfigError> {
         let err = |reason: String| ConfigError::Registry {
             name: self.name.clone(),
             reason,
@@ -240,6 +261,11 @@ impl RegistryEntry {
             .transpose()
             .map_err(err)?;
         let tls = self.tls.clone().unwrap_or_default();
+        let proxy = match &self.proxy {
+            Some(url) => ProxyRules::single(url)
+                .ok_or_else(|| err(format!("proxy {url:?} is not http://host:port")))?,
+            None => env_proxy.clone(),
+        };
         Ok(UpstreamSettings {
             name,
             endpoints,
@@ -251,6 +277,8 @@ impl RegistryEntry {
                 insecure_skip_verify: tls.insecure_skip_verify,
             },
             timeouts,
+            proxy,
+            ns: None,
         })
     }
 }
@@ -363,7 +391,10 @@ mod tests {
         }))
         .unwrap();
         assert!(entry.tls.as_ref().unwrap().insecure_skip_verify);
-        let err = entry.settings(test_timeouts()).unwrap_err().to_string();
+        let err = entry
+            .settings(test_timeouts(), &ProxyRules::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("OCIREGISTRY_TEST_UNSET_VARIABLE"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use actix::{Actor, Arbiter};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
-use ociregistry_actors::coordinator::PullCoordinator;
+use ociregistry_actors::coordinator::{PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::storage::Storage;
-use ociregistry_actors::upstream::TlsError;
+use ociregistry_actors::upstream::{require_native_roots, ProxyRules, TlsError};
 
 use crate::config::{Config, ConfigError};
 use crate::handlers::{self, AppState, Policy};
@@ -53,7 +53,11 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
     {
         slog::warn!(log, "TLS verification is off for this upstream"; "registry" => &registry.name);
     }
-    let upstreams = config.upstreams()?;
+    if !config.air_gapped {
+        require_native_roots()?;
+    }
+    let env_proxy = ProxyRules::from_env();
+    let upstreams = config.upstreams(&env_proxy)?;
     let cache_error = |source| StartError::Cache {
         path: config.image_path.clone(),
         source,
@@ -70,8 +74,15 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
             "serving the embedded image docker.io/library/hello-world:latest (air-gapped)"
         );
     }
-    let coordinator =
-        PullCoordinator::start(storage.clone(), upstreams, config.timeouts(), log.clone())?;
+    let unlisted = Unlisted {
+        timeouts: config.timeouts(),
+        proxy: env_proxy,
+        mirror: config
+            .upstream_mirror
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_string()),
+    };
+    let coordinator = PullCoordinator::start(storage.clone(), upstreams, unlisted, log.clone())?;
 
     let addr = format!("{}:{}", config.host, config.port);
     let listen_error = |source| StartError::Listen {

@@ -19,7 +19,7 @@ use crate::manifest::Manifest;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage};
 use crate::upstream::{
-    GetManifest, OpenBlob, Timeouts, TlsError, UpstreamRegistry, UpstreamSettings,
+    GetManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamRegistry, UpstreamSettings,
 };
 
 /// A manifest flight's identity.
@@ -48,10 +48,10 @@ impl PullCoordinator {
     pub fn start(
         storage: Addr<Storage>,
         configured: Vec<UpstreamSettings>,
-        timeouts: Timeouts,
+        unlisted: Unlisted,
         log: slog::Logger,
     ) -> Result<Addr<Self>, TlsError> {
-        let upstreams = Upstreams::new(configured, timeouts, log)?;
+        let upstreams = Upstreams::new(configured, unlisted, log)?;
         let arbiter = Arbiter::new();
         Ok(Self::start_in_arbiter(&arbiter.handle(), move |_| Self {
             storage,
@@ -284,14 +284,26 @@ fn mailbox(e: MailboxError) -> FetchError {
     FetchError::Storage(format!("internal actor unavailable: {e}"))
 }
 
+/// How registries that the configuration does not list are reached.
+#[derive(Debug, Clone)]
+pub struct Unlisted {
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Egress proxies (from the environment).
+    pub proxy: ProxyRules,
+    /// Another ociregistry that every registry is fetched through (`?ns=`),
+    /// configured ones included.
+    pub mirror: Option<String>,
+}
+
 /// The upstream actors, one per registry, spread over a few arbiters.
 struct Upstreams {
     /// Settings and TLS configuration of the configured registries.
     configured: HashMap<RegistryName, (UpstreamSettings, Arc<rustls::ClientConfig>)>,
     /// TLS configuration for unlisted registries (OS trust store).
     default_tls: Arc<rustls::ClientConfig>,
-    /// Timeouts for unlisted registries.
-    timeouts: Timeouts,
+    /// How unlisted registries are reached.
+    unlisted: Unlisted,
     /// Threads the upstream actors run on (awc clients are thread-bound).
     arbiters: Vec<Arbiter>,
     /// Actors started so far.
@@ -305,19 +317,18 @@ impl Upstreams {
     /// bad TLS settings fail start-up.
     fn new(
         configured: Vec<UpstreamSettings>,
-        timeouts: Timeouts,
+        unlisted: Unlisted,
         log: slog::Logger,
     ) -> Result<Self, TlsError> {
         let configured = configured
             .into_iter()
-            .map(|s| Ok((s.name.clone(), (s.tls.client_config()?, s))))
-            .map(|r: Result<_, TlsError>| r.map(|(name, (tls, s))| (name, (s, tls))))
+            .map(|s| s.tls.client_config().map(|tls| (s.name.clone(), (s, tls))))
             .collect::<Result<_, _>>()?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             configured,
             default_tls: crate::upstream::TlsSettings::default().client_config()?,
-            timeouts,
+            unlisted,
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             started: HashMap::new(),
             log,
@@ -329,12 +340,19 @@ impl Upstreams {
         if let Some(addr) = self.started.get(registry).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let (settings, tls) = self.configured.get(registry).cloned().unwrap_or_else(|| {
-            (
-                UpstreamSettings::unlisted(registry.clone(), self.timeouts),
-                Arc::clone(&self.default_tls),
-            )
-        });
+        let u = &self.unlisted;
+        let (settings, tls) = match (&u.mirror, self.configured.get(registry)) {
+            (None, Some(configured)) => configured.clone(),
+            (mirror, _) => {
+                let mut settings =
+                    UpstreamSettings::unlisted(registry.clone(), u.timeouts, u.proxy.clone());
+                if let Some(mirror) = mirror {
+                    settings.endpoints = vec![mirror.clone()];
+                    settings.ns = Some(registry.clone());
+                }
+                (settings, Arc::clone(&self.default_tls))
+            }
+        };
         let arbiter = &self.arbiters[self.started.len() % self.arbiters.len()];
         let addr = UpstreamRegistry::start_on(&arbiter.handle(), settings, tls, self.log.clone());
         self.started.insert(registry.clone(), addr.clone());

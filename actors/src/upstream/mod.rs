@@ -7,6 +7,7 @@
 //! and hands bodies to other threads only as `Send` chunks.
 
 mod auth;
+mod proxy;
 mod settings;
 
 use std::cell::{Cell, RefCell};
@@ -20,8 +21,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use self::auth::{Challenge, TokenCache, TokenResponse};
+pub use self::proxy::ProxyRules;
 pub use self::settings::{
-    default_endpoint, Credentials, Timeouts, TlsError, TlsSettings, UpstreamSettings,
+    default_endpoint, require_native_roots, Credentials, Timeouts, TlsError, TlsSettings,
+    UpstreamSettings,
 };
 use crate::error::FetchError;
 use crate::manifest::MAX_MANIFEST_BYTES;
@@ -64,14 +67,21 @@ impl UpstreamRegistry {
         log: slog::Logger,
     ) -> Addr<Self> {
         Self::start_in_arbiter(arbiter, move |_| {
+            let timeouts = settings.timeouts;
+            let builder = awc::Client::builder()
+                .timeout(timeouts.response)
+                .max_redirects(MAX_REDIRECTS);
             let connector = awc::Connector::new()
                 .rustls_0_23(tls)
-                .timeout(settings.timeouts.connect);
-            let client = awc::Client::builder()
-                .connector(connector)
-                .timeout(settings.timeouts.response)
-                .max_redirects(MAX_REDIRECTS)
-                .finish();
+                .timeout(timeouts.connect)
+                .handshake_timeout(timeouts.connect);
+            let client = if settings.proxy.is_direct() {
+                builder.connector(connector).finish()
+            } else {
+                let proxied =
+                    connector.connector(proxy::ProxyConnector::new(settings.proxy.clone()));
+                builder.connector(proxied).finish()
+            };
             let log = log.new(slog::o!("upstream" => settings.name.to_string()));
             Self {
                 inner: Rc::new(Inner {
@@ -123,7 +133,12 @@ impl Handler<GetManifest> for UpstreamRegistry {
     fn handle(&mut self, msg: GetManifest, _: &mut Self::Context) -> Self::Result {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {
-            let path = format!("/v2/{}/manifests/{}", msg.repo, msg.reference);
+            let path = format!(
+                "/v2/{}/manifests/{}{}",
+                msg.repo,
+                msg.reference,
+                inner.ns_query()
+            );
             let mut resp = inner.get(&path, &msg.accept, &msg.repo).await?;
             check_status(&resp)?;
             if content_length(&resp).is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
@@ -182,7 +197,7 @@ impl Handler<OpenBlob> for UpstreamRegistry {
     fn handle(&mut self, msg: OpenBlob, _: &mut Self::Context) -> Self::Result {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {
-            let path = format!("/v2/{}/blobs/{}", msg.repo, msg.digest);
+            let path = format!("/v2/{}/blobs/{}{}", msg.repo, msg.digest, inner.ns_query());
             let resp = inner.get(&path, "*/*", &msg.repo).await?;
             check_status(&resp)?;
             let size = content_length(&resp);
@@ -221,6 +236,15 @@ async fn pump<S>(
 }
 
 impl Inner {
+    /// `?ns=<registry>` when the endpoint is another ociregistry, else nothing.
+    fn ns_query(&self) -> String {
+        self.settings
+            .ns
+            .as_ref()
+            .map(|ns| format!("?ns={ns}"))
+            .unwrap_or_default()
+    }
+
     /// GETs `path`, trying each endpoint in order: a connection error or a
     /// 5xx moves to the next one.
     async fn get(

@@ -10,6 +10,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use super::proxy::ProxyRules;
 use crate::names::RegistryName;
 
 /// Docker Hub's registry endpoint (its name, `docker.io`, serves no API).
@@ -28,18 +29,25 @@ pub struct UpstreamSettings {
     pub tls: TlsSettings,
     /// Connection and transfer time limits.
     pub timeouts: Timeouts,
+    /// Egress proxies for this registry's connections.
+    pub proxy: ProxyRules,
+    /// When the endpoint is another ociregistry: the registry to ask it for,
+    /// sent as `?ns=`.
+    pub ns: Option<RegistryName>,
 }
 
 impl UpstreamSettings {
     /// Settings for a registry the config does not list: anonymous HTTPS,
     /// verified against the OS trust store.
-    pub fn unlisted(name: RegistryName, timeouts: Timeouts) -> Self {
+    pub fn unlisted(name: RegistryName, timeouts: Timeouts, proxy: ProxyRules) -> Self {
         Self {
             endpoints: vec![default_endpoint(&name, "https")],
             name,
             credentials: None,
             tls: TlsSettings::default(),
             timeouts,
+            proxy,
+            ns: None,
         }
     }
 }
@@ -74,7 +82,7 @@ impl fmt::Debug for Credentials {
 /// Time limits toward an upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// TCP connect and TLS handshake.
+    /// TCP connect (and, separately, the TLS handshake).
     pub connect: Duration,
     /// From sending a request to the response headers.
     pub response: Duration,
@@ -106,6 +114,9 @@ pub enum TlsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The OS trust store holds no certificate.
+    #[error("no trusted CA certificates could be loaded from the OS store: install ca-certificates or set SSL_CERT_FILE")]
+    NoRoots,
     /// Only one of `cert` and `key` is set.
     #[error("tls.cert and tls.key must be given together")]
     IncompleteClientCert,
@@ -212,6 +223,16 @@ impl ServerCertVerifier for AnyServerCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Fails when the OS trust store gave no certificate (HTTPS upstreams
+/// could not be verified).
+pub fn require_native_roots() -> Result<(), TlsError> {
+    if native_roots().is_empty() {
+        Err(TlsError::NoRoots)
+    } else {
+        Ok(())
     }
 }
 
