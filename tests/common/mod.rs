@@ -7,9 +7,11 @@
 pub mod containerd;
 pub mod fault;
 pub mod image;
+pub mod pki;
 pub mod push;
 pub mod server;
 pub mod skopeo;
+pub mod token;
 pub mod upstream;
 
 use std::fs;
@@ -24,12 +26,14 @@ use sha2::{Digest, Sha256};
 pub use containerd::Containerd;
 pub use fault::{Fault, FaultUpstream};
 pub use image::{Blob, TestImage, TestIndex};
+pub use pki::{htpasswd, Pki};
 pub use push::{push_blob, push_image, push_index, put_manifest};
 pub use server::Server;
 pub use skopeo::{
     dir_blob_digests, dir_manifest_digests, read_dir_manifest, skopeo, skopeo_copy,
     skopeo_copy_from_mirror,
 };
+pub use token::TokenServer;
 pub use upstream::{AccessLogEntry, Upstream};
 
 /// How long helpers wait for a process to become ready.

@@ -26,6 +26,7 @@ pub struct Server {
     dir: TempDir,
     cache_dir: PathBuf,
     extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
     child: Option<Child>,
     url: String,
 }
@@ -35,15 +36,25 @@ impl Server {
     /// with its cache in `<tempdir>/cache`, appending `extra_args` to
     /// `serve --port 0 --host 127.0.0.1`. Returns once it listens.
     pub fn start(config_yaml: &str, extra_args: &[&str]) -> Server {
-        Self::start_inner(config_yaml, None, extra_args)
+        Self::start_inner(config_yaml, None, extra_args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_env(config_yaml: &str, extra_args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Self::start_inner(config_yaml, None, extra_args, envs)
     }
 
     /// Like [`Server::start`], with the image cache in `cache_dir`.
     pub fn start_with_cache(config_yaml: &str, cache_dir: &Path, extra_args: &[&str]) -> Server {
-        Self::start_inner(config_yaml, Some(cache_dir), extra_args)
+        Self::start_inner(config_yaml, Some(cache_dir), extra_args, &[])
     }
 
-    fn start_inner(config_yaml: &str, cache_dir: Option<&Path>, extra_args: &[&str]) -> Server {
+    fn start_inner(
+        config_yaml: &str,
+        cache_dir: Option<&Path>,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("ociregistry-server-")
             .tempdir()
@@ -54,6 +65,10 @@ impl Server {
             dir,
             cache_dir,
             extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
+            envs: envs
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             child: None,
             url: String::new(),
         };
@@ -69,6 +84,13 @@ impl Server {
             .arg(&self.cache_dir)
             .args(["serve", "--port", "0", "--host", "127.0.0.1"])
             .args(&self.extra_args)
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("NO_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("no_proxy")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(append_file(&self.log_path()))

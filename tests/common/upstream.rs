@@ -15,6 +15,12 @@ use super::{
 /// log lines go to [`Upstream::log_path`].
 pub struct Upstream {
     dir: TempDir,
+    /// Registry storage: its own, or that of the plain registry it shares.
+    storage: PathBuf,
+    /// Extra configuration (TLS under `http:`, then top-level `auth:`).
+    extra: String,
+    /// Whether it serves HTTPS.
+    tls: bool,
     port: u16,
     child: Option<Child>,
 }
@@ -33,13 +39,29 @@ pub struct AccessLogEntry {
 impl Upstream {
     /// Starts a registry on a free port and waits until `GET /v2/` answers 200.
     pub fn start() -> Upstream {
+        Self::launch(None, String::new(), false)
+    }
+
+    /// Starts a second registry serving this one's storage, configured with
+    /// `extra` (lines under `http:` indented two spaces, e.g. `tls:`, then
+    /// top-level keys such as `auth:`), over HTTPS when `tls` is set. Images
+    /// pushed to the plain registry are then pulled from the secured one.
+    pub fn secured(&self, extra: &str, tls: bool) -> Upstream {
+        Self::launch(Some(self.storage.clone()), extra.to_owned(), tls)
+    }
+
+    fn launch(storage: Option<PathBuf>, extra: String, tls: bool) -> Upstream {
         let dir = tempfile::Builder::new()
             .prefix("ociregistry-upstream-")
             .tempdir()
             .expect("create upstream temp dir");
-        fs::create_dir_all(dir.path().join("storage")).expect("create upstream storage dir");
+        let storage = storage.unwrap_or_else(|| dir.path().join("storage"));
+        fs::create_dir_all(&storage).expect("create upstream storage dir");
         let mut upstream = Upstream {
             dir,
+            storage,
+            extra,
+            tls,
             port: 0,
             child: None,
         };
@@ -78,9 +100,10 @@ storage:
 http:
   addr: 127.0.0.1:{port}
   secret: ociregistry-tests-upstream
-",
-            storage = self.dir.path().join("storage").display(),
+{extra}",
+            storage = self.storage.display(),
             port = self.port,
+            extra = self.extra,
         );
         fs::write(self.dir.path().join("config.yml"), config).expect("write upstream config");
     }
@@ -106,7 +129,8 @@ http:
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 return true;
             }
-            http_get_status(&host_port, "/v2/") == Some(200)
+            // Any HTTP answer means it listens (HTTPS ports answer 400, auth 401).
+            http_get_status(&host_port, "/v2/").is_some()
         });
         let exited = matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))));
         if ready && !exited {
@@ -118,7 +142,8 @@ http:
 
     /// Base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host_port())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host_port())
     }
 
     /// `127.0.0.1:PORT`.

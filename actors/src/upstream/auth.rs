@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 /// Token lifetime assumed when the token server names none (Docker's default).
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
-/// Tokens are renewed this long before they expire.
+/// Tokens are renewed up to this long before they expire (a tenth of a
+/// short token's lifetime).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
 
 /// A parsed `WWW-Authenticate` header.
@@ -130,7 +131,7 @@ impl TokenCache {
     pub fn put(&mut self, scope: &str, token: String, ttl: Duration) {
         let now = Instant::now();
         self.tokens.retain(|_, (_, until)| *until > now);
-        let until = now + ttl.saturating_sub(EXPIRY_MARGIN);
+        let until = now + ttl.saturating_sub(EXPIRY_MARGIN.min(ttl / 10));
         self.tokens.insert(scope.to_string(), (token, until));
     }
 
@@ -189,12 +190,14 @@ mod tests {
         let mut cache = TokenCache::default();
         cache.put("s", "tok".into(), Duration::from_secs(60));
         assert_eq!(cache.get("s"), Some("tok"));
-        cache.put("short", "x".into(), Duration::from_secs(1));
+        cache.put("short", "x".into(), Duration::from_secs(2));
         assert_eq!(
             cache.get("short"),
-            None,
-            "tokens about to expire are not reused"
+            Some("x"),
+            "short-lived tokens are reused while valid"
         );
+        cache.put("expired", "x".into(), Duration::ZERO);
+        assert_eq!(cache.get("expired"), None, "expired tokens are not reused");
         cache.forget("s");
         assert_eq!(cache.get("s"), None);
     }

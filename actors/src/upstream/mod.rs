@@ -411,12 +411,66 @@ fn content_length(resp: &awc::ClientResponse) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Classifies an awc send error (the URL is named, never credentials).
+/// Classifies an awc send error (the URL is named, never credentials),
+/// with a hint for the TLS failures operators can fix in the config.
 fn send_error(target: &str, e: awc::error::SendRequestError) -> FetchError {
     match e {
         awc::error::SendRequestError::Timeout => {
             FetchError::Timeout(format!("{target}: no response headers in time"))
         }
-        e => FetchError::Unreachable(format!("{target}: {e}")),
+        e => match tls_hint(&e.to_string()) {
+            Some(hint) => FetchError::Unreachable(format!("{target}: {e} ({hint})")),
+            None => FetchError::Unreachable(format!("{target}: {e}")),
+        },
+    }
+}
+
+/// What to change in the configuration for a TLS error, if it is one.
+fn tls_hint(error: &str) -> Option<&'static str> {
+    let e = error.to_ascii_lowercase();
+    let hints = [
+        (
+            "unknownissuer",
+            "unknown issuer: set tls.ca to the registry's CA certificate",
+        ),
+        (
+            "notvalidforname",
+            "the certificate does not name this host: fix the url or the certificate",
+        ),
+        (
+            "certificaterequired",
+            "the server asked for a client certificate: set tls.cert and tls.key",
+        ),
+        (
+            "badcertificate",
+            "the server refused the client certificate: set tls.cert and tls.key",
+        ),
+        ("expired", "the server certificate has expired"),
+        (
+            "invalid peer certificate",
+            "the server certificate is not trusted: check tls.ca",
+        ),
+    ];
+    hints
+        .iter()
+        .find(|(needle, _)| e.contains(needle))
+        .map(|(_, hint)| *hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_hint;
+
+    #[test]
+    fn tls_errors_get_hints() {
+        let unknown = "Failed to connect to host: invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(unknown).unwrap().contains("tls.ca"));
+        assert!(tls_hint("received fatal alert: CertificateRequired")
+            .unwrap()
+            .contains("tls.cert"));
+        assert!(tls_hint("received fatal alert: BadCertificate")
+            .unwrap()
+            .contains("tls.cert"));
+        assert_eq!(tls_hint("Connection refused (os error 111)"), None);
     }
 }

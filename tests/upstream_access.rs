@@ -1,0 +1,399 @@
+//! Every kind of upstream, proven against a real registry (CNCF
+//! Distribution) on 127.0.0.1: HTTPS with a private CA, mTLS, basic auth,
+//! bearer tokens; plus redirects, egress proxies and failover.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use common::{
+    assert_success, digest_of, htpasswd, push_image, require_root_tools, skopeo_copy_from_mirror,
+    Containerd, Pki, Server, TestImage, TokenServer, Upstream,
+};
+
+const USER: &str = "puller";
+const PASSWORD: &str = "s3cret-Pa55";
+const REPO: &str = "library/app";
+const TAG: &str = "1.0";
+
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+/// A plain registry holding `library/app:1.0`, for secured registries to serve.
+async fn seeded() -> (Upstream, TestImage) {
+    let upstream = Upstream::start();
+    let img = TestImage::oci(11, &[120_000, 30_000]);
+    push_image(&client(), &upstream.url(), REPO, TAG, &img).await;
+    (upstream, img)
+}
+
+/// A config with one `docker.io` entry: `urls: [url]` plus `extra` lines.
+fn config(url: &str, extra: &str) -> String {
+    format!("registries:\n  - name: docker.io\n    urls: [{url}]\n{extra}")
+}
+
+/// skopeo and ctr pull the image through the server and get its exact bytes.
+fn pulls_through(server: &Server, img: &TestImage) {
+    let reference = format!("docker.io/{REPO}:{TAG}");
+    let dest = tempfile::tempdir().unwrap();
+    let out = skopeo_copy_from_mirror(&server.host_port(), &reference, dest.path(), false);
+    assert_success(
+        &out,
+        &format!("skopeo copy; server log:\n{}", server.log_contents()),
+    );
+    assert_eq!(common::read_dir_manifest(dest.path()), img.manifest);
+    let ctr = Containerd::start();
+    ctr.write_mirror_hosts(&server.url());
+    assert_success(&ctr.pull(&reference), "ctr pull");
+    assert_eq!(
+        ctr.image_digest(&reference).as_deref(),
+        Some(img.manifest_digest.as_str())
+    );
+}
+
+/// GET of the tag's manifest through the server: status and body.
+async fn get_manifest(server: &Server) -> (StatusCode, String) {
+    let url = format!("{}/v2/{REPO}/manifests/{TAG}?ns=docker.io", server.url());
+    let mut res = client().get(url).send().await.expect("response");
+    let body = res.body().await.expect("body");
+    (res.status(), String::from_utf8_lossy(&body).into_owned())
+}
+
+fn cached_manifests(server: &Server) -> usize {
+    std::fs::read_dir(server.cache_dir().join("manifests/sha256")).map_or(0, |d| d.count())
+}
+
+#[actix_web::test]
+async fn https_upstream_with_a_private_ca() {
+    require_root_tools();
+    let pki = Pki::generate();
+    let (plain, img) = seeded().await;
+    let registry = plain.secured(&pki.registry_tls(false), true);
+    let ca = format!("    tls:\n      ca: {}\n", pki.path("ca.pem").display());
+    let server = Server::start(&config(&registry.url(), &ca), &[]);
+    pulls_through(&server, &img);
+}
+
+#[actix_web::test]
+async fn https_upstream_without_its_ca_is_refused_with_a_hint_unless_verification_is_off() {
+    let pki = Pki::generate();
+    let (plain, _) = seeded().await;
+    let registry = plain.secured(&pki.registry_tls(false), true);
+
+    let server = Server::start(&config(&registry.url(), ""), &[]);
+    let (status, body) = get_manifest(&server).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        server.log_contents().contains("set tls.ca"),
+        "{}",
+        server.log_contents()
+    );
+    assert_eq!(cached_manifests(&server), 0);
+
+    let insecure = "    tls:\n      insecureSkipVerify: true\n";
+    let server = Server::start(&config(&registry.url(), insecure), &[]);
+    assert_eq!(get_manifest(&server).await.0, StatusCode::OK);
+    assert!(server.log_contents().contains("TLS verification is off"));
+}
+
+#[actix_web::test]
+async fn mtls_upstream_needs_the_client_certificate() {
+    require_root_tools();
+    let pki = Pki::generate();
+    let (plain, img) = seeded().await;
+    let registry = plain.secured(&pki.registry_tls(true), true);
+    let ca = format!("    tls:\n      ca: {}\n", pki.path("ca.pem").display());
+
+    let without = Server::start(&config(&registry.url(), &ca), &[]);
+    let (status, _) = get_manifest(&without).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        without.log_contents().contains("tls.cert"),
+        "{}",
+        without.log_contents()
+    );
+
+    let with = format!(
+        "{ca}      cert: {}\n      key: {}\n",
+        pki.path("client.pem").display(),
+        pki.path("client-key.pem").display()
+    );
+    let server = Server::start(&config(&registry.url(), &with), &[]);
+    pulls_through(&server, &img);
+}
+
+#[actix_web::test]
+async fn basic_auth_from_env_or_file_and_a_wrong_password_is_401_and_caches_nothing() {
+    require_root_tools();
+    let pki = Pki::generate();
+    let (plain, img) = seeded().await;
+    let htpasswd = htpasswd(pki.dir(), USER, PASSWORD);
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        htpasswd.display()
+    );
+    let registry = plain.secured(&format!("{}{auth}", pki.registry_tls(false)), true);
+    let tls = format!("    tls:\n      ca: {}\n", pki.path("ca.pem").display());
+
+    let from_env =
+        format!("{tls}    auth:\n      user: {USER}\n      passwordFromEnv: UPSTREAM_PASSWORD\n");
+    let server = Server::start_env(
+        &config(&registry.url(), &from_env),
+        &[],
+        &[("UPSTREAM_PASSWORD", PASSWORD)],
+    );
+    pulls_through(&server, &img);
+    assert!(
+        !server.log_contents().contains(PASSWORD),
+        "the password never reaches the log"
+    );
+
+    let file = pki.dir().join("password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let from_file = format!(
+        "{tls}    auth:\n      user: {USER}\n      passwordFile: {}\n",
+        file.display()
+    );
+    let server = Server::start(&config(&registry.url(), &from_file), &[]);
+    assert_eq!(get_manifest(&server).await.0, StatusCode::OK);
+
+    let wrong = format!("{tls}    auth:\n      user: {USER}\n      password: wrong\n");
+    let server = Server::start(&config(&registry.url(), &wrong), &[]);
+    let (status, body) = get_manifest(&server).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("UNAUTHORIZED"), "{body}");
+    assert_eq!(cached_manifests(&server), 0);
+}
+
+#[actix_web::test]
+async fn bearer_tokens_are_fetched_once_per_scope_and_refused_credentials_are_401() {
+    require_root_tools();
+    let pki = Pki::generate();
+    let (plain, img) = seeded().await;
+    let tokens = TokenServer::start(&pki, (USER, PASSWORD), false, 300);
+    let registry = plain.secured(
+        &format!("{}{}", pki.registry_tls(false), tokens.registry_auth(&pki)),
+        true,
+    );
+    let tls = format!("    tls:\n      ca: {}\n", pki.path("ca.pem").display());
+
+    let good = format!("{tls}    auth:\n      user: {USER}\n      password: {PASSWORD}\n");
+    let server = Server::start(&config(&registry.url(), &good), &[]);
+    pulls_through(&server, &img);
+    assert_eq!(
+        tokens.issued(),
+        1,
+        "one token for the repository, reused for every request"
+    );
+
+    let wrong = format!("{tls}    auth:\n      user: {USER}\n      password: wrong\n");
+    let server = Server::start(&config(&registry.url(), &wrong), &[]);
+    assert_eq!(get_manifest(&server).await.0, StatusCode::UNAUTHORIZED);
+    assert!(tokens.refused() >= 1);
+    assert_eq!(cached_manifests(&server), 0);
+}
+
+#[actix_web::test]
+async fn anonymous_bearer_tokens_and_renewal_after_expiry() {
+    let pki = Pki::generate();
+    let (plain, img) = seeded().await;
+    let tokens = TokenServer::start(&pki, (USER, PASSWORD), true, 2);
+    let registry = plain.secured(
+        &format!("{}{}", pki.registry_tls(false), tokens.registry_auth(&pki)),
+        true,
+    );
+    let tls = format!("    tls:\n      ca: {}\n", pki.path("ca.pem").display());
+    let server = Server::start(&config(&registry.url(), &tls), &[]);
+
+    assert_eq!(get_manifest(&server).await.0, StatusCode::OK);
+    assert_eq!(tokens.issued(), 1);
+    // Let the 2-second token lapse: the next request needs a new one.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let layer = &img.layers[0];
+    let url = format!(
+        "{}/v2/{REPO}/blobs/{}?ns=docker.io",
+        server.url(),
+        layer.digest
+    );
+    let mut res = client().get(url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        digest_of(&res.body().limit(1 << 20).await.unwrap()),
+        layer.digest
+    );
+    assert_eq!(tokens.issued(), 2);
+}
+
+/// A registry on 127.0.0.1 that wants Basic credentials and redirects blob
+/// GETs to a blob host on 127.0.0.2, which records any `Authorization` it sees.
+struct Redirecting {
+    url: String,
+    authorized_at_blob_host: Arc<Mutex<Vec<bool>>>,
+}
+
+fn redirecting(blob: Vec<u8>) -> Redirecting {
+    let blob_host = TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let blob_addr = blob_host.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen_by_host = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in blob_host.incoming() {
+            let mut conn = conn.unwrap();
+            let head = read_head(&mut conn);
+            seen_by_host
+                .lock()
+                .unwrap()
+                .push(head.to_ascii_lowercase().contains("\r\nauthorization:"));
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                blob.len()
+            );
+            let _ = conn.write_all(&blob);
+        }
+    });
+    let registry = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", registry.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in registry.incoming() {
+            let mut conn = conn.unwrap();
+            let head = read_head(&mut conn);
+            let authorized =
+                head.contains("Authorization: Basic ") || head.contains("authorization: Basic ");
+            let path = head.split(' ').nth(1).unwrap_or("").to_string();
+            let _ = if !authorized {
+                write!(conn, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            } else {
+                write!(conn, "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{blob_addr}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            };
+        }
+    });
+    Redirecting {
+        url,
+        authorized_at_blob_host: seen,
+    }
+}
+
+/// Reads an HTTP request head (up to the blank line).
+fn read_head(conn: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[actix_web::test]
+async fn redirected_blobs_never_carry_the_registry_credentials() {
+    let blob = b"layer bytes behind a redirect".to_vec();
+    let digest = digest_of(&blob);
+    let upstream = redirecting(blob);
+    let auth = format!("    auth:\n      user: {USER}\n      password: {PASSWORD}\n");
+    let server = Server::start(&config(&upstream.url, &auth), &[]);
+
+    let url = format!("{}/v2/{REPO}/blobs/{digest}?ns=docker.io", server.url());
+    let mut res = client().get(url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(digest_of(&res.body().await.unwrap()), digest);
+    assert_eq!(
+        *upstream.authorized_at_blob_host.lock().unwrap(),
+        vec![false]
+    );
+}
+
+/// A CONNECT proxy on 127.0.0.1 that counts its tunnels.
+fn connect_proxy() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&tunnels);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut client = conn.unwrap();
+            let head = read_head(&mut client);
+            let Some(target) = head
+                .strip_prefix("CONNECT ")
+                .and_then(|r| r.split(' ').next())
+            else {
+                let _ = client
+                    .write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            };
+            let Ok(mut server) = TcpStream::connect(target) else {
+                let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut s2));
+            std::thread::spawn(move || std::io::copy(&mut server, &mut client));
+        }
+    });
+    (url, tunnels)
+}
+
+#[actix_web::test]
+async fn egress_proxy_from_env_no_proxy_and_per_registry() {
+    let (plain, _) = seeded().await;
+    let (proxy, tunnels) = connect_proxy();
+
+    let server = Server::start_env(
+        &config(&plain.url(), ""),
+        &[],
+        &[("HTTP_PROXY", proxy.as_str())],
+    );
+    assert_eq!(get_manifest(&server).await.0, StatusCode::OK);
+    let through_proxy = tunnels.load(Ordering::SeqCst);
+    assert!(
+        through_proxy >= 1,
+        "HTTP_PROXY carries the upstream connection"
+    );
+
+    let envs = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("NO_PROXY", "localhost,127.0.0.1"),
+    ];
+    let server = Server::start_env(&config(&plain.url(), ""), &[], &envs);
+    assert_eq!(get_manifest(&server).await.0, StatusCode::OK);
+    assert_eq!(
+        tunnels.load(Ordering::SeqCst),
+        through_proxy,
+        "NO_PROXY bypasses the proxy"
+    );
+
+    let per_registry = format!("    proxy: {proxy}\n");
+    let server = Server::start(&config(&plain.url(), &per_registry), &[]);
+    assert_eq!(get_manifest(&server).await.0, StatusCode::OK);
+    assert!(
+        tunnels.load(Ordering::SeqCst) > through_proxy,
+        "a registry's own proxy: key is used"
+    );
+}
+
+#[actix_web::test]
+async fn failover_to_the_next_url_when_one_is_down() {
+    let (plain, img) = seeded().await;
+    let urls = format!("http://127.0.0.1:1, {}", plain.url());
+    let server = Server::start(&config(&urls, ""), &[]);
+    assert_eq!(get_manifest(&server).await.0, StatusCode::OK);
+    let layer = &img.layers[1];
+    let url = format!(
+        "{}/v2/{REPO}/blobs/{}?ns=docker.io",
+        server.url(),
+        layer.digest
+    );
+    let mut res = client().get(url).send().await.unwrap();
+    assert_eq!(digest_of(&res.body().await.unwrap()), layer.digest);
+}
