@@ -89,6 +89,35 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     out
 }
 
+/// The token request URL: the realm (keeping any query it has) plus the
+/// form-encoded `scope` and `service`.
+pub fn token_url(realm: &str, service: Option<&str>, scope: &str) -> String {
+    let mut url = realm.to_string();
+    url.push(if realm.contains('?') { '&' } else { '?' });
+    url.push_str("scope=");
+    url.push_str(&form_encode(scope));
+    if let Some(service) = service {
+        url.push_str("&service=");
+        url.push_str(&form_encode(service));
+    }
+    url
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// A token server's answer (`token` and/or `access_token`, `expires_in`).
 #[derive(Debug, serde::Deserialize)]
 pub struct TokenResponse {
@@ -178,6 +207,22 @@ mod tests {
         );
         assert_eq!(Challenge::parse("Negotiate"), None);
         assert_eq!(Challenge::parse("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn token_urls_are_encoded() {
+        assert_eq!(
+            token_url("https://auth.docker.io/token", Some("registry.docker.io"), "repository:library/alpine:pull"),
+            "https://auth.docker.io/token?scope=repository%3Alibrary%2Falpine%3Apull&service=registry.docker.io"
+        );
+        assert_eq!(
+            token_url(
+                "https://r/jwt/auth?account=a b",
+                None,
+                "repository:x y:pull"
+            ),
+            "https://r/jwt/auth?account=a b&scope=repository%3Ax+y%3Apull"
+        );
     }
 
     #[test]

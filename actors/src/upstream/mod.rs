@@ -348,15 +348,8 @@ impl Inner {
         service: Option<&str>,
         scope: &str,
     ) -> Result<(String, std::time::Duration), FetchError> {
-        let mut params = vec![("scope", scope)];
-        if let Some(s) = service {
-            params.push(("service", s));
-        }
-        let req = self
-            .client
-            .get(realm)
-            .query(&params)
-            .map_err(|e| FetchError::BadResponse(format!("token realm {realm:?}: {e}")))?;
+        let url = auth::token_url(realm, service, scope);
+        let req = self.client.get(&url);
         let mut resp = self
             .with_credentials(req)
             .send()
