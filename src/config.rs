@@ -356,6 +356,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_config_loads_without_warnings() {
+        use clap::Parser;
+        let cli = Cli::parse_from([
+            "ociregistry",
+            "--config-file",
+            "config/example.yaml",
+            "serve",
+            "--port",
+            "9",
+        ]);
+        let loaded = Config::load(&cli).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.config.port, 9, "flags override the file");
+        assert_eq!(loaded.config.pull_timeout, 60_000);
+        assert_eq!(
+            loaded
+                .config
+                .upstreams(&ProxyRules::default())
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn env_names() {
         assert_eq!(env_name("pullTimeout"), "OCIREGISTRY_PULL_TIMEOUT");
         assert_eq!(env_name("port"), "OCIREGISTRY_PORT");
