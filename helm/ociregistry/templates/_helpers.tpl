@@ -1,0 +1,254 @@
+{{/*
+Chart name, truncated to the 63 characters a DNS label allows.
+*/}}
+{{- define "ociregistry.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: the release name and the chart name, unless the
+release name already contains the chart name.
+*/}}
+{{- define "ociregistry.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ociregistry.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ociregistry.labels" -}}
+helm.sh/chart: {{ include "ociregistry.chart" . }}
+{{ include "ociregistry.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "ociregistry.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ociregistry.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ociregistry.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ociregistry.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference from {registry, repository, tag, digest}: tag and digest may
+both be set (repository:tag@digest); the digest decides what is pulled.
+*/}}
+{{- define "ociregistry.imageRef" -}}
+{{- $ref := .repository }}
+{{- if .registry }}
+{{- $ref = printf "%s/%s" .registry .repository }}
+{{- end }}
+{{- if .tag }}
+{{- $ref = printf "%s:%s" $ref (toString .tag) }}
+{{- end }}
+{{- if .digest }}
+{{- $ref = printf "%s@%s" $ref .digest }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{- define "ociregistry.image" -}}
+{{- include "ociregistry.imageRef" .Values.image }}
+{{- end }}
+
+{{- define "ociregistry.daemonset" -}}
+{{- if eq .Values.mode "daemonset" }}true{{ end }}
+{{- end }}
+
+{{- define "ociregistry.hostNetwork" -}}
+{{- if and (include "ociregistry.daemonset" .) .Values.daemonset.hostNetwork }}true{{ end }}
+{{- end }}
+
+{{/*
+The port the server listens on in the container: configs.port (8080 when
+empty), or daemonset.hostPort in node-local hostNetwork mode.
+*/}}
+{{- define "ociregistry.port" -}}
+{{- if include "ociregistry.hostNetwork" . }}
+{{- .Values.daemonset.hostPort | int }}
+{{- else if not (kindIs "invalid" .Values.configs.port) }}
+{{- if eq (toString .Values.configs.port) "" }}8080{{ else }}{{ .Values.configs.port | int }}{{ end }}
+{{- else }}8080
+{{- end }}
+{{- end }}
+
+{{/* The cache root the server uses: configs.imagePath or its built-in default. */}}
+{{- define "ociregistry.imagePath" -}}
+{{- default "/var/lib/ociregistry" .Values.configs.imagePath | trimSuffix "/" | default "/" }}
+{{- end }}
+
+{{- define "ociregistry.configMountPath" -}}
+{{- (.Values.upstreamConfig | default dict).mountPath | default "/etc/ociregistry" | trimSuffix "/" }}
+{{- end }}
+
+{{- define "ociregistry.configFileName" -}}registry-config.yaml{{- end }}
+
+{{/*
+"true" when the chart renders the server's config file into a Secret: always,
+unless configs.configPath names a file of the user's own (and neither
+upstreamConfig nor upstreamMirror is set).
+*/}}
+{{- define "ociregistry.configManaged" -}}
+{{- $mount := include "ociregistry.configMountPath" . }}
+{{- $file := printf "%s/%s" $mount (include "ociregistry.configFileName" .) }}
+{{- $cp := .Values.configs.configPath | default "" | trimSuffix "/" }}
+{{- if or (eq $cp "") (eq $cp $mount) (eq $cp $file) }}true
+{{- else if or .Values.upstreamConfig .Values.upstreamMirror }}
+{{- fail (printf "configs.configPath (%s) must match upstreamConfig.mountPath (%s) or %s, the file the chart renders from upstreamConfig and upstreamMirror; leave configs.configPath empty to use it" $cp $mount $file) }}
+{{- end }}
+{{- end }}
+
+{{/* The --config-file argument. */}}
+{{- define "ociregistry.configFile" -}}
+{{- if include "ociregistry.configManaged" . }}
+{{- printf "%s/%s" (include "ociregistry.configMountPath" .) (include "ociregistry.configFileName" .) }}
+{{- else }}
+{{- .Values.configs.configPath }}
+{{- end }}
+{{- end }}
+
+{{/*
+The server's config file: upstreamConfig without mountPath (registries: []
+when absent), plus upstreamMirror.
+*/}}
+{{- define "ociregistry.configData" -}}
+{{- $cfg := omit (deepCopy (.Values.upstreamConfig | default dict)) "mountPath" }}
+{{- if not (hasKey $cfg "registries") }}
+{{- $_ := set $cfg "registries" list }}
+{{- end }}
+{{- if .Values.upstreamMirror }}
+{{- $_ := set $cfg "upstreamMirror" .Values.upstreamMirror }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/* Checksum of the config file: a change rolls the pods. */}}
+{{- define "ociregistry.configChecksum" -}}
+{{- include "ociregistry.configData" . | sha256sum }}
+{{- end }}
+
+{{/* configs.pullTimeout as digits ("" when empty); fails on anything else. */}}
+{{- define "ociregistry.pullTimeout" -}}
+{{- $pt := .Values.configs.pullTimeout }}
+{{- if kindIs "invalid" $pt }}
+{{- else if kindIs "string" $pt }}
+{{- if and $pt (not (regexMatch "^[0-9]+$" $pt)) }}
+{{- fail (printf "configs.pullTimeout is in milliseconds, a whole number, not %q" $pt) }}
+{{- end }}
+{{- $pt }}
+{{- else if or (lt (float64 $pt) 1.0) (ne (float64 $pt) (float64 (int64 $pt))) }}
+{{- fail (printf "configs.pullTimeout is in milliseconds, a whole number, not %v" $pt) }}
+{{- else }}
+{{- int64 $pt }}
+{{- end }}
+{{- end }}
+
+{{/* The server's command line after the entrypoint (the binary). */}}
+{{- define "ociregistry.args" -}}
+{{- $args := list }}
+{{- $cf := include "ociregistry.configFile" . }}
+{{- if $cf }}{{ $args = concat $args (list "--config-file" $cf) }}{{ end }}
+{{- if .Values.configs.imagePath }}{{ $args = concat $args (list "--image-path" (toString .Values.configs.imagePath)) }}{{ end }}
+{{- if .Values.configs.logLevel }}{{ $args = concat $args (list "--log-level" (toString .Values.configs.logLevel)) }}{{ end }}
+{{- $args = append $args "serve" }}
+{{- $port := include "ociregistry.port" . }}
+{{- if or (include "ociregistry.hostNetwork" .) (ne $port "8080") (and (not (kindIs "invalid" .Values.configs.port)) (ne (toString .Values.configs.port) "")) }}
+{{- $args = concat $args (list "--port" $port) }}
+{{- end }}
+{{- $pt := include "ociregistry.pullTimeout" . }}
+{{- if $pt }}{{ $args = concat $args (list "--pull-timeout" $pt) }}{{ end }}
+{{- range .Values.extraArgs }}{{ $args = append $args (toString .) }}{{ end }}
+{{- toYaml $args }}
+{{- end }}
+
+{{/* Secure defaults, each key replaceable through the values. */}}
+{{- define "ociregistry.podSecurityContext" -}}
+{{- $ctx := dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "fsGroup" 65532 "fsGroupChangePolicy" "OnRootMismatch" "seccompProfile" (dict "type" "RuntimeDefault") }}
+{{- range $k, $v := .Values.podSecurityContext }}{{ $_ := set $ctx $k $v }}{{ end }}
+{{- toYaml $ctx }}
+{{- end }}
+
+{{- define "ociregistry.securityContext" -}}
+{{- $ctx := dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "readOnlyRootFilesystem" true "allowPrivilegeEscalation" false "capabilities" (dict "drop" (list "ALL")) "seccompProfile" (dict "type" "RuntimeDefault") }}
+{{- range $k, $v := .Values.securityContext }}{{ $_ := set $ctx $k $v }}{{ end }}
+{{- toYaml $ctx }}
+{{- end }}
+
+{{/* Which volume holds the cache: hostPath, pvc or emptyDir. */}}
+{{- define "ociregistry.persistenceKind" -}}
+{{- $p := .Values.persistence }}
+{{- if include "ociregistry.daemonset" . }}hostPath
+{{- else if $p.hostPath.enabled }}hostPath
+{{- else if $p.persistentVolumeClaim.enabled }}pvc
+{{- else if $p.emptyDir.enabled }}emptyDir
+{{- end }}
+{{- end }}
+
+{{/* Rendering fails early, with a message, on values that cannot work. */}}
+{{- define "ociregistry.validate" -}}
+{{- $p := .Values.persistence }}
+{{- if not (has .Values.mode (list "deployment" "daemonset")) }}
+{{- fail (printf "mode must be deployment or daemonset, not %q" (toString .Values.mode)) }}
+{{- end }}
+{{- if and $p.hostPath.enabled $p.persistentVolumeClaim.enabled }}
+{{- fail "persistence: enable only one of persistence.hostPath and persistence.persistentVolumeClaim (both are enabled)" }}
+{{- end }}
+{{- if and (include "ociregistry.daemonset" .) $p.persistentVolumeClaim.enabled }}
+{{- fail "persistence.persistentVolumeClaim cannot be used with mode: daemonset (each node caches in persistence.hostPath.path)" }}
+{{- end }}
+{{- if not (include "ociregistry.persistenceKind" .) }}
+{{- fail "persistence: enable one of persistence.emptyDir, persistence.hostPath, persistence.persistentVolumeClaim (the cache volume named images)" }}
+{{- end }}
+{{- if and (include "ociregistry.daemonset" .) (not $p.hostPath.path) }}
+{{- fail "persistence.hostPath.path is required with mode: daemonset" }}
+{{- end }}
+{{- range .Values.volumes }}
+{{- if eq .name "images" }}
+{{- fail "volumes: the name images is reserved for the cache volume that persistence.* defines" }}
+{{- end }}
+{{- end }}
+{{- $mounted := "" }}
+{{- range .Values.volumeMounts }}
+{{- if eq .name "images" }}{{ $mounted = .mountPath | trimSuffix "/" | default "/" }}{{ end }}
+{{- end }}
+{{- if not $mounted }}
+{{- fail "volumeMounts: an entry named images must mount the cache volume (at configs.imagePath, /var/lib/ociregistry by default)" }}
+{{- end }}
+{{- if ne $mounted (include "ociregistry.imagePath" .) }}
+{{- fail (printf "volumeMounts: the cache volume images is mounted at %s but the server keeps its cache in %s: set configs.imagePath and the images entry of volumeMounts to the same path" $mounted (include "ociregistry.imagePath" .)) }}
+{{- end }}
+{{- $port := include "ociregistry.port" . | int }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "configs.port must be a port number (1-65535), not %q" (toString .Values.configs.port)) }}
+{{- end }}
+{{- if and (include "ociregistry.hostNetwork" .) (not (kindIs "invalid" .Values.configs.port)) (ne (toString .Values.configs.port) "") (ne (toString .Values.configs.port) (toString (.Values.daemonset.hostPort | int))) }}
+{{- fail "daemonset.hostNetwork: the server listens on daemonset.hostPort itself; leave configs.port empty or equal to it" }}
+{{- end }}
+{{- if and .Values.upstreamMirror (not (regexMatch "^https?://[^/?#@]+/?$" .Values.upstreamMirror)) }}
+{{- fail (printf "upstreamMirror must be http(s)://host[:port], not %q" .Values.upstreamMirror) }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.enabled (the metrics port)" }}
+{{- end }}
+{{- $_ := include "ociregistry.pullTimeout" . }}
+{{- $_ := include "ociregistry.configManaged" . }}
+{{- end }}

@@ -1,0 +1,166 @@
+{{/*
+The pod template shared by the Deployment and the DaemonSet.
+*/}}
+{{- define "ociregistry.podTemplate" -}}
+{{- $kind := include "ociregistry.persistenceKind" . }}
+{{- $port := include "ociregistry.port" . | int }}
+{{- $managed := include "ociregistry.configManaged" . }}
+{{- $imagePath := include "ociregistry.imagePath" . }}
+{{- $ctx := include "ociregistry.securityContext" . | fromYaml }}
+{{- $annotations := deepCopy (.Values.podAnnotations | default dict) }}
+{{- if $managed }}
+{{- $_ := set $annotations "checksum/config" (include "ociregistry.configChecksum" .) }}
+{{- end }}
+metadata:
+  {{- with $annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  labels:
+    {{- include "ociregistry.labels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  serviceAccountName: {{ include "ociregistry.serviceAccountName" . }}
+  {{- if not (kindIs "invalid" .Values.automountServiceAccountToken) }}
+  automountServiceAccountToken: {{ .Values.automountServiceAccountToken }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- if include "ociregistry.hostNetwork" . }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
+  securityContext:
+    {{- include "ociregistry.podSecurityContext" . | nindent 4 }}
+  {{- if and (eq $kind "hostPath") .Values.volumePermissions.enabled }}
+  {{- $uid := $ctx.runAsUser | default 65532 | int64 }}
+  {{- $gid := $ctx.runAsGroup | default $uid | int64 }}
+  initContainers:
+    - name: volume-permissions
+      image: {{ include "ociregistry.imageRef" .Values.volumePermissions.image | quote }}
+      imagePullPolicy: {{ .Values.volumePermissions.image.pullPolicy }}
+      command:
+        - sh
+        - -c
+        - '[ "$(stat -c %u:%g "$0")" = "$1" ] || chown -R "$1" "$0"'
+        - {{ $imagePath | quote }}
+        - "{{ $uid }}:{{ $gid }}"
+      securityContext:
+        runAsNonRoot: false
+        runAsUser: 0
+        runAsGroup: 0
+        readOnlyRootFilesystem: true
+        allowPrivilegeEscalation: false
+        capabilities:
+          drop: [ALL]
+          add: [CHOWN, DAC_READ_SEARCH]
+        seccompProfile:
+          type: RuntimeDefault
+      {{- with .Values.volumePermissions.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        - name: images
+          mountPath: {{ $imagePath }}
+  {{- end }}
+  containers:
+    - name: {{ .Chart.Name }}
+      image: {{ include "ociregistry.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        {{- include "ociregistry.args" . | nindent 8 }}
+      {{- with .Values.env }}
+      env:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.envFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        - name: http
+          containerPort: {{ $port }}
+          {{- if and (include "ociregistry.daemonset" .) (not (include "ociregistry.hostNetwork" .)) }}
+          hostPort: {{ .Values.daemonset.hostPort | int }}
+          {{- end }}
+          protocol: TCP
+        {{- if .Values.metrics.enabled }}
+        - name: metrics
+          containerPort: {{ .Values.metrics.port | int }}
+          protocol: TCP
+        {{- end }}
+      {{- range $probe := list "livenessProbe" "readinessProbe" }}
+      {{- with index $.Values $probe }}
+      {{- if .enabled }}
+      {{ $probe }}:
+        httpGet:
+          path: {{ .path | default "/v2/" }}
+          port: {{ .port | default "http" }}
+        {{- range $f := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" "successThreshold" }}
+        {{- if not (kindIs "invalid" (index $.Values $probe $f)) }}
+        {{ $f }}: {{ index $.Values $probe $f | int }}
+        {{- end }}
+        {{- end }}
+      {{- end }}
+      {{- end }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $ctx | nindent 8 }}
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        {{- toYaml .Values.volumeMounts | nindent 8 }}
+        {{- if $managed }}
+        - name: config
+          mountPath: {{ include "ociregistry.configMountPath" . }}
+          readOnly: true
+        {{- end }}
+  volumes:
+    {{- with .Values.volumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    - name: images
+      {{- if eq $kind "hostPath" }}
+      hostPath:
+        path: {{ .Values.persistence.hostPath.path }}
+        {{- with .Values.persistence.hostPath.type }}
+        type: {{ . }}
+        {{- end }}
+      {{- else if eq $kind "pvc" }}
+      persistentVolumeClaim:
+        claimName: {{ .Values.persistence.persistentVolumeClaim.existingClaimName | default (include "ociregistry.fullname" .) }}
+      {{- else }}
+      emptyDir:
+        {{- with .Values.persistence.emptyDir.sizeLimit }}
+        sizeLimit: {{ . }}
+        {{- end }}
+      {{- end }}
+    {{- if $managed }}
+    - name: config
+      secret:
+        secretName: {{ include "ociregistry.fullname" . }}-config
+        defaultMode: 0440
+    {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
