@@ -1,6 +1,7 @@
 //! Configuration: built-in defaults < config file < `OCIREGISTRY_*`
 //! environment variables < command-line flags.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use ociregistry_actors::upstream::{
 use serde::Deserialize;
 
 use crate::cli::{Cli, Command};
+use crate::freshness::{TagPolicies, TagPolicy};
+use crate::units::parse_duration;
 
 /// The built-in defaults (`config/defaults.yaml`).
 const DEFAULTS: &str = include_str!("../config/defaults.yaml");
@@ -32,9 +35,20 @@ const KEYS: &[&str] = &[
     "alwaysPullLatest",
     "registries",
     "upstreamMirror",
+    "tagTtl",
+    "staleWhileRevalidate",
 ];
 /// Keys of a `registries` entry (snake_case spellings are accepted too).
-const REGISTRY_KEYS: &[&str] = &["name", "urls", "scheme", "auth", "tls", "proxy"];
+const REGISTRY_KEYS: &[&str] = &[
+    "name",
+    "urls",
+    "scheme",
+    "auth",
+    "tls",
+    "proxy",
+    "tagTtl",
+    "staleWhileRevalidate",
+];
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +100,11 @@ pub struct Config {
     /// of a cluster cache).
     #[serde(default)]
     pub upstream_mirror: Option<String>,
+    /// How long a fetched tag is answered without asking the upstream
+    /// (`10m`, `0`: every time, `never`).
+    pub tag_ttl: String,
+    /// Answer expired tags at once and revalidate them in the background.
+    pub stale_while_revalidate: bool,
 }
 
 /// One `registries` entry.
@@ -109,6 +128,16 @@ pub struct RegistryEntry {
     /// `HTTP(S)_PROXY` environment.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// This registry's `tagTtl`.
+    #[serde(default, rename = "tagTtl", alias = "tag_ttl")]
+    pub tag_ttl: Option<String>,
+    /// This registry's `staleWhileRevalidate`.
+    #[serde(
+        default,
+        rename = "staleWhileRevalidate",
+        alias = "stale_while_revalidate"
+    )]
+    pub stale_while_revalidate: Option<bool>,
 }
 
 /// `registries[].auth`.
@@ -185,6 +214,7 @@ impl Config {
         if let Some(url) = &config.upstream_mirror {
             endpoint(url).ok_or_else(|| ConfigError::UpstreamMirror(url.clone()))?;
         }
+        config.tag_policies()?;
         if let Some(ns) = &config.default_ns {
             RegistryName::parse(ns).map_err(ConfigError::DefaultNs)?;
         }
@@ -198,6 +228,44 @@ impl Config {
             .iter()
             .map(|e| e.settings(self.timeouts(), env_proxy))
             .collect()
+    }
+
+    /// The tag freshness policies (global, per registry, `alwaysPullLatest`).
+    pub fn tag_policies(&self) -> Result<TagPolicies, ConfigError> {
+        let ttl = |text: &str, name: &str| {
+            parse_duration(text).map_err(|reason| ConfigError::Registry {
+                name: name.to_string(),
+                reason: format!("tagTtl: {reason}"),
+            })
+        };
+        let default = TagPolicy {
+            ttl: ttl(&self.tag_ttl, "*")?,
+            stale_while_revalidate: self.stale_while_revalidate,
+        };
+        let mut per_registry = HashMap::new();
+        for entry in &self.registries {
+            if entry.tag_ttl.is_none() && entry.stale_while_revalidate.is_none() {
+                continue;
+            }
+            let Ok(name) = RegistryName::parse(&entry.name) else {
+                continue; // reported by `upstreams()`
+            };
+            let policy = TagPolicy {
+                ttl: match &entry.tag_ttl {
+                    Some(t) => ttl(t, &entry.name)?,
+                    None => default.ttl,
+                },
+                stale_while_revalidate: entry
+                    .stale_while_revalidate
+                    .unwrap_or(default.stale_while_revalidate),
+            };
+            per_registry.insert(name, policy);
+        }
+        Ok(TagPolicies {
+            default,
+            per_registry,
+            always_pull_latest: self.always_pull_latest,
+        })
     }
 
     /// Upstream time limits.

@@ -6,7 +6,9 @@
 //! - [`route`]: `/v2/...` path → endpoint.
 //! - [`namespace`]: which upstream registry and repository a request means.
 //! - [`handlers`]: manifest and blob handlers.
+//! - [`freshness`]: when a cached tag is answered without the upstream.
 //! - [`range`]: `Range` header parsing.
+//! - [`units`]: durations in the configuration.
 //! - [`error`]: every client-facing error and its OCI code, in one place.
 //! - [`access_log`]: one log line per request.
 //! - [`hello_world`]: the embedded demo image.
@@ -19,9 +21,11 @@ pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod freshness;
 pub mod handlers;
 pub mod hello_world;
 pub mod namespace;
 pub mod range;
 pub mod route;
 pub mod server;
+pub mod units;

@@ -97,7 +97,7 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
         policy: Policy {
             default_ns: config.default_ns(),
             air_gapped: config.air_gapped,
-            always_pull_latest: config.always_pull_latest,
+            tags: config.tag_policies()?,
             pull_timeout: config.pull_timeout(),
         },
         log: log.clone(),

@@ -17,9 +17,10 @@ use crate::download::{BlobDownload, Progress};
 use crate::error::FetchError;
 use crate::manifest::Manifest;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
-use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage};
+use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage, TagConfirmed};
 use crate::upstream::{
-    GetManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamRegistry, UpstreamSettings,
+    GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamRegistry,
+    UpstreamSettings,
 };
 
 /// A manifest flight's identity.
@@ -93,6 +94,10 @@ pub struct FetchManifest {
     pub reference: Reference,
     /// `Accept` to send upstream.
     pub accept: String,
+    /// For a cached tag being revalidated: what the cache holds. The
+    /// upstream is then asked with a HEAD first, and the manifest is fetched
+    /// only if the tag moved.
+    pub cached: Option<Arc<Manifest>>,
 }
 
 impl Handler<FetchManifest> for PullCoordinator {
@@ -141,7 +146,25 @@ async fn fetch_manifest(
         repo,
         reference,
         accept,
+        cached,
     } = msg;
+    if let (Some(cached), Reference::Tag(tag)) = (cached, &reference) {
+        let head = HeadManifest {
+            repo: repo.clone(),
+            reference: reference.clone(),
+            accept: accept.clone(),
+        };
+        if upstream.send(head).await.map_err(mailbox)?? == Some(cached.digest.clone()) {
+            let confirmed = TagConfirmed {
+                registry,
+                repo,
+                tag: tag.clone(),
+                digest: cached.digest.clone(),
+            };
+            storage.send(confirmed).await.map_err(mailbox)?;
+            return Ok(cached);
+        }
+    }
     let resp = upstream
         .send(GetManifest {
             repo: repo.clone(),

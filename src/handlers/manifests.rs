@@ -5,6 +5,7 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 use ociregistry_actors::coordinator::FetchManifest;
+use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::{Manifest, DEFAULT_ACCEPT};
 use ociregistry_actors::names::Reference;
 use ociregistry_actors::storage::LookupManifest;
@@ -33,23 +34,75 @@ pub async fn serve(
         })
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    let revalidate = policy.always_pull_latest
-        && matches!(&reference, Reference::Tag(t) if t.as_str() == "latest");
-    match cached {
-        Some(m) if !revalidate || policy.air_gapped => {
-            access.outcome = "hit";
-            return Ok(respond(&m));
+    // A cached tag past its TTL is revalidated: `stale` is what the cache
+    // holds, served if the upstream cannot answer.
+    let stale = match (cached, &reference) {
+        (None, _) if policy.air_gapped => return Err(ApiError::NotCached(Content::Manifest)),
+        (None, _) => None,
+        (Some(c), Reference::Tag(tag)) if !policy.air_gapped => {
+            let tags = policy.tags.for_tag(&target.registry, tag);
+            if c.checked.is_some_and(|t| tags.is_fresh(t)) {
+                access.outcome = "hit";
+                return Ok(respond(&c.manifest));
+            }
+            if tags.stale_while_revalidate {
+                state.coordinator.do_send(fetch_message(
+                    req,
+                    target,
+                    reference,
+                    Some(Arc::clone(&c.manifest)),
+                ));
+                access.outcome = "stale";
+                return Ok(respond(&c.manifest));
+            }
+            Some(c.manifest)
         }
-        None if policy.air_gapped => return Err(ApiError::NotCached(Content::Manifest)),
-        _ => {}
+        (Some(c), _) => {
+            access.outcome = "hit";
+            return Ok(respond(&c.manifest));
+        }
+    };
+    let fetch = fetch_message(req, target, reference, stale.clone());
+    let fetched = async {
+        state
+            .coordinator
+            .send(fetch)
+            .await
+            .map_err(|e| FetchError::Storage(e.to_string()))?
+    };
+    match (within(policy, fetched, Content::Manifest).await, stale) {
+        (Ok(j), stale) => {
+            access.outcome = match (j.joined, stale) {
+                (true, _) => "coalesced",
+                (false, Some(_)) => "revalidated",
+                (false, None) => "miss",
+            };
+            Ok(respond(&j.value))
+        }
+        (Err(e), Some(m)) => {
+            slog::warn!(state.log, "serving a cached tag: the upstream could not revalidate it";
+                "digest" => %m.digest, "error" => %e);
+            access.outcome = "stale";
+            Ok(respond(&m))
+        }
+        (Err(e), None) => Err(e),
     }
+}
+
+/// The fetch of `reference` with the client's `Accept` (or every manifest type).
+fn fetch_message(
+    req: &HttpRequest,
+    target: Target,
+    reference: Reference,
+    cached: Option<Arc<Manifest>>,
+) -> FetchManifest {
     let accept = req
         .headers()
         .get_all(header::ACCEPT)
         .filter_map(|v| v.to_str().ok())
         .collect::<Vec<_>>()
         .join(", ");
-    let fetch = FetchManifest {
+    FetchManifest {
         registry: target.registry,
         repo: target.repo,
         reference,
@@ -58,25 +111,7 @@ pub async fn serve(
         } else {
             accept
         },
-    };
-    let fetched = async {
-        state
-            .coordinator
-            .send(fetch)
-            .await
-            .map_err(|e| ociregistry_actors::error::FetchError::Storage(e.to_string()))?
-    };
-    match (within(policy, fetched, Content::Manifest).await, cached) {
-        (Ok(j), _) => {
-            access.outcome = if j.joined { "coalesced" } else { "miss" };
-            Ok(respond(&j.value))
-        }
-        (Err(e), Some(m)) => {
-            slog::warn!(state.log, "serving cached manifest, upstream failed"; "digest" => %m.digest, "error" => %e);
-            access.outcome = "stale";
-            Ok(respond(&m))
-        }
-        (Err(e), None) => Err(e),
+        cached,
     }
 }
 

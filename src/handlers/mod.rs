@@ -16,6 +16,7 @@ use ociregistry_actors::storage::Storage;
 
 use crate::access_log::Access;
 use crate::error::ApiError;
+use crate::freshness::TagPolicies;
 use crate::namespace::{self, Target};
 use crate::route::{self, Route};
 
@@ -38,8 +39,8 @@ pub struct Policy {
     pub default_ns: Option<RegistryName>,
     /// Never contact an upstream.
     pub air_gapped: bool,
-    /// Re-resolve `:latest` upstream on every request.
-    pub always_pull_latest: bool,
+    /// When cached tags are revalidated.
+    pub tags: TagPolicies,
     /// How long a request waits for upstream response headers.
     pub pull_timeout: Duration,
 }
@@ -62,8 +63,25 @@ pub async fn dispatch(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
             e.error_response()
         }
     };
+    if let Some(cache) = x_cache(access.outcome) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-cache"),
+            actix_web::http::header::HeaderValue::from_static(cache),
+        );
+    }
     res.extensions_mut().insert(access);
     res
+}
+
+/// The `X-Cache` header for an access-log outcome.
+fn x_cache(outcome: &str) -> Option<&'static str> {
+    match outcome {
+        "hit" | "revalidated" => Some("HIT"),
+        "miss" => Some("MISS"),
+        "coalesced" => Some("COALESCED"),
+        "stale" => Some("STALE"),
+        _ => None,
+    }
 }
 
 /// Routes one request.

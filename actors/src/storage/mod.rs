@@ -11,7 +11,7 @@ mod layout;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -40,6 +40,15 @@ struct TagKey {
     tag: Tag,
 }
 
+/// What a tag points at.
+#[derive(Debug, Clone)]
+struct TagEntry {
+    /// The manifest digest.
+    digest: Digest,
+    /// When the upstream last answered this digest for the tag.
+    checked: SystemTime,
+}
+
 /// The Storage actor. See the module documentation.
 pub struct Storage {
     /// Paths under the cache root.
@@ -50,8 +59,8 @@ pub struct Storage {
     blobs: HashMap<Digest, u64>,
     /// Every stored manifest, so manifests are answered from memory.
     manifests: HashMap<Digest, Arc<Manifest>>,
-    /// Tag index.
-    tags: HashMap<TagKey, Digest>,
+    /// Tag index: each tag's digest and when the upstream last confirmed it.
+    tags: HashMap<TagKey, TagEntry>,
     /// Where problems found while loading are reported.
     log: slog::Logger,
 }
@@ -67,7 +76,9 @@ impl Storage {
         remove_partials(&layout.manifest_dir())?;
         let blobs = scan_blobs(&layout, &log)?;
         let mut manifests = HashMap::new();
-        let mut tags = HashMap::new();
+        let mut tags: HashMap<TagKey, TagEntry> = HashMap::new();
+        // Tag records where a tag moved to another digest: the tag history.
+        let mut history = Vec::new();
         for record in Journal::load(&layout.journal())? {
             match record {
                 Record::Manifest { digest, media_type } => {
@@ -81,35 +92,37 @@ impl Storage {
                     }
                 }
                 Record::Tag {
-                    registry,
-                    repo,
-                    tag,
-                    digest,
-                    ..
+                    ref registry,
+                    ref repo,
+                    ref tag,
+                    ref digest,
+                    seen,
                 } => {
                     if let (Ok(registry), Ok(repo), Ok(tag), Ok(digest)) = (
-                        RegistryName::parse(&registry),
-                        RepoName::parse(&repo),
-                        Tag::parse(&tag),
-                        Digest::parse(&digest),
+                        RegistryName::parse(registry),
+                        RepoName::parse(repo),
+                        Tag::parse(tag),
+                        Digest::parse(digest),
                     ) {
-                        tags.insert(
-                            TagKey {
-                                registry,
-                                repo,
-                                tag,
-                            },
-                            digest,
-                        );
+                        let key = TagKey {
+                            registry,
+                            repo,
+                            tag,
+                        };
+                        let checked = UNIX_EPOCH + Duration::from_secs(seen);
+                        if tags.get(&key).is_none_or(|e| e.digest != digest) {
+                            history.push(record.clone());
+                        }
+                        tags.insert(key, TagEntry { digest, checked });
                     }
                 }
             }
         }
-        tags.retain(|_, d| manifests.contains_key(d));
+        tags.retain(|_, e| manifests.contains_key(&e.digest));
         let records: Vec<Record> = manifests
             .values()
             .map(|m| manifest_record(m))
-            .chain(tags.iter().map(|(k, d)| tag_record(k, d)))
+            .chain(history)
             .collect();
         let journal = Arc::new(Journal::rewrite(&layout.journal(), &records)?);
         slog::info!(log, "cache loaded"; "root" => %layout.root().display(),
@@ -166,7 +179,7 @@ impl Storage {
 
 /// The cached manifest a reference names in a repository, if any.
 #[derive(Message)]
-#[rtype(result = "Option<Arc<Manifest>>")]
+#[rtype(result = "Option<CachedManifest>")]
 pub struct LookupManifest {
     /// Registry host.
     pub registry: RegistryName,
@@ -176,22 +189,64 @@ pub struct LookupManifest {
     pub reference: Reference,
 }
 
+/// A cached manifest, and for a tag when the upstream last confirmed it.
+#[derive(Debug, Clone)]
+pub struct CachedManifest {
+    /// The manifest.
+    pub manifest: Arc<Manifest>,
+    /// For tag lookups: when the upstream last answered this digest.
+    pub checked: Option<SystemTime>,
+}
+
 impl Handler<LookupManifest> for Storage {
-    type Result = Option<Arc<Manifest>>;
+    type Result = Option<CachedManifest>;
 
     fn handle(&mut self, msg: LookupManifest, _: &mut Self::Context) -> Self::Result {
-        let digest = match msg.reference {
-            Reference::Digest(d) => d,
-            Reference::Tag(tag) => self
-                .tags
-                .get(&TagKey {
+        let (digest, checked) = match msg.reference {
+            Reference::Digest(d) => (d, None),
+            Reference::Tag(tag) => {
+                let key = TagKey {
                     registry: msg.registry,
                     repo: msg.repo,
                     tag,
-                })?
-                .clone(),
+                };
+                let entry = self.tags.get(&key)?;
+                (entry.digest.clone(), Some(entry.checked))
+            }
         };
-        self.manifests.get(&digest).cloned()
+        let manifest = self.manifests.get(&digest).cloned()?;
+        Some(CachedManifest { manifest, checked })
+    }
+}
+
+/// The upstream confirmed that a tag still points at `digest`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TagConfirmed {
+    /// Registry host.
+    pub registry: RegistryName,
+    /// Repository name.
+    pub repo: RepoName,
+    /// The tag.
+    pub tag: Tag,
+    /// The digest the upstream answered.
+    pub digest: Digest,
+}
+
+impl Handler<TagConfirmed> for Storage {
+    type Result = ();
+
+    /// Kept in memory only: after a restart a tag is revalidated once more,
+    /// which is cheaper than a journal write per revalidation.
+    fn handle(&mut self, msg: TagConfirmed, _: &mut Self::Context) {
+        let key = TagKey {
+            registry: msg.registry,
+            repo: msg.repo,
+            tag: msg.tag,
+        };
+        if let Some(entry) = self.tags.get_mut(&key).filter(|e| e.digest == msg.digest) {
+            entry.checked = SystemTime::now();
+        }
     }
 }
 
@@ -306,8 +361,11 @@ impl Handler<PutManifest> for Storage {
         let new_manifest = !self.manifests.contains_key(&digest);
         let new_tag = key
             .as_ref()
-            .filter(|k| self.tags.get(*k) != Some(&digest))
+            .filter(|k| self.tags.get(*k).is_none_or(|e| e.digest != digest))
             .cloned();
+        if let Some(entry) = key.as_ref().and_then(|k| self.tags.get_mut(k)) {
+            entry.checked = SystemTime::now();
+        }
         let mut records = Vec::new();
         if new_manifest {
             records.push(manifest_record(&msg.manifest));
@@ -341,7 +399,8 @@ impl Handler<PutManifest> for Storage {
             }
             act.manifests.insert(digest.clone(), msg.manifest);
             if let Some(k) = new_tag {
-                act.tags.insert(k, digest);
+                let checked = SystemTime::now();
+                act.tags.insert(k, TagEntry { digest, checked });
             }
             res
         }))

@@ -7,6 +7,7 @@
 //! and hands bodies to other threads only as `Send` chunks.
 
 mod auth;
+mod health;
 mod proxy;
 mod settings;
 
@@ -15,7 +16,7 @@ use std::rc::Rc;
 
 use actix::prelude::*;
 use awc::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use awc::http::StatusCode;
+use awc::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -54,6 +55,8 @@ struct Inner {
     tokens: RefCell<TokenCache>,
     /// Set once the registry asked for Basic auth: later requests send it at once.
     basic_required: Cell<bool>,
+    /// Connection failures and back-off.
+    health: RefCell<health::Health>,
     /// Registry-scoped logger.
     log: slog::Logger,
 }
@@ -89,6 +92,7 @@ impl UpstreamRegistry {
                     client,
                     tokens: RefCell::default(),
                     basic_required: Cell::new(false),
+                    health: RefCell::default(),
                     log,
                 }),
             }
@@ -168,6 +172,44 @@ impl Handler<GetManifest> for UpstreamRegistry {
                 content_type,
                 digest,
             })
+        })
+    }
+}
+
+/// Ask for a tag's current digest with a HEAD (cheaper than a GET, and not
+/// counted against Docker Hub's pull limits).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Digest>, FetchError>")]
+pub struct HeadManifest {
+    /// Repository in the upstream.
+    pub repo: RepoName,
+    /// Tag or digest.
+    pub reference: Reference,
+    /// The `Accept` header to send.
+    pub accept: String,
+}
+
+impl Handler<HeadManifest> for UpstreamRegistry {
+    type Result = ResponseFuture<Result<Option<Digest>, FetchError>>;
+
+    fn handle(&mut self, msg: HeadManifest, _: &mut Self::Context) -> Self::Result {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move {
+            let path = format!(
+                "/v2/{}/manifests/{}{}",
+                msg.repo,
+                msg.reference,
+                inner.ns_query()
+            );
+            let resp = inner
+                .request(Method::HEAD, &path, &msg.accept, &msg.repo)
+                .await?;
+            check_status(&resp)?;
+            Ok(resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Digest::parse(v).ok()))
         })
     }
 }
@@ -253,9 +295,32 @@ impl Inner {
         accept: &str,
         repo: &RepoName,
     ) -> Result<awc::ClientResponse, FetchError> {
+        self.request(Method::GET, path, accept, repo).await
+    }
+
+    /// Sends `method path`, trying each endpoint in order: a connection
+    /// error or a 5xx moves to the next one. While the registry is in
+    /// back-off after repeated connection failures, fails at once.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        repo: &RepoName,
+    ) -> Result<awc::ClientResponse, FetchError> {
+        if let Some(wait) = self.health.borrow().backing_off() {
+            return Err(FetchError::Unreachable(format!(
+                "not dialled for another {}s after repeated connection failures",
+                wait.as_secs() + 1
+            )));
+        }
         let mut last = FetchError::Unreachable("no endpoint configured".into());
+        let mut dial_failures = 0;
         for endpoint in &self.settings.endpoints {
-            match self.get_from(endpoint, path, accept, repo).await {
+            match self
+                .request_from(endpoint, method.clone(), path, accept, repo)
+                .await
+            {
                 Ok(resp) if resp.status().is_server_error() => {
                     slog::warn!(self.log, "upstream error"; "endpoint" => endpoint, "status" => resp.status().as_u16());
                     last =
@@ -263,18 +328,30 @@ impl Inner {
                 }
                 Err(e @ (FetchError::Unreachable(_) | FetchError::Timeout(_))) => {
                     slog::warn!(self.log, "upstream unreachable"; "endpoint" => endpoint, "error" => %e);
+                    dial_failures += 1;
                     last = e;
                 }
-                other => return other,
+                other => {
+                    self.health.borrow_mut().succeeded();
+                    return other;
+                }
             }
+        }
+        if dial_failures == self.settings.endpoints.len() {
+            if let Some(backoff) = self.health.borrow_mut().failed() {
+                slog::warn!(self.log, "upstream marked down"; "retry_in_s" => backoff.as_secs());
+            }
+        } else {
+            self.health.borrow_mut().succeeded();
         }
         Err(last)
     }
 
-    /// GETs `path` from one endpoint, answering one auth challenge.
-    async fn get_from(
+    /// Sends `method path` to one endpoint, answering one auth challenge.
+    async fn request_from(
         &self,
         endpoint: &str,
+        method: Method,
         path: &str,
         accept: &str,
         repo: &RepoName,
@@ -287,7 +364,11 @@ impl Inner {
             None => Auth::None,
         };
         for retried in [false, true] {
-            let req = self.authorize(self.client.get(&url).insert_header((ACCEPT, accept)), &auth);
+            let req = self
+                .client
+                .request(method.clone(), &url)
+                .insert_header((ACCEPT, accept));
+            let req = self.authorize(req, &auth);
             let resp = req.send().await.map_err(|e| send_error(endpoint, e))?;
             if resp.status() != StatusCode::UNAUTHORIZED || retried {
                 return Ok(resp);
