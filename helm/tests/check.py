@@ -399,6 +399,12 @@ def run_checks(c, emit_dir):
     c.check("README.md values table is the one values.yaml's comments generate",
             values_table_markdown(chart_values) in readme,
             detail="regenerate: python3 helm/tests/check.py --print-values-table")
+    quick_start = ["helm -n ociregistry install ociregistry", "--create-namespace",
+                   'config_path = "/etc/containerd/certs.d"', "/etc/containerd/certs.d/_default/hosts.toml",
+                   '[host."http://localhost:31080"]', 'capabilities = ["pull", "resolve"]',
+                   "crictl pull docker.io/hello-world:latest"]
+    c.check("README.md has the three-step quick start (install, containerd config_path + _default/hosts.toml, crictl pull)",
+            all(q in readme for q in quick_start), detail=str([q for q in quick_start if q not in readme]))
     with open(os.path.join(c.chart, "Chart.yaml")) as f:
         chart_yaml = yaml.safe_load(f)
     cargo = open(os.path.join(c.chart, "..", "..", "Cargo.toml")).read()
