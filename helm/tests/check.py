@@ -692,6 +692,9 @@ def run_checks(c, emit_dir):
     r = c.render(sets=[f"image.digest={DIGEST}", "image.tag="])
     c.eq("image.digest without tag: pulled by digest only", r.container.get("image"), f"quay.io/appzygy/ociregistry@{DIGEST}",
          ["image.digest"])
+    r = c.render(sets=["image.tag="])
+    c.eq("image.tag empty, no digest: the chart's appVersion", r.container.get("image"),
+         f"quay.io/appzygy/ociregistry:{chart_yaml['appVersion']}", ["image.tag"])
     r = c.render(sets=["image.registry=", "image.repository=ociregistry", "image.tag=latest"])
     c.eq("image.registry empty: repository:tag", r.container.get("image"), "ociregistry:latest", ["image.registry", "image.repository", "image.tag"])
 

@@ -66,8 +66,13 @@ both be set (repository:tag@digest); the digest decides what is pulled.
 {{- $ref }}
 {{- end }}
 
+{{/* The server image; with neither tag nor digest, the chart's appVersion. */}}
 {{- define "ociregistry.image" -}}
-{{- include "ociregistry.imageRef" .Values.image }}
+{{- $image := deepCopy .Values.image }}
+{{- if and (not $image.tag) (not $image.digest) }}
+{{- $_ := set $image "tag" .Chart.AppVersion }}
+{{- end }}
+{{- include "ociregistry.imageRef" $image }}
 {{- end }}
 
 {{- define "ociregistry.daemonset" -}}
