@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use config::{File, FileFormat};
 use ociregistry_actors::names::{NameError, RegistryName};
+use ociregistry_actors::storage::Retention;
 use ociregistry_actors::upstream::{
     default_endpoint, Credentials, ProxyRules, Timeouts, TlsSettings, UpstreamSettings,
 };
+use regex::Regex;
 use serde::Deserialize;
 
 use crate::cli::{Cli, Command};
 use crate::freshness::{TagPolicies, TagPolicy};
-use crate::units::parse_duration;
+use crate::prune::PruneSpec;
+use crate::units::{parse_duration, parse_size};
 
 /// The built-in defaults (`config/defaults.yaml`).
 const DEFAULTS: &str = include_str!("../config/defaults.yaml");
@@ -37,6 +40,13 @@ const KEYS: &[&str] = &[
     "upstreamMirror",
     "tagTtl",
     "staleWhileRevalidate",
+    "maxCacheSize",
+    "pins",
+    "pruneConfig",
+    "adminPort",
+    "adminHost",
+    "adminToken",
+    "adminTokenFile",
 ];
 /// Keys of a `registries` entry (snake_case spellings are accepted too).
 const REGISTRY_KEYS: &[&str] = &[
@@ -67,6 +77,14 @@ pub enum ConfigError {
     /// `upstreamMirror` is not a base URL.
     #[error("upstreamMirror {0:?} is not http(s)://host[:port]")]
     UpstreamMirror(String),
+    /// A cache-management key is invalid.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// `defaultNs` is not a registry host.
     #[error("defaultNs: {0}")]
     DefaultNs(NameError),
@@ -105,6 +123,45 @@ pub struct Config {
     pub tag_ttl: String,
     /// Answer expired tags at once and revalidate them in the background.
     pub stale_while_revalidate: bool,
+    /// Evict least recently pulled images above this size (`50Gi`).
+    #[serde(default)]
+    pub max_cache_size: Option<String>,
+    /// Image-name patterns never pruned or evicted.
+    #[serde(default)]
+    pub pins: Vec<String>,
+    /// A prune run on a schedule.
+    #[serde(default)]
+    pub prune_config: Option<PruneConfig>,
+    /// Port of the admin API (off when unset).
+    #[serde(default)]
+    pub admin_port: Option<u16>,
+    /// Address of the admin API.
+    pub admin_host: String,
+    /// Bearer token the admin API requires.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// File holding that token.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// `pruneConfig`: a prune run every `frequency`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PruneConfig {
+    /// Whether it runs.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How often (`1h`).
+    #[serde(default = "default_prune_frequency")]
+    pub frequency: String,
+    /// What each run prunes.
+    #[serde(flatten)]
+    pub spec: PruneSpec,
+}
+
+/// `pruneConfig.frequency` when absent.
+fn default_prune_frequency() -> String {
+    "1h".into()
 }
 
 /// One `registries` entry.
@@ -215,6 +272,9 @@ impl Config {
             endpoint(url).ok_or_else(|| ConfigError::UpstreamMirror(url.clone()))?;
         }
         config.tag_policies()?;
+        config.retention()?;
+        config.scheduled_prune()?;
+        config.admin_token()?;
         if let Some(ns) = &config.default_ns {
             RegistryName::parse(ns).map_err(ConfigError::DefaultNs)?;
         }
@@ -266,6 +326,52 @@ impl Config {
             per_registry,
             always_pull_latest: self.always_pull_latest,
         })
+    }
+
+    /// Pins and the size limit.
+    pub fn retention(&self) -> Result<Retention, ConfigError> {
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        let pins = self
+            .pins
+            .iter()
+            .map(|p| Regex::new(p).map_err(|e| invalid("pins", e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let max_size = match &self.max_cache_size {
+            Some(s) => Some(parse_size(s).map_err(|e| invalid("maxCacheSize", e))?),
+            None => None,
+        };
+        Ok(Retention { pins, max_size })
+    }
+
+    /// The scheduled prune, when enabled: how often, and what.
+    pub fn scheduled_prune(&self) -> Result<Option<(Duration, PruneSpec)>, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "pruneConfig",
+            reason,
+        };
+        let Some(p) = self.prune_config.as_ref().filter(|p| p.enabled) else {
+            return Ok(None);
+        };
+        p.spec.by().map_err(invalid)?;
+        let every = parse_duration(&p.frequency)
+            .map_err(invalid)?
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| invalid("frequency must be a positive duration".into()))?;
+        Ok(Some((every, p.spec.clone())))
+    }
+
+    /// The admin API's token, from `adminToken` or `adminTokenFile`.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.admin_token, &self.admin_token_file) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| ConfigError::Invalid {
+                    key: "adminTokenFile",
+                    reason: format!("{}: {e}", path.display()),
+                }),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Upstream time limits.

@@ -7,6 +7,7 @@
 //! - [`namespace`]: which upstream registry and repository a request means.
 //! - [`handlers`]: manifest and blob handlers.
 //! - [`freshness`]: when a cached tag is answered without the upstream.
+//! - [`prune`]: prune requests from the CLI, the admin API and the config.
 //! - [`range`]: `Range` header parsing.
 //! - [`units`]: durations in the configuration.
 //! - [`error`]: every client-facing error and its OCI code, in one place.
@@ -25,6 +26,7 @@ pub mod freshness;
 pub mod handlers;
 pub mod hello_world;
 pub mod namespace;
+pub mod prune;
 pub mod range;
 pub mod route;
 pub mod server;

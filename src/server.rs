@@ -62,7 +62,8 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
         path: config.image_path.clone(),
         source,
     };
-    let storage = Storage::open(&config.image_path, log.clone()).map_err(cache_error)?;
+    let storage =
+        Storage::open(&config.image_path, config.retention()?, log.clone()).map_err(cache_error)?;
     let storage_thread = Arbiter::new();
     let storage = Storage::start_in_arbiter(&storage_thread.handle(), |_| storage);
     if hello_world {

@@ -1,4 +1,5 @@
-//! Human units in the configuration: durations (`10m`, `30s`, `never`).
+//! Human units in the configuration: durations (`10m`, `30s`, `never`) and
+//! sizes (`50Gi`, `500M`).
 
 use std::time::Duration;
 
@@ -25,9 +26,48 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
     }))
 }
 
+/// Parses a byte size: a number with an optional unit `K`, `M`, `G`, `T`
+/// (powers of 1000) or `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 50Gi or 500M"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (K, M, G, T, Ki, Mi, Gi, Ti)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50Gi"), Ok(50 << 30));
+        assert_eq!(parse_size("500M"), Ok(500_000_000));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        for bad in ["", "Gi", "1.5Gi", "10X", "99999999999999Ti"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -25,6 +25,15 @@ pub enum Record {
         digest: String,
         /// The media type it is served with.
         media_type: String,
+        /// Registry it was first fetched from.
+        #[serde(default)]
+        registry: String,
+        /// Repository it was first fetched from.
+        #[serde(default)]
+        repo: String,
+        /// When it was stored (unix seconds).
+        #[serde(default)]
+        stored: u64,
     },
     /// `registry/repo:tag` pointed at `digest` when seen (unix seconds).
     Tag {
@@ -37,6 +46,17 @@ pub enum Record {
         /// Manifest digest.
         digest: String,
         /// When the upstream was seen answering this (unix seconds).
+        seen: u64,
+    },
+    /// `registry/repo:tag` was removed from the cache (pruned or evicted).
+    Untag {
+        /// Registry host.
+        registry: String,
+        /// Repository name.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// When (unix seconds).
         seen: u64,
     },
 }
@@ -74,6 +94,15 @@ impl Journal {
         })
     }
 
+    /// Replaces the journal's content with `records` (compaction after a
+    /// prune), atomically, and keeps appending to the new file.
+    pub fn replace(&self, path: &Path, records: &[Record]) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        write_atomically(path, &encode(records))?;
+        *file = OpenOptions::new().append(true).open(path)?;
+        Ok(())
+    }
+
     /// Appends `records` in one write and syncs them to disk.
     pub fn append(&self, records: &[Record]) -> std::io::Result<()> {
         let buf = encode(records);
@@ -106,6 +135,9 @@ mod tests {
         let rec = Record::Manifest {
             digest: "sha256:aa".into(),
             media_type: "m".into(),
+            registry: "docker.io".into(),
+            repo: "library/a".into(),
+            stored: 1,
         };
         let j = Journal::rewrite(&path, std::slice::from_ref(&rec)).unwrap();
         j.append(std::slice::from_ref(&rec)).unwrap();

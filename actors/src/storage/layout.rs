@@ -52,6 +52,11 @@ impl Layout {
         self.root.join("index.jsonl")
     }
 
+    /// Last-pulled times, saved in batches.
+    pub fn pulled(&self) -> PathBuf {
+        self.root.join("pulled.json")
+    }
+
     /// Creates the directories of the layout.
     pub fn create_dirs(&self) -> std::io::Result<()> {
         std::fs::create_dir_all(self.blob_dir())?;

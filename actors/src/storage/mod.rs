@@ -5,21 +5,25 @@
 //! a digest and keeps every tag, also when several tags share one digest.
 
 mod blob_writer;
+mod index;
 mod journal;
 mod layout;
+mod load;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use regex::Regex;
 
 pub use blob_writer::BlobWriter;
+use index::{unix, Index, Origin, Plan, TagEntry, TagKey};
+pub use index::{ImageInfo, PruneBy, PruneReport};
 use journal::{Journal, Record};
+use layout::write_atomically;
 pub use layout::Layout;
-use layout::{write_atomically, PARTIAL_SUFFIX};
 
 use crate::error::FetchError;
 use crate::manifest::Manifest;
@@ -28,25 +32,18 @@ use crate::names::{Digest, Reference, RegistryName, RepoName, Tag};
 /// Messages queued before senders wait (actix's default of 16 is too small
 /// for a server answering many clients).
 const MAILBOX_CAPACITY: usize = 4096;
+/// How often changed last-pulled times are saved.
+const PULLED_FLUSH: Duration = Duration::from_secs(30);
+/// Size eviction frees space down to this share of `maxCacheSize`.
+const LOW_WATER_PERCENT: u64 = 90;
 
-/// A tag's identity in the index.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TagKey {
-    /// Registry host.
-    registry: RegistryName,
-    /// Repository name.
-    repo: RepoName,
-    /// Tag.
-    tag: Tag,
-}
-
-/// What a tag points at.
-#[derive(Debug, Clone)]
-struct TagEntry {
-    /// The manifest digest.
-    digest: Digest,
-    /// When the upstream last answered this digest for the tag.
-    checked: SystemTime,
+/// Limits on what the cache keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    /// Images whose name matches are never pruned or evicted.
+    pub pins: Vec<Regex>,
+    /// Evict least recently pulled images above this many bytes.
+    pub max_size: Option<u64>,
 }
 
 /// The Storage actor. See the module documentation.
@@ -55,13 +52,13 @@ pub struct Storage {
     layout: Layout,
     /// Append-only record of manifests and tags; shared with blocking writers.
     journal: Arc<Journal>,
-    /// Complete blobs and their sizes.
-    blobs: HashMap<Digest, u64>,
-    /// Every stored manifest, so manifests are answered from memory.
-    manifests: HashMap<Digest, Arc<Manifest>>,
-    /// Tag index: each tag's digest and when the upstream last confirmed it.
-    tags: HashMap<TagKey, TagEntry>,
-    /// Where problems found while loading are reported.
+    /// Everything cached, in memory.
+    index: Index,
+    /// Pins and size limit.
+    retention: Retention,
+    /// Last-pulled times changed since they were saved.
+    pulled_dirty: bool,
+    /// Where problems are reported.
     log: slog::Logger,
 }
 
@@ -69,72 +66,105 @@ impl Storage {
     /// Opens (creating if needed) the cache at `root`: removes leftover
     /// partial files, indexes blobs, loads and verifies manifests, and
     /// rewrites the journal compactly. Blocking; call at start-up.
-    pub fn open(root: impl Into<PathBuf>, log: slog::Logger) -> std::io::Result<Self> {
+    pub fn open(
+        root: impl Into<PathBuf>,
+        retention: Retention,
+        log: slog::Logger,
+    ) -> std::io::Result<Self> {
         let layout = Layout::new(root);
         layout.create_dirs()?;
-        remove_partials(&layout.blob_dir())?;
-        remove_partials(&layout.manifest_dir())?;
-        let blobs = scan_blobs(&layout, &log)?;
-        let mut manifests = HashMap::new();
-        let mut tags: HashMap<TagKey, TagEntry> = HashMap::new();
-        // Tag records where a tag moved to another digest: the tag history.
-        let mut history = Vec::new();
-        for record in Journal::load(&layout.journal())? {
-            match record {
-                Record::Manifest { digest, media_type } => {
-                    match load_manifest(&layout, &digest, media_type) {
-                        Ok(m) => {
-                            manifests.insert(m.digest.clone(), Arc::new(m));
-                        }
-                        Err(e) => {
-                            slog::warn!(log, "dropping cached manifest"; "digest" => digest, "reason" => e)
-                        }
-                    }
-                }
-                Record::Tag {
-                    ref registry,
-                    ref repo,
-                    ref tag,
-                    ref digest,
-                    seen,
-                } => {
-                    if let (Ok(registry), Ok(repo), Ok(tag), Ok(digest)) = (
-                        RegistryName::parse(registry),
-                        RepoName::parse(repo),
-                        Tag::parse(tag),
-                        Digest::parse(digest),
-                    ) {
-                        let key = TagKey {
-                            registry,
-                            repo,
-                            tag,
-                        };
-                        let checked = UNIX_EPOCH + Duration::from_secs(seen);
-                        if tags.get(&key).is_none_or(|e| e.digest != digest) {
-                            history.push(record.clone());
-                        }
-                        tags.insert(key, TagEntry { digest, checked });
-                    }
-                }
-            }
-        }
-        tags.retain(|_, e| manifests.contains_key(&e.digest));
-        let records: Vec<Record> = manifests
-            .values()
-            .map(|m| manifest_record(m))
-            .chain(history)
-            .collect();
-        let journal = Arc::new(Journal::rewrite(&layout.journal(), &records)?);
+        let index = load::load(&layout, true, &log)?;
+        let journal = Arc::new(Journal::rewrite(&layout.journal(), &index.records())?);
         slog::info!(log, "cache loaded"; "root" => %layout.root().display(),
-            "blobs" => blobs.len(), "manifests" => manifests.len(), "tags" => tags.len());
+            "blobs" => index.blobs.len(), "manifests" => index.manifests.len(), "tags" => index.tags.len());
         Ok(Self {
             layout,
             journal,
-            blobs,
-            manifests,
-            tags,
+            index,
+            retention,
+            pulled_dirty: false,
             log,
         })
+    }
+
+    /// Lists the images of the cache at `root` without changing anything
+    /// (safe while a server uses it). With `history`, adds the tag journal.
+    pub fn list(
+        root: impl Into<PathBuf>,
+        pins: &[Regex],
+        log: &slog::Logger,
+    ) -> std::io::Result<Vec<ImageInfo>> {
+        let layout = Layout::new(root);
+        Ok(load::load(&layout, false, log)?.images(pins))
+    }
+
+    /// The tag journal of the cache at `root`: every digest each tag
+    /// pointed to, and when (JSON lines as stored).
+    pub fn history(root: impl Into<PathBuf>) -> std::io::Result<Vec<serde_json::Value>> {
+        let layout = Layout::new(root);
+        let records = Journal::load(&layout.journal())?;
+        Ok(records
+            .into_iter()
+            .filter(|r| !matches!(r, Record::Manifest { .. }))
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .collect())
+    }
+
+    /// Records that a manifest was served now.
+    fn touch(&mut self, digest: &Digest) {
+        self.index.pulled.insert(digest.clone(), SystemTime::now());
+        self.pulled_dirty = true;
+    }
+
+    /// Removes a plan's tags, manifests and blobs: from memory at once, from
+    /// disk on the blocking pool (readers holding a file keep reading it).
+    fn apply(&mut self, plan: &Plan) {
+        if plan.report.images.is_empty() && plan.manifests.is_empty() {
+            return;
+        }
+        self.index.forget(plan, SystemTime::now());
+        let files: Vec<PathBuf> = plan
+            .manifests
+            .iter()
+            .map(|d| self.layout.manifest(d))
+            .chain(plan.blobs.iter().map(|d| self.layout.blob(d)))
+            .collect();
+        let (journal, path, records, log) = (
+            Arc::clone(&self.journal),
+            self.layout.journal(),
+            self.index.records(),
+            self.log.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            for f in files {
+                if let Err(e) = std::fs::remove_file(&f) {
+                    slog::warn!(log, "could not delete"; "file" => %f.display(), "error" => %e);
+                }
+            }
+            if let Err(e) = journal.replace(&path, &records) {
+                slog::error!(log, "could not rewrite the journal"; "error" => %e);
+            }
+        });
+    }
+
+    /// Evicts least recently pulled images when the cache is over its size limit.
+    fn evict_if_needed(&mut self) {
+        let Some(max) = self.retention.max_size else {
+            return;
+        };
+        if self.index.total_bytes() <= max {
+            return;
+        }
+        let low_water = max / 100 * LOW_WATER_PERCENT;
+        let plan = self.index.plan(
+            &PruneBy::Size(low_water),
+            None,
+            &self.retention.pins,
+            SystemTime::now(),
+        );
+        slog::info!(self.log, "cache over maxCacheSize: evicting"; "images" => plan.report.images.len(),
+            "bytes" => plan.report.bytes);
+        self.apply(&plan);
     }
 }
 
@@ -143,6 +173,32 @@ impl Actor for Storage {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(PULLED_FLUSH, |act, _| act.flush_pulled());
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.flush_pulled();
+        Running::Stop
+    }
+}
+
+impl Storage {
+    /// Saves last-pulled times if they changed (one small file, in the background).
+    fn flush_pulled(&mut self) {
+        if !self.pulled_dirty {
+            return;
+        }
+        self.pulled_dirty = false;
+        let (layout, pulled, log) = (
+            self.layout.clone(),
+            self.index.pulled.clone(),
+            self.log.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = load::write_pulled(&layout, &pulled) {
+                slog::warn!(log, "could not save last-pulled times"; "error" => %e);
+            }
+        });
     }
 }
 
@@ -170,7 +226,7 @@ impl Handler<LookupBlob> for Storage {
 
 impl Storage {
     fn cached_blob(&self, digest: &Digest) -> Option<CachedBlob> {
-        self.blobs.get(digest).map(|&size| CachedBlob {
+        self.index.blobs.get(digest).map(|&size| CachedBlob {
             path: self.layout.blob(digest),
             size,
         })
@@ -202,6 +258,15 @@ impl Handler<LookupManifest> for Storage {
     type Result = Option<CachedManifest>;
 
     fn handle(&mut self, msg: LookupManifest, _: &mut Self::Context) -> Self::Result {
+        let found = self.lookup(msg)?;
+        self.touch(&found.manifest.digest);
+        Some(found)
+    }
+}
+
+impl Storage {
+    /// The manifest a reference names, and for a tag when it was confirmed.
+    fn lookup(&self, msg: LookupManifest) -> Option<CachedManifest> {
         let (digest, checked) = match msg.reference {
             Reference::Digest(d) => (d, None),
             Reference::Tag(tag) => {
@@ -210,11 +275,11 @@ impl Handler<LookupManifest> for Storage {
                     repo: msg.repo,
                     tag,
                 };
-                let entry = self.tags.get(&key)?;
+                let entry = self.index.tags.get(&key)?;
                 (entry.digest.clone(), Some(entry.checked))
             }
         };
-        let manifest = self.manifests.get(&digest).cloned()?;
+        let manifest = self.index.manifests.get(&digest).cloned()?;
         Some(CachedManifest { manifest, checked })
     }
 }
@@ -244,7 +309,12 @@ impl Handler<TagConfirmed> for Storage {
             repo: msg.repo,
             tag: msg.tag,
         };
-        if let Some(entry) = self.tags.get_mut(&key).filter(|e| e.digest == msg.digest) {
+        if let Some(entry) = self
+            .index
+            .tags
+            .get_mut(&key)
+            .filter(|e| e.digest == msg.digest)
+        {
             entry.checked = SystemTime::now();
         }
     }
@@ -293,7 +363,8 @@ impl Handler<BlobStored> for Storage {
     type Result = ();
 
     fn handle(&mut self, msg: BlobStored, _: &mut Self::Context) {
-        self.blobs.insert(msg.digest, msg.size);
+        self.index.blobs.insert(msg.digest, msg.size);
+        self.evict_if_needed();
     }
 }
 
@@ -327,7 +398,7 @@ impl Handler<PutBlob> for Storage {
         };
         Box::pin(store.into_actor(self).map(move |res, act, _| {
             if let Some(size) = res? {
-                act.blobs.insert(msg.digest, size);
+                act.index.blobs.insert(msg.digest, size);
             }
             Ok(())
         }))
@@ -352,27 +423,44 @@ impl Handler<PutManifest> for Storage {
     type Result = ResponseActFuture<Self, Result<(), FetchError>>;
 
     fn handle(&mut self, msg: PutManifest, _: &mut Self::Context) -> Self::Result {
+        let now = SystemTime::now();
         let digest = msg.manifest.digest.clone();
+        let origin = Origin {
+            registry: msg.registry.to_string(),
+            repo: msg.repo.to_string(),
+            stored: now,
+        };
         let key = msg.tag.map(|tag| TagKey {
             registry: msg.registry,
             repo: msg.repo,
             tag,
         });
-        let new_manifest = !self.manifests.contains_key(&digest);
+        let new_manifest = !self.index.manifests.contains_key(&digest);
         let new_tag = key
             .as_ref()
-            .filter(|k| self.tags.get(*k).is_none_or(|e| e.digest != digest))
+            .filter(|k| self.index.tags.get(*k).is_none_or(|e| e.digest != digest))
             .cloned();
-        if let Some(entry) = key.as_ref().and_then(|k| self.tags.get_mut(k)) {
-            entry.checked = SystemTime::now();
+        if let Some(entry) = key.as_ref().and_then(|k| self.index.tags.get_mut(k)) {
+            entry.checked = now;
         }
         let mut records = Vec::new();
         if new_manifest {
-            records.push(manifest_record(&msg.manifest));
+            records.push(Record::Manifest {
+                digest: digest.to_string(),
+                media_type: msg.manifest.media_type.clone(),
+                registry: origin.registry.clone(),
+                repo: origin.repo.clone(),
+                stored: unix(now),
+            });
         }
-        if let Some(k) = &new_tag {
-            records.push(tag_record(k, &digest));
-        }
+        let tag_record = new_tag.as_ref().map(|k| Record::Tag {
+            registry: k.registry.to_string(),
+            repo: k.repo.to_string(),
+            tag: k.tag.to_string(),
+            digest: digest.to_string(),
+            seen: unix(now),
+        });
+        records.extend(tag_record.clone());
         let (journal, path, manifest) = (
             Arc::clone(&self.journal),
             self.layout.manifest(&digest),
@@ -397,80 +485,99 @@ impl Handler<PutManifest> for Storage {
                 slog::error!(act.log, "storing manifest failed"; "digest" => %digest, "error" => %e);
                 return res;
             }
-            act.manifests.insert(digest.clone(), msg.manifest);
-            if let Some(k) = new_tag {
-                let checked = SystemTime::now();
-                act.tags.insert(k, TagEntry { digest, checked });
+            act.touch(&digest);
+            if new_manifest {
+                act.index.origins.insert(digest.clone(), origin);
+                act.index.manifests.insert(digest.clone(), msg.manifest);
             }
+            if let (Some(k), Some(record)) = (new_tag, tag_record) {
+                act.index.history.push(record);
+                let entry = TagEntry {
+                    digest,
+                    created: now,
+                    checked: now,
+                };
+                act.index.tags.insert(k, entry);
+            }
+            act.evict_if_needed();
             res
         }))
     }
 }
 
-/// The journal line for a stored manifest.
-fn manifest_record(m: &Manifest) -> Record {
-    Record::Manifest {
-        digest: m.digest.to_string(),
-        media_type: m.media_type.clone(),
-    }
-}
+/// Every cached image, optionally only those whose name matches.
+#[derive(Message)]
+#[rtype(result = "Vec<ImageInfo>")]
+pub struct ListImages(pub Option<Regex>);
 
-/// The journal line for a tag.
-fn tag_record(k: &TagKey, digest: &Digest) -> Record {
-    let seen = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    Record::Tag {
-        registry: k.registry.to_string(),
-        repo: k.repo.to_string(),
-        tag: k.tag.to_string(),
-        digest: digest.to_string(),
-        seen,
-    }
-}
+impl Handler<ListImages> for Storage {
+    type Result = MessageResult<ListImages>;
 
-/// Reads a manifest file and checks that it still hashes to its name.
-fn load_manifest(layout: &Layout, digest: &str, media_type: String) -> Result<Manifest, String> {
-    let digest = Digest::parse(digest).map_err(|e| e.to_string())?;
-    let bytes = Bytes::from(std::fs::read(layout.manifest(&digest)).map_err(|e| e.to_string())?);
-    if Digest::of(&bytes) != digest {
-        return Err("content does not match its digest".into());
-    }
-    Ok(Manifest {
-        digest,
-        media_type,
-        bytes,
-    })
-}
-
-/// Indexes the complete blobs.
-fn scan_blobs(layout: &Layout, log: &slog::Logger) -> std::io::Result<HashMap<Digest, u64>> {
-    let mut blobs = HashMap::new();
-    for entry in std::fs::read_dir(layout.blob_dir())? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        match Digest::parse(&format!("sha256:{name}")) {
-            Ok(d) if entry.file_type()?.is_file() => {
-                blobs.insert(d, entry.metadata()?.len());
-            }
-            _ => slog::warn!(log, "ignoring unexpected file in the blob store"; "file" => %name),
+    fn handle(&mut self, msg: ListImages, _: &mut Self::Context) -> Self::Result {
+        let mut images = self.index.images(&self.retention.pins);
+        if let Some(re) = msg.0 {
+            images.retain(|i| re.is_match(&i.name));
         }
+        MessageResult(images)
     }
-    Ok(blobs)
 }
 
-/// Deletes the `*.partial` files a crash left in `dir`.
-fn remove_partials(dir: &std::path::Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .ends_with(PARTIAL_SUFFIX)
-        {
-            std::fs::remove_file(entry.path())?;
+/// Removes images (never pinned ones) and what only they reach.
+#[derive(Message)]
+#[rtype(result = "PruneReport")]
+pub struct Prune {
+    /// Which images.
+    pub by: PruneBy,
+    /// At most this many images.
+    pub count: Option<usize>,
+    /// Only report what would be removed.
+    pub dry_run: bool,
+}
+
+impl Handler<Prune> for Storage {
+    type Result = MessageResult<Prune>;
+
+    fn handle(&mut self, msg: Prune, _: &mut Self::Context) -> Self::Result {
+        let plan = self
+            .index
+            .plan(&msg.by, msg.count, &self.retention.pins, SystemTime::now());
+        if !msg.dry_run {
+            self.apply(&plan);
         }
+        MessageResult(PruneReport {
+            dry_run: msg.dry_run,
+            ..plan.report
+        })
     }
-    Ok(())
+}
+
+/// Counts and sizes of the cache.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    /// Images (tags and untagged roots).
+    pub images: usize,
+    /// Manifests.
+    pub manifests: usize,
+    /// Blobs.
+    pub blobs: usize,
+    /// Bytes of blobs and manifests.
+    pub bytes: u64,
+}
+
+/// The cache's [`Stats`].
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;
+
+impl Handler<GetStats> for Storage {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Stats {
+            images: self.index.images(&[]).len(),
+            manifests: self.index.manifests.len(),
+            blobs: self.index.blobs.len(),
+            bytes: self.index.total_bytes(),
+        })
+    }
 }

@@ -1,0 +1,560 @@
+//! The in-memory index of the cache, and the retention logic on it: which
+//! images exist, what pruning or eviction would remove, and what stays.
+//!
+//! An *image* is a root of the manifest graph: a tag, or a manifest pulled
+//! by digest that nothing references. Removing images removes what only
+//! they reach: their manifests (an index cascades to its platform
+//! manifests) and the blobs no kept manifest references.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use regex::Regex;
+use serde::Serialize;
+
+use super::journal::Record;
+use crate::manifest::Manifest;
+use crate::names::{Digest, RegistryName, RepoName, Tag};
+
+/// A tag's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TagKey {
+    /// Registry host.
+    pub registry: RegistryName,
+    /// Repository name.
+    pub repo: RepoName,
+    /// Tag.
+    pub tag: Tag,
+}
+
+/// What a tag points at.
+#[derive(Debug, Clone)]
+pub struct TagEntry {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// When the tag was first stored with this digest.
+    pub created: SystemTime,
+    /// When the upstream last answered this digest for the tag.
+    pub checked: SystemTime,
+}
+
+/// Where a manifest came from and when it was stored.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Registry host.
+    pub registry: String,
+    /// Repository name.
+    pub repo: String,
+    /// When it was stored.
+    pub stored: SystemTime,
+}
+
+/// The whole in-memory state of the cache.
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Complete blobs and their sizes.
+    pub blobs: HashMap<Digest, u64>,
+    /// Every stored manifest.
+    pub manifests: HashMap<Digest, Arc<Manifest>>,
+    /// Where each manifest came from.
+    pub origins: HashMap<Digest, Origin>,
+    /// Tag index.
+    pub tags: HashMap<TagKey, TagEntry>,
+    /// Tag records in journal order where a tag changed (history).
+    pub history: Vec<Record>,
+    /// Last time each manifest was served (memory; persisted in batches).
+    pub pulled: HashMap<Digest, SystemTime>,
+}
+
+/// One image as `list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageInfo {
+    /// `registry/repo:tag`, or `registry/repo@digest` for untagged roots.
+    pub name: String,
+    /// Root manifest digest.
+    pub digest: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Bytes of every manifest and blob it reaches (shared ones included).
+    pub size: u64,
+    /// When it was cached (unix seconds).
+    pub created: u64,
+    /// When it was last pulled (unix seconds), if ever since caching.
+    pub last_pulled: Option<u64>,
+    /// Whether a pin protects it.
+    pub pinned: bool,
+}
+
+/// What to prune.
+#[derive(Debug, Clone)]
+pub enum PruneBy {
+    /// Images not pulled for this long.
+    Accessed(Duration),
+    /// Images cached longer ago than this.
+    Created(Duration),
+    /// Images whose name matches.
+    Pattern(Regex),
+    /// Least recently pulled images until the cache holds at most this many bytes.
+    Size(u64),
+}
+
+/// What a prune removed, or would remove in a dry run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// True when nothing was removed.
+    pub dry_run: bool,
+    /// Images removed.
+    pub images: Vec<String>,
+    /// Manifests removed.
+    pub manifests: usize,
+    /// Blobs removed.
+    pub blobs: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// The removals a prune decided on.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Tags to drop.
+    pub tags: Vec<TagKey>,
+    /// Manifests to delete.
+    pub manifests: Vec<Digest>,
+    /// Blobs to delete.
+    pub blobs: Vec<Digest>,
+    /// The report.
+    pub report: PruneReport,
+}
+
+/// A root of the manifest graph.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Root {
+    /// A tag.
+    Tag(TagKey),
+    /// An untagged manifest nothing references.
+    Manifest(Digest),
+}
+
+/// Digests a manifest references: config, layers, platform manifests.
+pub fn references(m: &Manifest) -> Vec<Digest> {
+    #[derive(serde::Deserialize)]
+    struct Descriptor {
+        digest: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        config: Option<Descriptor>,
+        #[serde(default)]
+        layers: Vec<Descriptor>,
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+    }
+    let Ok(shape) = serde_json::from_slice::<Shape>(&m.bytes) else {
+        return Vec::new();
+    };
+    shape
+        .config
+        .into_iter()
+        .chain(shape.layers)
+        .chain(shape.manifests)
+        .filter_map(|d| Digest::parse(&d.digest).ok())
+        .collect()
+}
+
+/// Unix seconds of a time.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Index {
+    /// Total bytes of blobs and manifests.
+    pub fn total_bytes(&self) -> u64 {
+        self.blobs.values().sum::<u64>()
+            + self
+                .manifests
+                .values()
+                .map(|m| m.bytes.len() as u64)
+                .sum::<u64>()
+    }
+
+    /// The journal records describing the current state (for compaction).
+    pub fn records(&self) -> Vec<Record> {
+        let manifests = self.manifests.values().map(|m| {
+            let origin = self.origins.get(&m.digest);
+            Record::Manifest {
+                digest: m.digest.to_string(),
+                media_type: m.media_type.clone(),
+                registry: origin.map(|o| o.registry.clone()).unwrap_or_default(),
+                repo: origin.map(|o| o.repo.clone()).unwrap_or_default(),
+                stored: origin.map_or(0, |o| unix(o.stored)),
+            }
+        });
+        manifests.chain(self.history.iter().cloned()).collect()
+    }
+
+    /// Every manifest reachable from `start` (itself included).
+    fn reach(&self, start: &Digest, seen: &mut HashSet<Digest>) {
+        if !seen.insert(start.clone()) {
+            return;
+        }
+        if let Some(m) = self.manifests.get(start) {
+            for child in references(m) {
+                if self.manifests.contains_key(&child) {
+                    self.reach(&child, seen);
+                }
+            }
+        }
+    }
+
+    /// Every image root.
+    fn roots(&self) -> Vec<(Root, Digest)> {
+        let referenced: HashSet<Digest> = self
+            .manifests
+            .values()
+            .flat_map(|m| references(m))
+            .collect();
+        let tagged: HashSet<&Digest> = self.tags.values().map(|e| &e.digest).collect();
+        let tags = self
+            .tags
+            .iter()
+            .map(|(k, e)| (Root::Tag(k.clone()), e.digest.clone()));
+        let untagged = self
+            .manifests
+            .keys()
+            .filter(|d| !referenced.contains(*d) && !tagged.contains(d))
+            .map(|d| (Root::Manifest(d.clone()), d.clone()));
+        tags.chain(untagged).collect()
+    }
+
+    /// The name an image is listed and matched by.
+    fn name(&self, root: &Root) -> String {
+        match root {
+            Root::Tag(k) => format!("{}/{}:{}", k.registry, k.repo, k.tag),
+            Root::Manifest(d) => match self.origins.get(d) {
+                Some(o) if !o.registry.is_empty() => format!("{}/{}@{d}", o.registry, o.repo),
+                _ => format!("@{d}"),
+            },
+        }
+    }
+
+    /// Size, creation and last pull of an image.
+    fn describe(&self, root: &Root, digest: &Digest, pins: &[Regex]) -> ImageInfo {
+        let mut tree = HashSet::new();
+        self.reach(digest, &mut tree);
+        let mut blobs = HashSet::new();
+        let mut size = 0;
+        for d in &tree {
+            if let Some(m) = self.manifests.get(d) {
+                size += m.bytes.len() as u64;
+                blobs.extend(
+                    references(m)
+                        .into_iter()
+                        .filter(|b| self.blobs.contains_key(b)),
+                );
+            }
+        }
+        size += blobs.iter().map(|b| self.blobs[b]).sum::<u64>();
+        let created = match root {
+            Root::Tag(k) => self.tags[k].created,
+            Root::Manifest(d) => self.origins.get(d).map_or(UNIX_EPOCH, |o| o.stored),
+        };
+        let last_pulled = tree
+            .iter()
+            .filter_map(|d| self.pulled.get(d))
+            .max()
+            .copied();
+        let name = self.name(root);
+        ImageInfo {
+            pinned: pins.iter().any(|p| p.is_match(&name)),
+            name,
+            digest: digest.to_string(),
+            media_type: self
+                .manifests
+                .get(digest)
+                .map(|m| m.media_type.clone())
+                .unwrap_or_default(),
+            size,
+            created: unix(created),
+            last_pulled: last_pulled.map(unix),
+        }
+    }
+
+    /// Every image, sorted by name.
+    pub fn images(&self, pins: &[Regex]) -> Vec<ImageInfo> {
+        let mut list: Vec<ImageInfo> = self
+            .roots()
+            .iter()
+            .map(|(r, d)| self.describe(r, d, pins))
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Decides what `by` removes (at most `count` images; pinned ones never).
+    pub fn plan(
+        &self,
+        by: &PruneBy,
+        count: Option<usize>,
+        pins: &[Regex],
+        now: SystemTime,
+    ) -> Plan {
+        let mut candidates: Vec<(Root, Digest, ImageInfo)> = self
+            .roots()
+            .into_iter()
+            .map(|(r, d)| {
+                let info = self.describe(&r, &d, pins);
+                (r, d, info)
+            })
+            .filter(|(_, _, info)| !info.pinned)
+            .collect();
+        // Least recently used first.
+        candidates.sort_by_key(|(_, _, i)| (i.last_pulled.unwrap_or(i.created), i.name.clone()));
+        let older_than =
+            |secs: u64, age: Duration| now.checked_sub(age).is_some_and(|limit| secs < unix(limit));
+        let mut chosen: Vec<(Root, ImageInfo)> = Vec::new();
+        let mut remaining = self.total_bytes();
+        for (root, _, info) in candidates {
+            if count.is_some_and(|c| chosen.len() >= c) {
+                break;
+            }
+            let take = match by {
+                PruneBy::Accessed(age) => {
+                    older_than(info.last_pulled.unwrap_or(info.created), *age)
+                }
+                PruneBy::Created(age) => older_than(info.created, *age),
+                PruneBy::Pattern(re) => re.is_match(&info.name),
+                PruneBy::Size(limit) => remaining > *limit,
+            };
+            if take {
+                remaining = remaining.saturating_sub(info.size);
+                chosen.push((root, info));
+            }
+        }
+        self.removal(chosen)
+    }
+
+    /// The manifests and blobs only the chosen images reach.
+    fn removal(&self, chosen: Vec<(Root, ImageInfo)>) -> Plan {
+        let removed: HashSet<&Root> = chosen.iter().map(|(r, _)| r).collect();
+        let mut kept = HashSet::new();
+        for (root, digest) in self.roots() {
+            if !removed.contains(&root) {
+                self.reach(&digest, &mut kept);
+            }
+        }
+        let kept_blobs: HashSet<Digest> = kept
+            .iter()
+            .filter_map(|d| self.manifests.get(d))
+            .flat_map(|m| references(m))
+            .collect();
+        let mut plan = Plan::default();
+        for (root, _) in &chosen {
+            if let Root::Tag(k) = root {
+                plan.tags.push(k.clone());
+            }
+        }
+        let mut removed_blobs = HashSet::new();
+        for (d, m) in &self.manifests {
+            if kept.contains(d) {
+                continue;
+            }
+            plan.manifests.push(d.clone());
+            plan.report.bytes += m.bytes.len() as u64;
+            for b in references(m) {
+                if !kept_blobs.contains(&b)
+                    && self.blobs.contains_key(&b)
+                    && removed_blobs.insert(b.clone())
+                {
+                    plan.report.bytes += self.blobs[&b];
+                    plan.blobs.push(b);
+                }
+            }
+        }
+        plan.report.manifests = plan.manifests.len();
+        plan.report.blobs = plan.blobs.len();
+        plan.report.images = chosen.into_iter().map(|(_, i)| i.name).collect();
+        plan
+    }
+
+    /// Removes a plan's entries from memory; returns the journal records
+    /// saying which tags went.
+    pub fn forget(&mut self, plan: &Plan, now: SystemTime) -> Vec<Record> {
+        for d in &plan.manifests {
+            self.manifests.remove(d);
+            self.origins.remove(d);
+            self.pulled.remove(d);
+        }
+        for b in &plan.blobs {
+            self.blobs.remove(b);
+        }
+        let mut untags = Vec::new();
+        for k in &plan.tags {
+            self.tags.remove(k);
+            untags.push(Record::Untag {
+                registry: k.registry.to_string(),
+                repo: k.repo.to_string(),
+                tag: k.tag.to_string(),
+                seen: unix(now),
+            });
+        }
+        self.history.extend(untags.iter().cloned());
+        untags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    fn manifest(
+        index: &mut Index,
+        json: serde_json::Value,
+        pulled_secs_ago: Option<u64>,
+    ) -> Digest {
+        let bytes = Bytes::from(serde_json::to_vec(&json).unwrap());
+        let m = Manifest {
+            digest: Digest::of(&bytes),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes,
+        };
+        let d = m.digest.clone();
+        index.origins.insert(
+            d.clone(),
+            Origin {
+                registry: "docker.io".into(),
+                repo: "library/x".into(),
+                stored: UNIX_EPOCH + Duration::from_secs(1_000),
+            },
+        );
+        if let Some(ago) = pulled_secs_ago {
+            index
+                .pulled
+                .insert(d.clone(), SystemTime::now() - Duration::from_secs(ago));
+        }
+        index.manifests.insert(d.clone(), Arc::new(m));
+        d
+    }
+
+    fn blob(index: &mut Index, name: &str, size: u64) -> Digest {
+        let d = Digest::of(name.as_bytes());
+        index.blobs.insert(d.clone(), size);
+        d
+    }
+
+    fn image(index: &mut Index, layers: &[&Digest], pulled_secs_ago: Option<u64>) -> Digest {
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|d| json!({"digest": d.as_str()}))
+            .collect();
+        manifest(index, json!({"layers": layers}), pulled_secs_ago)
+    }
+
+    fn tag(index: &mut Index, name: &str, digest: &Digest) {
+        let key = TagKey {
+            registry: RegistryName::parse("docker.io").unwrap(),
+            repo: RepoName::parse(&format!("library/{name}")).unwrap(),
+            tag: Tag::parse("1").unwrap(),
+        };
+        let created = UNIX_EPOCH + Duration::from_secs(1_000);
+        let entry = TagEntry {
+            digest: digest.clone(),
+            created,
+            checked: created,
+        };
+        index.tags.insert(key, entry);
+    }
+
+    #[test]
+    fn pruning_keeps_shared_blobs_and_cascades_through_an_index() {
+        let mut index = Index::default();
+        let (base, a_only, b_only) = (
+            blob(&mut index, "base", 100),
+            blob(&mut index, "a", 10),
+            blob(&mut index, "b", 20),
+        );
+        let a = image(&mut index, &[&base, &a_only], Some(10_000));
+        let b = image(&mut index, &[&base, &b_only], Some(5));
+        let multi = manifest(
+            &mut index,
+            json!({"manifests": [{"digest": a.as_str()}]}),
+            None,
+        );
+        tag(&mut index, "multi", &multi);
+        tag(&mut index, "b", &b);
+        assert_eq!(
+            index.images(&[]).len(),
+            2,
+            "the index's platform manifest is not an image of its own"
+        );
+
+        let pattern = PruneBy::Pattern(Regex::new("multi").unwrap());
+        let plan = index.plan(&pattern, None, &[], SystemTime::now());
+        assert_eq!(
+            plan.report.images,
+            vec!["docker.io/library/multi:1".to_string()]
+        );
+        assert_eq!(
+            plan.manifests.len(),
+            2,
+            "the index and its platform manifest"
+        );
+        assert_eq!(
+            plan.blobs,
+            vec![a_only.clone()],
+            "the shared base layer stays"
+        );
+
+        let pins = [Regex::new("multi").unwrap()];
+        assert!(
+            index
+                .plan(&pattern, None, &pins, SystemTime::now())
+                .report
+                .images
+                .is_empty(),
+            "pinned"
+        );
+
+        index.forget(&plan, SystemTime::now());
+        assert!(index.blobs.contains_key(&base) && !index.blobs.contains_key(&a_only));
+        assert_eq!(index.images(&[]).len(), 1);
+    }
+
+    #[test]
+    fn accessed_created_count_and_size() {
+        let mut index = Index::default();
+        let (x, y) = (blob(&mut index, "x", 1_000), blob(&mut index, "y", 1_000));
+        let old = image(&mut index, &[&x], Some(7_200));
+        let recent = image(&mut index, &[&y], Some(60));
+        tag(&mut index, "old", &old);
+        tag(&mut index, "recent", &recent);
+        let now = SystemTime::now();
+
+        let hour = PruneBy::Accessed(Duration::from_secs(3_600));
+        assert_eq!(
+            index.plan(&hour, None, &[], now).report.images,
+            vec!["docker.io/library/old:1".to_string()]
+        );
+        let created = PruneBy::Created(Duration::from_secs(3_600));
+        assert_eq!(
+            index.plan(&created, None, &[], now).report.images.len(),
+            2,
+            "both cached long ago"
+        );
+        assert_eq!(
+            index.plan(&created, Some(1), &[], now).report.images.len(),
+            1,
+            "count limits a run"
+        );
+        let size = PruneBy::Size(1_500);
+        let plan = index.plan(&size, None, &[], now);
+        assert_eq!(
+            plan.report.images,
+            vec!["docker.io/library/old:1".to_string()],
+            "least recently pulled first"
+        );
+        assert!(plan.report.bytes >= 1_000);
+    }
+}
