@@ -29,6 +29,45 @@ pub struct Cli {
 pub enum Command {
     /// Serve the registry API.
     Serve(ServeArgs),
+    /// List the cached images (safe while a server runs).
+    List(ListArgs),
+    /// Remove cached images; through the admin API when a server runs.
+    Prune(PruneArgs),
+}
+
+/// Flags of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only images whose `registry/repo:tag` matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub pattern: Option<String>,
+    /// Show full digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Show the tag history: every digest each tag pointed to, and when.
+    #[arg(long)]
+    pub history: bool,
+}
+
+/// Flags of `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// accessed (not pulled for --duration), created (cached more than
+    /// --duration ago) or pattern (name matches --expr).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: String,
+    /// For accessed and created, e.g. 7d, 12h.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// For pattern: a regular expression on registry/repo:tag.
+    #[arg(long, value_name = "REGEX")]
+    pub expr: Option<String>,
+    /// At most this many images.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Flags of `serve`.
@@ -69,7 +108,9 @@ impl Cli {
         if let Some(l) = &self.log_level {
             b = b.set_override("logLevel", l.as_str())?;
         }
-        let Command::Serve(s) = &self.command;
+        let Command::Serve(s) = &self.command else {
+            return Ok(b);
+        };
         if let Some(p) = s.port {
             b = b.set_override("port", p)?;
         }

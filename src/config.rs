@@ -14,7 +14,7 @@ use ociregistry_actors::upstream::{
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
 use crate::freshness::{TagPolicies, TagPolicy};
 use crate::prune::PruneSpec;
 use crate::units::{parse_duration, parse_size};
@@ -393,11 +393,6 @@ impl Config {
         self.default_ns
             .as_deref()
             .and_then(|n| RegistryName::parse(n).ok())
-    }
-
-    /// Whether this run serves the embedded hello-world image.
-    pub fn hello_world(cli: &Cli) -> bool {
-        matches!(&cli.command, Command::Serve(s) if s.hello_world)
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Layout (see ARCHITECTURE.md for the request flow and invariants):
 //! - [`cli`]: command-line flags.
+//! - [`commands`]: the `list` and `prune` subcommands.
 //! - [`config`]: defaults < file < environment < flags.
 //! - [`route`]: `/v2/...` path → endpoint.
 //! - [`namespace`]: which upstream registry and repository a request means.
@@ -12,6 +13,7 @@
 //! - [`units`]: durations in the configuration.
 //! - [`error`]: every client-facing error and its OCI code, in one place.
 //! - [`access_log`]: one log line per request.
+//! - [`admin`]: the admin API (list, history, prune, stats) on its own port.
 //! - [`hello_world`]: the embedded demo image.
 //! - [`server`]: start-up: cache, actors, listener.
 //!
@@ -19,7 +21,9 @@
 //! `ociregistry-actors` crate.
 
 pub mod access_log;
+pub mod admin;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod freshness;

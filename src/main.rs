@@ -1,7 +1,8 @@
 //! The `ociregistry` binary.
 
 use clap::Parser;
-use ociregistry::cli::Cli;
+use ociregistry::cli::{Cli, Command};
+use ociregistry::commands;
 use ociregistry::config::Config;
 use slog::Drain;
 
@@ -18,16 +19,21 @@ fn main() -> std::process::ExitCode {
     for w in &loaded.warnings {
         slog::warn!(log, "configuration"; "warning" => w);
     }
-    let hello_world = Config::hello_world(&cli);
-    let result = actix::System::new().block_on(ociregistry::server::run(
-        loaded.config,
-        hello_world,
-        log.clone(),
-    ));
+    let result = match &cli.command {
+        Command::Serve(serve) => actix::System::new()
+            .block_on(ociregistry::server::run(
+                loaded.config,
+                serve.hello_world,
+                log.clone(),
+            ))
+            .map_err(|e| e.to_string()),
+        Command::List(args) => commands::list(&loaded.config, args, &log),
+        Command::Prune(args) => commands::prune(&loaded.config, args, &log),
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            slog::crit!(log, "cannot start"; "error" => %e);
+            slog::crit!(log, "failed"; "error" => %e);
             eprintln!("ociregistry: {e}");
             std::process::ExitCode::FAILURE
         }

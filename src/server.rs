@@ -1,16 +1,22 @@
 //! Start-up: open the cache, start the actors, bind, serve.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use actix::{Actor, Arbiter};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 use ociregistry_actors::coordinator::{PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
-use ociregistry_actors::storage::Storage;
+use ociregistry_actors::storage::{Prune, Storage};
 use ociregistry_actors::upstream::{require_native_roots, ProxyRules, TlsError};
 
+use crate::admin::{self, AdminState, Counters};
 use crate::config::{Config, ConfigError};
+use crate::prune::PruneSpec;
+
+/// The lock file a running server holds in its cache directory.
+const LOCK_FILE: &str = ".lock";
 use crate::handlers::{self, AppState, Policy};
 
 /// Why the server could not start.
@@ -33,6 +39,9 @@ pub enum StartError {
     /// The embedded image could not be stored.
     #[error("embedded image: {0}")]
     HelloWorld(FetchError),
+    /// Another server holds the cache directory.
+    #[error("another ociregistry serves the cache at {}", .0.display())]
+    CacheBusy(PathBuf),
     /// The listening socket could not be opened.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -62,6 +71,8 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
         path: config.image_path.clone(),
         source,
     };
+    std::fs::create_dir_all(&config.image_path).map_err(cache_error)?;
+    let _lock = lock_cache(&config.image_path)?;
     let storage =
         Storage::open(&config.image_path, config.retention()?, log.clone()).map_err(cache_error)?;
     let storage_thread = Arbiter::new();
@@ -92,7 +103,9 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
     };
     let listener = TcpListener::bind(&addr).map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
+    let counters = web::Data::new(Counters::default());
     let state = web::Data::new(AppState {
+        counters: counters.clone(),
         storage,
         coordinator,
         policy: Policy {
@@ -103,6 +116,18 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
         },
         log: log.clone(),
     });
+    if let Some((every, spec)) = config.scheduled_prune()? {
+        actix::spawn(scheduled_prune(
+            state.storage.clone(),
+            every,
+            spec,
+            log.clone(),
+        ));
+    }
+    let admin = match config.admin_port {
+        Some(port) => Some(admin_server(&config, port, &state, counters, &log)?),
+        None => None,
+    };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -115,7 +140,94 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
     slog::info!(log, "listening"; "addr" => %local, "cache" => %config.image_path.display(),
         "air_gapped" => config.air_gapped);
     println!("ociregistry listening on http://{local}");
-    server.await.map_err(listen_error)?;
+    match admin {
+        Some(admin) => futures::future::try_join(server, admin).await.map(|_| ()),
+        None => server.await,
+    }
+    .map_err(listen_error)?;
     storage_thread.stop();
     Ok(())
+}
+
+/// Takes the cache's lock file: one server per cache directory; also tells
+/// `ociregistry prune` that a server owns the cache.
+fn lock_cache(root: &Path) -> Result<std::fs::File, StartError> {
+    let path = root.join(LOCK_FILE);
+    let file = std::fs::File::create(&path).map_err(|source| StartError::Cache {
+        path: path.clone(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::CacheBusy(root.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::Cache { path, source }),
+    }
+}
+
+/// Whether a server holds the cache at `root`.
+pub fn cache_in_use(root: &Path) -> bool {
+    std::fs::File::open(root.join(LOCK_FILE))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// Runs `spec` every `every`.
+async fn scheduled_prune(
+    storage: actix::Addr<Storage>,
+    every: Duration,
+    spec: PruneSpec,
+    log: slog::Logger,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Ok(by) = spec.by() else { return };
+        let msg = Prune {
+            by,
+            count: spec.count,
+            dry_run: spec.dry_run,
+        };
+        match storage.send(msg).await {
+            Ok(report) => slog::info!(log, "scheduled prune"; "dry_run" => report.dry_run,
+                "images" => report.images.len(), "bytes" => report.bytes),
+            Err(_) => return,
+        }
+    }
+}
+
+/// The admin API's server, on its own address.
+fn admin_server(
+    config: &Config,
+    port: u16,
+    state: &web::Data<AppState>,
+    counters: web::Data<Counters>,
+    log: &slog::Logger,
+) -> Result<actix_web::dev::Server, StartError> {
+    let addr = format!("{}:{port}", config.admin_host);
+    let listen_error = |source| StartError::Listen {
+        addr: addr.clone(),
+        source,
+    };
+    let token = config.admin_token()?;
+    if token.is_none() {
+        slog::warn!(log, "the admin API has no token: anyone who reaches it can prune"; "addr" => &addr);
+    }
+    let admin = web::Data::new(AdminState {
+        storage: state.storage.clone(),
+        root: config.image_path.clone(),
+        token,
+        counters,
+    });
+    let listener = TcpListener::bind(&addr).map_err(listen_error)?;
+    slog::info!(log, "admin API listening"; "addr" => %listener.local_addr().map_err(listen_error)?);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(admin.clone())
+            .wrap(from_fn(admin::require_token))
+            .configure(admin::routes)
+    })
+    .workers(1)
+    .listen(listener)
+    .map_err(listen_error)?
+    .run())
 }

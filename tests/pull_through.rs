@@ -359,9 +359,10 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(
-        entries
-            .iter()
-            .all(|n| ["blobs", "manifests", "index.jsonl"].contains(&n.to_str().unwrap())),
+        entries.iter().all(
+            |n| ["blobs", "manifests", "index.jsonl", "pulled.json", ".lock"]
+                .contains(&n.to_str().unwrap())
+        ),
         "{entries:?}"
     );
 }

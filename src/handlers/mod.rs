@@ -30,6 +30,8 @@ pub struct AppState {
     pub policy: Policy,
     /// Access and error log.
     pub log: slog::Logger,
+    /// Requests by cache outcome (for the admin API's statistics).
+    pub counters: actix_web::web::Data<crate::admin::Counters>,
 }
 
 /// The serving policy from the configuration.
@@ -63,6 +65,7 @@ pub async fn dispatch(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
             e.error_response()
         }
     };
+    state.counters.count(access.outcome);
     if let Some(cache) = x_cache(access.outcome) {
         res.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("x-cache"),

@@ -110,6 +110,32 @@ impl Storage {
             .collect())
     }
 
+    /// Prunes the cache at `root` while no server runs (the caller checks):
+    /// removes files and rewrites the journal before returning.
+    pub fn prune_offline(
+        root: impl Into<PathBuf>,
+        retention: &Retention,
+        request: Prune,
+        log: &slog::Logger,
+    ) -> std::io::Result<PruneReport> {
+        let layout = Layout::new(root);
+        layout.create_dirs()?;
+        let mut index = load::load(&layout, true, log)?;
+        let now = SystemTime::now();
+        let plan = index.plan(&request.by, request.count, &retention.pins, now);
+        if !request.dry_run {
+            index.forget(&plan, now);
+            for f in plan_files(&layout, &plan) {
+                std::fs::remove_file(f)?;
+            }
+            Journal::rewrite(&layout.journal(), &index.records())?;
+        }
+        Ok(PruneReport {
+            dry_run: request.dry_run,
+            ..plan.report
+        })
+    }
+
     /// Records that a manifest was served now.
     fn touch(&mut self, digest: &Digest) {
         self.index.pulled.insert(digest.clone(), SystemTime::now());
@@ -123,12 +149,7 @@ impl Storage {
             return;
         }
         self.index.forget(plan, SystemTime::now());
-        let files: Vec<PathBuf> = plan
-            .manifests
-            .iter()
-            .map(|d| self.layout.manifest(d))
-            .chain(plan.blobs.iter().map(|d| self.layout.blob(d)))
-            .collect();
+        let files = plan_files(&self.layout, plan);
         let (journal, path, records, log) = (
             Arc::clone(&self.journal),
             self.layout.journal(),
@@ -580,4 +601,12 @@ impl Handler<GetStats> for Storage {
             bytes: self.index.total_bytes(),
         })
     }
+}
+
+/// The files a plan deletes.
+fn plan_files(layout: &Layout, plan: &Plan) -> Vec<PathBuf> {
+    let manifests = plan.manifests.iter().map(|d| layout.manifest(d));
+    manifests
+        .chain(plan.blobs.iter().map(|d| layout.blob(d)))
+        .collect()
 }

@@ -1,0 +1,116 @@
+//! The `list` and `prune` subcommands.
+
+use ociregistry_actors::storage::{ImageInfo, Prune, PruneReport, Storage};
+use regex::Regex;
+
+use crate::cli::{ListArgs, PruneArgs};
+use crate::config::Config;
+use crate::prune::PruneSpec;
+use crate::server::cache_in_use;
+
+/// Prints the cached images (or the tag history).
+pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), String> {
+    let root = &config.image_path;
+    if args.history {
+        for record in Storage::history(root).map_err(|e| e.to_string())? {
+            println!("{record}");
+        }
+        return Ok(());
+    }
+    let pattern = args
+        .pattern
+        .as_deref()
+        .map(Regex::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let pins = config.retention().map_err(|e| e.to_string())?.pins;
+    let images = Storage::list(root, &pins, log).map_err(|e| format!("{}: {e}", root.display()))?;
+    println!("NAME\tDIGEST\tMEDIA TYPE\tSIZE\tCREATED\tLAST PULLED");
+    for image in images
+        .iter()
+        .filter(|i| pattern.as_ref().is_none_or(|p| p.is_match(&i.name)))
+    {
+        println!("{}", row(image, args.digests));
+    }
+    Ok(())
+}
+
+/// One line of `list`.
+fn row(i: &ImageInfo, full_digest: bool) -> String {
+    let digest = if full_digest {
+        &i.digest
+    } else {
+        &i.digest[..i.digest.len().min(19)]
+    };
+    let pulled = i.last_pulled.map_or("-".to_string(), |t| t.to_string());
+    let pinned = if i.pinned { "\tpinned" } else { "" };
+    format!(
+        "{}\t{digest}\t{}\t{}\t{}\t{pulled}{pinned}",
+        i.name, i.media_type, i.size, i.created
+    )
+}
+
+/// Prunes: directly when no server holds the cache, else through its admin API.
+pub fn prune(config: &Config, args: &PruneArgs, log: &slog::Logger) -> Result<(), String> {
+    let spec = PruneSpec {
+        kind: args.kind.clone(),
+        duration: args.duration.clone(),
+        expr: args.expr.clone(),
+        count: args.count,
+        dry_run: args.dry_run,
+    };
+    let by = spec.by()?;
+    let report = if cache_in_use(&config.image_path) {
+        let port = config
+            .admin_port
+            .ok_or("a server is using this cache and has no adminPort: prune through its admin API, or stop it")?;
+        let token = config.admin_token().map_err(|e| e.to_string())?;
+        actix::System::new().block_on(prune_remote(&config.admin_host, port, token, &spec))?
+    } else {
+        let retention = config.retention().map_err(|e| e.to_string())?;
+        let request = Prune {
+            by,
+            count: spec.count,
+            dry_run: spec.dry_run,
+        };
+        let report: PruneReport =
+            Storage::prune_offline(&config.image_path, &retention, request, log)
+                .map_err(|e| e.to_string())?;
+        serde_json::to_value(report).map_err(|e| e.to_string())?
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+/// `POST /admin/prune` to the running server.
+async fn prune_remote(
+    host: &str,
+    port: u16,
+    token: Option<String>,
+    spec: &PruneSpec,
+) -> Result<serde_json::Value, String> {
+    let body = serde_json::json!({
+        "type": spec.kind, "duration": spec.duration, "expr": spec.expr,
+        "count": spec.count, "dryRun": spec.dry_run,
+    });
+    let mut req = awc::Client::default().post(format!("http://{host}:{port}/admin/prune"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let mut res = req
+        .send_json(&body)
+        .await
+        .map_err(|e| format!("admin API: {e}"))?;
+    let bytes = res.body().await.map_err(|e| format!("admin API: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!(
+            "admin API answered {}: {}",
+            res.status(),
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("admin API: {e}"))
+}
