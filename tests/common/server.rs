@@ -123,6 +123,19 @@ impl Server {
         }
     }
 
+    /// Runs another `ociregistry` subcommand (`list`, `prune`, ...) with this
+    /// server's config file and cache.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .arg("--config-file")
+            .arg(self.config_path())
+            .arg("--image-path")
+            .arg(&self.cache_dir)
+            .args(args)
+            .output()
+            .expect("run ociregistry")
+    }
+
     /// Base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         self.url.clone()

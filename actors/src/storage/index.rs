@@ -69,6 +69,7 @@ pub struct Index {
 
 /// One image as `list` shows it.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ImageInfo {
     /// `registry/repo:tag`, or `registry/repo@digest` for untagged roots.
     pub name: String,
@@ -84,6 +85,9 @@ pub struct ImageInfo {
     pub last_pulled: Option<u64>,
     /// Whether a pin protects it.
     pub pinned: bool,
+    /// Last pull, or caching when never pulled: the eviction order.
+    #[serde(skip)]
+    pub last_used: SystemTime,
 }
 
 /// What to prune.
@@ -101,6 +105,7 @@ pub enum PruneBy {
 
 /// What a prune removed, or would remove in a dry run.
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PruneReport {
     /// True when nothing was removed.
     pub dry_run: bool,
@@ -266,6 +271,7 @@ impl Index {
             .copied();
         let name = self.name(root);
         ImageInfo {
+            last_used: last_pulled.unwrap_or(created),
             pinned: pins.iter().any(|p| p.is_match(&name)),
             name,
             digest: digest.to_string(),
@@ -309,7 +315,7 @@ impl Index {
             .filter(|(_, _, info)| !info.pinned)
             .collect();
         // Least recently used first.
-        candidates.sort_by_key(|(_, _, i)| (i.last_pulled.unwrap_or(i.created), i.name.clone()));
+        candidates.sort_by_key(|(_, _, i)| (i.last_used, i.name.clone()));
         let older_than =
             |secs: u64, age: Duration| now.checked_sub(age).is_some_and(|limit| secs < unix(limit));
         let mut chosen: Vec<(Root, ImageInfo)> = Vec::new();
