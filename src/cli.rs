@@ -33,6 +33,23 @@ pub enum Command {
     List(ListArgs),
     /// Remove cached images; through the admin API when a server runs.
     Prune(PruneArgs),
+    /// Pull images into the cache (no server may be using it).
+    Load(LoadArgs),
+}
+
+/// Flags of `load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// A list of image references, one per line (`#` comments allowed).
+    #[arg(long, value_name = "FILE")]
+    pub image_file: PathBuf,
+    /// Platforms to keep from multi-platform images, e.g.
+    /// linux/amd64,linux/arm64 [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
+    /// Images loaded at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
 }
 
 /// Flags of `list`.
@@ -94,6 +111,9 @@ pub struct ServeArgs {
     /// Serve an embedded docker.io/library/hello-world:latest, air-gapped.
     #[arg(long)]
     pub hello_world: bool,
+    /// Load the images listed in FILE in the background (see `load`).
+    #[arg(long, value_name = "FILE")]
+    pub preload_images: Option<PathBuf>,
 }
 
 impl Cli {

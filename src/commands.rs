@@ -1,12 +1,47 @@
-//! The `list` and `prune` subcommands.
+//! The subcommands: `serve`, `load`, `list`, `prune`.
 
 use ociregistry_actors::storage::{ImageInfo, Prune, PruneReport, Storage};
 use regex::Regex;
 
-use crate::cli::{ListArgs, PruneArgs};
+use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
 use crate::config::Config;
+use crate::preload::{read_list, Loader};
 use crate::prune::PruneSpec;
 use crate::server::cache_in_use;
+use crate::server::{self, Cache};
+
+/// Serves until stopped.
+pub fn serve(config: Config, args: &ServeArgs, log: &slog::Logger) -> Result<(), String> {
+    let preload = args.preload_images.as_deref().map(read_list).transpose()?;
+    actix::System::new()
+        .block_on(server::run(config, args.hello_world, preload, log.clone()))
+        .map_err(|e| e.to_string())
+}
+
+/// Pulls the listed images into the cache; fails if any image could not be loaded.
+pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), String> {
+    let images = read_list(&args.image_file)?;
+    actix::System::new().block_on(async {
+        let cache = Cache::open(config, false, log)
+            .await
+            .map_err(|e| e.to_string())?;
+        let loader = Loader {
+            storage: cache.storage.clone(),
+            coordinator: cache.coordinator.clone(),
+            platforms: args.platform.clone(),
+            log: log.clone(),
+        };
+        let summary = loader.load_all(images, args.concurrency).await;
+        println!(
+            "loaded {} images ({} failed); fetched {} blobs, {} bytes",
+            summary.loaded, summary.failed, summary.fetched_blobs, summary.fetched_bytes
+        );
+        if summary.failed > 0 {
+            return Err(format!("{} images could not be loaded", summary.failed));
+        }
+        Ok(())
+    })
+}
 
 /// Prints the cached images (or the tag history).
 pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), String> {

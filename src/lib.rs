@@ -8,6 +8,7 @@
 //! - [`namespace`]: which upstream registry and repository a request means.
 //! - [`handlers`]: manifest and blob handlers.
 //! - [`freshness`]: when a cached tag is answered without the upstream.
+//! - [`preload`]: filling the cache from a list of images.
 //! - [`prune`]: prune requests from the CLI, the admin API and the config.
 //! - [`range`]: `Range` header parsing.
 //! - [`units`]: durations in the configuration.
@@ -30,6 +31,7 @@ pub mod freshness;
 pub mod handlers;
 pub mod hello_world;
 pub mod namespace;
+pub mod preload;
 pub mod prune;
 pub mod range;
 pub mod route;

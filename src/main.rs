@@ -20,13 +20,8 @@ fn main() -> std::process::ExitCode {
         slog::warn!(log, "configuration"; "warning" => w);
     }
     let result = match &cli.command {
-        Command::Serve(serve) => actix::System::new()
-            .block_on(ociregistry::server::run(
-                loaded.config,
-                serve.hello_world,
-                log.clone(),
-            ))
-            .map_err(|e| e.to_string()),
+        Command::Serve(serve) => commands::serve(loaded.config, serve, &log),
+        Command::Load(args) => commands::load(&loaded.config, args, &log),
         Command::List(args) => commands::list(&loaded.config, args, &log),
         Command::Prune(args) => commands::prune(&loaded.config, args, &log),
     };

@@ -13,7 +13,11 @@ use ociregistry_actors::upstream::{require_native_roots, ProxyRules, TlsError};
 
 use crate::admin::{self, AdminState, Counters};
 use crate::config::{Config, ConfigError};
+use crate::preload::{ImageRef, Loader};
 use crate::prune::PruneSpec;
+
+/// Images preloaded at once.
+const PRELOAD_CONCURRENCY: usize = 4;
 
 /// The lock file a running server holds in its cache directory.
 const LOCK_FILE: &str = ".lock";
@@ -52,49 +56,100 @@ pub enum StartError {
     },
 }
 
+/// The cache and its actors, opened for one process.
+pub struct Cache {
+    /// The Storage actor.
+    pub storage: actix::Addr<Storage>,
+    /// The PullCoordinator actor.
+    pub coordinator: actix::Addr<PullCoordinator>,
+    /// The cache lock, held while this lives.
+    _lock: std::fs::File,
+    /// The Storage actor's thread.
+    _storage_thread: Arbiter,
+}
+
+impl Cache {
+    /// Locks and loads the cache, and starts the actors.
+    pub async fn open(
+        config: &Config,
+        hello_world: bool,
+        log: &slog::Logger,
+    ) -> Result<Self, StartError> {
+        let insecure = config
+            .registries
+            .iter()
+            .filter(|r| r.tls.as_ref().is_some_and(|t| t.insecure_skip_verify));
+        for registry in insecure {
+            slog::warn!(log, "TLS verification is off for this upstream"; "registry" => &registry.name);
+        }
+        if !config.air_gapped {
+            require_native_roots()?;
+        }
+        let env_proxy = ProxyRules::from_env();
+        let upstreams = config.upstreams(&env_proxy)?;
+        let cache_error = |source| StartError::Cache {
+            path: config.image_path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.image_path).map_err(cache_error)?;
+        let lock = lock_cache(&config.image_path)?;
+        let storage = Storage::open(&config.image_path, config.retention()?, log.clone())
+            .map_err(cache_error)?;
+        let storage_thread = Arbiter::new();
+        let storage = Storage::start_in_arbiter(&storage_thread.handle(), |_| storage);
+        if hello_world {
+            crate::hello_world::install(&storage)
+                .await
+                .map_err(StartError::HelloWorld)?;
+            slog::info!(
+                log,
+                "serving the embedded image docker.io/library/hello-world:latest (air-gapped)"
+            );
+        }
+        let unlisted = Unlisted {
+            timeouts: config.timeouts(),
+            proxy: env_proxy,
+            mirror: config
+                .upstream_mirror
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_string()),
+        };
+        let coordinator =
+            PullCoordinator::start(storage.clone(), upstreams, unlisted, log.clone())?;
+        Ok(Self {
+            storage,
+            coordinator,
+            _lock: lock,
+            _storage_thread: storage_thread,
+        })
+    }
+}
+
 /// Runs the server until it is stopped (SIGINT/SIGTERM: graceful).
 /// Prints `ociregistry listening on http://ADDR` on stdout once it accepts.
-pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result<(), StartError> {
-    for registry in config
-        .registries
-        .iter()
-        .filter(|r| r.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
-    {
-        slog::warn!(log, "TLS verification is off for this upstream"; "registry" => &registry.name);
+/// Images listed in `preload` are loaded in the background: what is
+/// cached serves at once, and an unreachable upstream never delays start-up.
+pub async fn run(
+    config: Config,
+    hello_world: bool,
+    preload: Option<Vec<ImageRef>>,
+    log: slog::Logger,
+) -> Result<(), StartError> {
+    let cache = Cache::open(&config, hello_world, &log).await?;
+    let (storage, coordinator) = (cache.storage.clone(), cache.coordinator.clone());
+    if let Some(images) = preload {
+        let loader = Loader {
+            storage: storage.clone(),
+            coordinator: coordinator.clone(),
+            platforms: Vec::new(),
+            log: log.clone(),
+        };
+        let log = log.clone();
+        actix::spawn(async move {
+            let summary = loader.load_all(images, PRELOAD_CONCURRENCY).await;
+            slog::info!(log, "preload finished"; "loaded" => summary.loaded, "failed" => summary.failed);
+        });
     }
-    if !config.air_gapped {
-        require_native_roots()?;
-    }
-    let env_proxy = ProxyRules::from_env();
-    let upstreams = config.upstreams(&env_proxy)?;
-    let cache_error = |source| StartError::Cache {
-        path: config.image_path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&config.image_path).map_err(cache_error)?;
-    let _lock = lock_cache(&config.image_path)?;
-    let storage =
-        Storage::open(&config.image_path, config.retention()?, log.clone()).map_err(cache_error)?;
-    let storage_thread = Arbiter::new();
-    let storage = Storage::start_in_arbiter(&storage_thread.handle(), |_| storage);
-    if hello_world {
-        crate::hello_world::install(&storage)
-            .await
-            .map_err(StartError::HelloWorld)?;
-        slog::info!(
-            log,
-            "serving the embedded image docker.io/library/hello-world:latest (air-gapped)"
-        );
-    }
-    let unlisted = Unlisted {
-        timeouts: config.timeouts(),
-        proxy: env_proxy,
-        mirror: config
-            .upstream_mirror
-            .as_deref()
-            .map(|u| u.trim_end_matches('/').to_string()),
-    };
-    let coordinator = PullCoordinator::start(storage.clone(), upstreams, unlisted, log.clone())?;
 
     let addr = format!("{}:{}", config.host, config.port);
     let listen_error = |source| StartError::Listen {
@@ -145,7 +200,6 @@ pub async fn run(config: Config, hello_world: bool, log: slog::Logger) -> Result
         None => server.await,
     }
     .map_err(listen_error)?;
-    storage_thread.stop();
     Ok(())
 }
 

@@ -54,6 +54,23 @@ impl BlobDownload {
         (tx, Self { rx })
     }
 
+    /// Waits until the fetch ends: the blob's size, or why it failed.
+    pub async fn finished(mut self) -> Result<u64, FetchError> {
+        loop {
+            match &*self.rx.borrow_and_update() {
+                Progress::Complete { size, .. } => return Ok(*size),
+                Progress::Failed(e) => return Err(e.clone()),
+                _ => {}
+            }
+            if self.rx.changed().await.is_err() {
+                return match &*self.rx.borrow() {
+                    Progress::Complete { size, .. } => Ok(*size),
+                    _ => Err(abandoned()),
+                };
+            }
+        }
+    }
+
     /// Waits until the upstream has answered, then returns a reader over the
     /// (possibly still growing) blob.
     pub async fn ready(mut self) -> Result<BlobSource, FetchError> {

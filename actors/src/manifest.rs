@@ -66,6 +66,88 @@ impl Manifest {
     }
 }
 
+/// A descriptor inside a manifest: what it points to, and for the entries
+/// of an index, the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The content's digest.
+    pub digest: Digest,
+    /// `os/architecture[/variant]` of an index entry.
+    pub platform: Option<String>,
+}
+
+/// The parts of a manifest that point elsewhere.
+#[derive(serde::Deserialize)]
+struct Shape {
+    /// An image manifest's config.
+    config: Option<RawDescriptor>,
+    /// An image manifest's layers.
+    #[serde(default)]
+    layers: Vec<RawDescriptor>,
+    /// An index's platform manifests.
+    #[serde(default)]
+    manifests: Vec<RawDescriptor>,
+}
+
+/// A descriptor as written in JSON.
+#[derive(serde::Deserialize)]
+struct RawDescriptor {
+    /// `sha256:...`.
+    digest: String,
+    /// For index entries.
+    platform: Option<RawPlatform>,
+}
+
+/// A platform as written in JSON.
+#[derive(serde::Deserialize)]
+struct RawPlatform {
+    /// e.g. `linux`.
+    os: String,
+    /// e.g. `arm64`.
+    architecture: String,
+    /// e.g. `v8`.
+    variant: Option<String>,
+}
+
+impl Manifest {
+    /// Blobs of an image manifest (config first, then layers).
+    pub fn blobs(&self) -> Vec<Digest> {
+        let Ok(shape) = serde_json::from_slice::<Shape>(&self.bytes) else {
+            return Vec::new();
+        };
+        let all = shape.config.into_iter().chain(shape.layers);
+        all.filter_map(|d| Digest::parse(&d.digest).ok()).collect()
+    }
+
+    /// Platform manifests of an index.
+    pub fn children(&self) -> Vec<Descriptor> {
+        let Ok(shape) = serde_json::from_slice::<Shape>(&self.bytes) else {
+            return Vec::new();
+        };
+        shape
+            .manifests
+            .into_iter()
+            .filter_map(|d| {
+                let platform = d.platform.map(|p| match p.variant {
+                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                    None => format!("{}/{}", p.os, p.architecture),
+                });
+                Some(Descriptor {
+                    digest: Digest::parse(&d.digest).ok()?,
+                    platform,
+                })
+            })
+            .collect()
+    }
+
+    /// Everything it references: config, layers and platform manifests.
+    pub fn references(&self) -> Vec<Digest> {
+        let mut all = self.blobs();
+        all.extend(self.children().into_iter().map(|d| d.digest));
+        all
+    }
+}
+
 /// The media type a manifest declares, or the OCI type its shape implies.
 pub fn media_type_of(bytes: &[u8]) -> String {
     #[derive(serde::Deserialize)]
@@ -134,6 +216,30 @@ mod tests {
             Manifest::verify(&tag(), body, None, None),
             Err(FetchError::BadResponse(_))
         ));
+    }
+
+    #[test]
+    fn references_blobs_and_platforms() {
+        let (a, b, c) = (Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c"));
+        let image = serde_json::json!({"config": {"digest": a.as_str()}, "layers": [{"digest": b.as_str()}]});
+        let index = serde_json::json!({"manifests": [
+            {"digest": c.as_str(), "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]});
+        let m = |v: serde_json::Value| {
+            Manifest::verify(
+                &Reference::Tag(Tag::parse("t").unwrap()),
+                Bytes::from(v.to_string()),
+                None,
+                None,
+            )
+            .unwrap()
+        };
+        assert_eq!(m(image).references(), vec![a, b]);
+        let index = m(index);
+        assert_eq!(
+            index.children()[0].platform.as_deref(),
+            Some("linux/arm64/v8")
+        );
+        assert_eq!(index.references(), vec![c]);
     }
 
     #[test]

@@ -141,32 +141,6 @@ enum Root {
     Manifest(Digest),
 }
 
-/// Digests a manifest references: config, layers, platform manifests.
-pub fn references(m: &Manifest) -> Vec<Digest> {
-    #[derive(serde::Deserialize)]
-    struct Descriptor {
-        digest: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Shape {
-        config: Option<Descriptor>,
-        #[serde(default)]
-        layers: Vec<Descriptor>,
-        #[serde(default)]
-        manifests: Vec<Descriptor>,
-    }
-    let Ok(shape) = serde_json::from_slice::<Shape>(&m.bytes) else {
-        return Vec::new();
-    };
-    shape
-        .config
-        .into_iter()
-        .chain(shape.layers)
-        .chain(shape.manifests)
-        .filter_map(|d| Digest::parse(&d.digest).ok())
-        .collect()
-}
-
 /// Unix seconds of a time.
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -204,7 +178,7 @@ impl Index {
             return;
         }
         if let Some(m) = self.manifests.get(start) {
-            for child in references(m) {
+            for child in m.references() {
                 if self.manifests.contains_key(&child) {
                     self.reach(&child, seen);
                 }
@@ -217,7 +191,7 @@ impl Index {
         let referenced: HashSet<Digest> = self
             .manifests
             .values()
-            .flat_map(|m| references(m))
+            .flat_map(|m| m.references())
             .collect();
         let tagged: HashSet<&Digest> = self.tags.values().map(|e| &e.digest).collect();
         let tags = self
@@ -253,7 +227,7 @@ impl Index {
             if let Some(m) = self.manifests.get(d) {
                 size += m.bytes.len() as u64;
                 blobs.extend(
-                    references(m)
+                    m.references()
                         .into_iter()
                         .filter(|b| self.blobs.contains_key(b)),
                 );
@@ -352,7 +326,7 @@ impl Index {
         let kept_blobs: HashSet<Digest> = kept
             .iter()
             .filter_map(|d| self.manifests.get(d))
-            .flat_map(|m| references(m))
+            .flat_map(|m| m.references())
             .collect();
         let mut plan = Plan::default();
         for (root, _) in &chosen {
@@ -367,7 +341,7 @@ impl Index {
             }
             plan.manifests.push(d.clone());
             plan.report.bytes += m.bytes.len() as u64;
-            for b in references(m) {
+            for b in m.references() {
                 if !kept_blobs.contains(&b)
                     && self.blobs.contains_key(&b)
                     && removed_blobs.insert(b.clone())

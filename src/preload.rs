@@ -1,0 +1,262 @@
+//! Filling the cache ahead of need: `ociregistry load --image-file FILE`
+//! and `serve --preload-images FILE`. Each image is pulled with all its
+//! platforms (or the chosen ones), manifests and blobs, through the same
+//! single-flight fetches clients use; what is cached already is skipped.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use actix::Addr;
+use futures::stream::{self, StreamExt};
+use ociregistry_actors::coordinator::{FetchBlob, FetchManifest, PullCoordinator};
+use ociregistry_actors::error::FetchError;
+use ociregistry_actors::manifest::{Manifest, DEFAULT_ACCEPT};
+use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName};
+use ociregistry_actors::storage::{LookupBlob, LookupManifest, Storage};
+
+/// An image named in a list: `[registry/]repo[:tag|@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host (Docker Hub when none is named).
+    pub registry: RegistryName,
+    /// Repository (Docker Hub's `library/` added).
+    pub repo: RepoName,
+    /// Tag (`latest` when none) or digest.
+    pub reference: Reference,
+}
+
+impl ImageRef {
+    /// Parses a reference the way docker and containerd do.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = |why: String| format!("{text:?}: {why}");
+        let (name, reference) = match text.rsplit_once('@') {
+            Some((n, d)) => (n, d.to_string()),
+            None => match text.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                Some((n, t)) => (n, t.to_string()),
+                None => (text, "latest".to_string()),
+            },
+        };
+        let (registry, repo) = match name.split_once('/') {
+            Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => (host, rest),
+            _ => ("docker.io", name),
+        };
+        let registry = RegistryName::parse(registry).map_err(|e| bad(e.to_string()))?;
+        let repo = RepoName::parse(repo)
+            .map_err(|e| bad(e.to_string()))?
+            .for_registry(&registry);
+        let reference = Reference::parse(&reference).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            registry,
+            repo,
+            reference,
+        })
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if matches!(self.reference, Reference::Digest(_)) {
+            '@'
+        } else {
+            ':'
+        };
+        write!(f, "{}/{}{sep}{}", self.registry, self.repo, self.reference)
+    }
+}
+
+/// Reads a list file: one reference per line; blank lines and `#` comments ignored.
+pub fn read_list(path: &Path) -> Result<Vec<ImageRef>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(ImageRef::parse)
+        .collect()
+}
+
+/// What a load did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Images complete in the cache.
+    pub loaded: usize,
+    /// Images that failed.
+    pub failed: usize,
+    /// Blobs fetched from upstream (the others were cached).
+    pub fetched_blobs: usize,
+    /// Bytes of those blobs.
+    pub fetched_bytes: u64,
+}
+
+/// Pulls images into the cache.
+pub struct Loader {
+    /// The cache.
+    pub storage: Addr<Storage>,
+    /// Upstream fetches.
+    pub coordinator: Addr<PullCoordinator>,
+    /// `os/arch[/variant]` to keep from indexes; all when empty.
+    pub platforms: Vec<String>,
+    /// Progress lines.
+    pub log: slog::Logger,
+}
+
+impl Loader {
+    /// Loads every image, `concurrency` at a time; one log line per image.
+    pub async fn load_all(&self, images: Vec<ImageRef>, concurrency: usize) -> Summary {
+        let results = stream::iter(images)
+            .map(|image| async move {
+                let result = self.load(&image).await;
+                match &result {
+                    Ok((blobs, bytes)) => slog::info!(self.log, "image loaded"; "image" => %image,
+                        "fetched_blobs" => blobs, "fetched_bytes" => bytes),
+                    Err(e) => {
+                        slog::error!(self.log, "image not loaded"; "image" => %image, "error" => %e)
+                    }
+                }
+                result
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        results.into_iter().fold(Summary::default(), |mut s, r| {
+            match r {
+                Ok((blobs, bytes)) => {
+                    s.loaded += 1;
+                    s.fetched_blobs += blobs;
+                    s.fetched_bytes += bytes;
+                }
+                Err(_) => s.failed += 1,
+            }
+            s
+        })
+    }
+
+    /// One image: its manifest, the chosen platform manifests, every blob.
+    /// Returns the blobs and bytes fetched.
+    async fn load(&self, image: &ImageRef) -> Result<(usize, u64), FetchError> {
+        let top = self.manifest(image, image.reference.clone()).await?;
+        let children = top.children();
+        let images = if children.is_empty() {
+            vec![top]
+        } else {
+            let wanted = children
+                .into_iter()
+                .filter(|c| self.wants(c.platform.as_deref()));
+            let mut manifests = Vec::new();
+            for child in wanted {
+                manifests.push(
+                    self.manifest(image, Reference::Digest(child.digest))
+                        .await?,
+                );
+            }
+            manifests
+        };
+        let blobs: Vec<Digest> = images.iter().flat_map(|m| m.blobs()).collect();
+        let fetched = stream::iter(blobs)
+            .map(|digest| self.blob(image, digest))
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        let mut total = (0, 0);
+        for f in fetched {
+            if let Some(bytes) = f? {
+                total = (total.0 + 1, total.1 + bytes);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Whether an index entry's platform is wanted.
+    fn wants(&self, platform: Option<&str>) -> bool {
+        let Some(p) = platform else {
+            return self.platforms.is_empty();
+        };
+        self.platforms.is_empty()
+            || self
+                .platforms
+                .iter()
+                .any(|w| p == w || p.starts_with(&format!("{w}/")))
+    }
+
+    /// A manifest from the cache, or fetched.
+    async fn manifest(
+        &self,
+        image: &ImageRef,
+        reference: Reference,
+    ) -> Result<Arc<Manifest>, FetchError> {
+        let lookup = LookupManifest {
+            registry: image.registry.clone(),
+            repo: image.repo.clone(),
+            reference: reference.clone(),
+        };
+        if let Some(cached) = self.storage.send(lookup).await.map_err(internal)? {
+            return Ok(cached.manifest);
+        }
+        let fetch = FetchManifest {
+            registry: image.registry.clone(),
+            repo: image.repo.clone(),
+            reference,
+            accept: DEFAULT_ACCEPT.to_string(),
+            cached: None,
+        };
+        Ok(self.coordinator.send(fetch).await.map_err(internal)??.value)
+    }
+
+    /// Fetches a blob unless cached; `Some(size)` when it was fetched.
+    async fn blob(&self, image: &ImageRef, digest: Digest) -> Result<Option<u64>, FetchError> {
+        if self
+            .storage
+            .send(LookupBlob(digest.clone()))
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let fetch = FetchBlob {
+            registry: image.registry.clone(),
+            repo: image.repo.clone(),
+            digest,
+        };
+        let joined = self.coordinator.send(fetch).await.map_err(internal)?;
+        joined.value.finished().await.map(Some)
+    }
+}
+
+/// An actor is gone (shutting down).
+fn internal(e: actix::MailboxError) -> FetchError {
+    FetchError::Storage(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(s: &str) -> String {
+        ImageRef::parse(s).unwrap().to_string()
+    }
+
+    #[test]
+    fn references_like_docker() {
+        assert_eq!(parsed("alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(parsed("alpine:3.20"), "docker.io/library/alpine:3.20");
+        assert_eq!(parsed("quay.io/org/app:v1"), "quay.io/org/app:v1");
+        assert_eq!(parsed("localhost:5000/x"), "localhost:5000/x:latest");
+        let digest = Digest::of(b"x");
+        assert_eq!(
+            parsed(&format!("ghcr.io/a/b@{digest}")),
+            format!("ghcr.io/a/b@{digest}")
+        );
+        assert!(ImageRef::parse("UPPER/case").is_err());
+        assert!(ImageRef::parse("a:bad tag").is_err());
+    }
+
+    #[test]
+    fn list_files_skip_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images.txt");
+        std::fs::write(&path, "# base images\nalpine:3.20\n\n  busybox # shell\n").unwrap();
+        let list = read_list(&path).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].to_string(), "docker.io/library/busybox:latest");
+    }
+}
