@@ -40,7 +40,8 @@ pub enum Command {
 /// Flags of `load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// A list of image references, one per line (`#` comments allowed).
+    /// A list of image references, one per line (`#` comments allowed), or
+    /// a tarball (OCI image layout or `docker save`), told apart by content.
     #[arg(long, value_name = "FILE")]
     pub image_file: PathBuf,
     /// Platforms to keep from multi-platform images, e.g.
@@ -50,6 +51,9 @@ pub struct LoadArgs {
     /// Images loaded at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// The name of a single-image tarball that carries none.
+    #[arg(long, value_name = "REF")]
+    pub resolve_ref: Option<String>,
 }
 
 /// Flags of `list`.
@@ -111,7 +115,7 @@ pub struct ServeArgs {
     /// Serve an embedded docker.io/library/hello-world:latest, air-gapped.
     #[arg(long)]
     pub hello_world: bool,
-    /// Load the images listed in FILE in the background (see `load`).
+    /// Load the images of FILE in the background (a list or a tarball, see `load`).
     #[arg(long, value_name = "FILE")]
     pub preload_images: Option<PathBuf>,
 }

@@ -5,14 +5,15 @@ use regex::Regex;
 
 use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
 use crate::config::Config;
-use crate::preload::{read_list, Loader};
+use crate::preload::{ImageRef, Loader, Source};
 use crate::prune::PruneSpec;
 use crate::server::cache_in_use;
 use crate::server::{self, Cache};
+use crate::tarball;
 
 /// Serves until stopped.
 pub fn serve(config: Config, args: &ServeArgs, log: &slog::Logger) -> Result<(), String> {
-    let preload = args.preload_images.as_deref().map(read_list).transpose()?;
+    let preload = args.preload_images.as_deref().map(Source::of).transpose()?;
     actix::System::new()
         .block_on(server::run(config, args.hello_world, preload, log.clone()))
         .map_err(|e| e.to_string())
@@ -20,11 +21,35 @@ pub fn serve(config: Config, args: &ServeArgs, log: &slog::Logger) -> Result<(),
 
 /// Pulls the listed images into the cache; fails if any image could not be loaded.
 pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), String> {
-    let images = read_list(&args.image_file)?;
+    let source = Source::of(&args.image_file)?;
+    let resolve_ref = args
+        .resolve_ref
+        .as_deref()
+        .map(ImageRef::parse)
+        .transpose()?;
     actix::System::new().block_on(async {
         let cache = Cache::open(config, false, log)
             .await
             .map_err(|e| e.to_string())?;
+        let images = match source {
+            Source::Tarball(path) => {
+                let names = tarball::import(
+                    &cache.storage,
+                    &path,
+                    &config.image_path,
+                    resolve_ref.as_ref(),
+                )
+                .await?;
+                println!(
+                    "loaded {} images from {}: {}",
+                    names.len(),
+                    path.display(),
+                    names.join(", ")
+                );
+                return Ok(());
+            }
+            Source::List(images) => images,
+        };
         let loader = Loader {
             storage: cache.storage.clone(),
             coordinator: cache.coordinator.clone(),

@@ -16,6 +16,7 @@
 //! - [`access_log`]: one log line per request.
 //! - [`admin`]: the admin API (list, history, prune, stats) on its own port.
 //! - [`hello_world`]: the embedded demo image.
+//! - [`tarball`]: images from OCI-layout and `docker save` tarballs.
 //! - [`server`]: start-up: cache, actors, listener.
 //!
 //! The actors (PullCoordinator, Storage, UpstreamRegistry) live in the
@@ -36,4 +37,5 @@ pub mod prune;
 pub mod range;
 pub mod route;
 pub mod server;
+pub mod tarball;
 pub mod units;

@@ -64,6 +64,26 @@ impl std::fmt::Display for ImageRef {
     }
 }
 
+/// Where images to load come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A list of references, pulled from their registries.
+    List(Vec<ImageRef>),
+    /// A tarball (OCI layout or `docker save`).
+    Tarball(std::path::PathBuf),
+}
+
+impl Source {
+    /// A tarball if the file is one (by content), else a list.
+    pub fn of(path: &Path) -> Result<Self, String> {
+        if crate::tarball::is_tarball(path) {
+            Ok(Self::Tarball(path.to_path_buf()))
+        } else {
+            read_list(path).map(Self::List)
+        }
+    }
+}
+
 /// Reads a list file: one reference per line; blank lines and `#` comments ignored.
 pub fn read_list(path: &Path) -> Result<Vec<ImageRef>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

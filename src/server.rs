@@ -13,7 +13,7 @@ use ociregistry_actors::upstream::{require_native_roots, ProxyRules, TlsError};
 
 use crate::admin::{self, AdminState, Counters};
 use crate::config::{Config, ConfigError};
-use crate::preload::{ImageRef, Loader};
+use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
 
 /// Images preloaded at once.
@@ -132,23 +132,19 @@ impl Cache {
 pub async fn run(
     config: Config,
     hello_world: bool,
-    preload: Option<Vec<ImageRef>>,
+    preload: Option<Source>,
     log: slog::Logger,
 ) -> Result<(), StartError> {
     let cache = Cache::open(&config, hello_world, &log).await?;
     let (storage, coordinator) = (cache.storage.clone(), cache.coordinator.clone());
-    if let Some(images) = preload {
-        let loader = Loader {
-            storage: storage.clone(),
-            coordinator: coordinator.clone(),
-            platforms: Vec::new(),
-            log: log.clone(),
-        };
-        let log = log.clone();
-        actix::spawn(async move {
-            let summary = loader.load_all(images, PRELOAD_CONCURRENCY).await;
-            slog::info!(log, "preload finished"; "loaded" => summary.loaded, "failed" => summary.failed);
-        });
+    if let Some(source) = preload {
+        actix::spawn(preload_in_background(
+            storage.clone(),
+            coordinator.clone(),
+            source,
+            config.image_path.clone(),
+            log.clone(),
+        ));
     }
 
     let addr = format!("{}:{}", config.host, config.port);
@@ -284,4 +280,32 @@ fn admin_server(
     .listen(listener)
     .map_err(listen_error)?
     .run())
+}
+
+/// Loads a preload source while the server already serves.
+async fn preload_in_background(
+    storage: actix::Addr<Storage>,
+    coordinator: actix::Addr<PullCoordinator>,
+    source: Source,
+    root: PathBuf,
+    log: slog::Logger,
+) {
+    match source {
+        Source::List(images) => {
+            let loader = Loader {
+                storage,
+                coordinator,
+                platforms: Vec::new(),
+                log: log.clone(),
+            };
+            let summary = loader.load_all(images, PRELOAD_CONCURRENCY).await;
+            slog::info!(log, "preload finished"; "loaded" => summary.loaded, "failed" => summary.failed);
+        }
+        Source::Tarball(path) => match crate::tarball::import(&storage, &path, &root, None).await {
+            Ok(names) => slog::info!(log, "preload finished"; "images" => names.join(", ")),
+            Err(e) => {
+                slog::error!(log, "preload failed"; "tarball" => %path.display(), "error" => e)
+            }
+        },
+    }
 }

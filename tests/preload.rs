@@ -147,3 +147,130 @@ async fn preloading_from_an_unreachable_upstream_never_delays_start_up() {
         "serving while the preload fails in the background"
     );
 }
+
+/// Writes `img` as an OCI image layout in `dir` (named by `name`, if any).
+fn oci_layout(dir: &Path, img: &TestImage, name: Option<&str>) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for blob in img.blobs() {
+        std::fs::write(
+            blobs.join(blob.digest.trim_start_matches("sha256:")),
+            &blob.bytes,
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        blobs.join(img.manifest_digest.trim_start_matches("sha256:")),
+        &img.manifest,
+    )
+    .unwrap();
+    let annotations = name.map_or(
+        serde_json::json!({}),
+        |n| serde_json::json!({"io.containerd.image.name": n}),
+    );
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": img.media_type, "digest": img.manifest_digest, "size": img.manifest.len(),
+        "annotations": annotations}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// Writes `img` as a legacy `docker save` archive directory named `tag`.
+fn docker_save(dir: &Path, img: &TestImage, tag: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), &img.config.bytes).unwrap();
+    let mut layers = Vec::new();
+    for (i, layer) in img.layers.iter().enumerate() {
+        std::fs::create_dir_all(dir.join(format!("l{i}"))).unwrap();
+        std::fs::write(dir.join(format!("l{i}/layer.tar")), &layer.bytes).unwrap();
+        layers.push(format!("l{i}/layer.tar"));
+    }
+    let manifest =
+        serde_json::json!([{"Config": "config.json", "RepoTags": [tag], "Layers": layers}]);
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+}
+
+/// Tars the content of `dir` into `file`.
+fn tar(dir: &Path, file: &Path) {
+    let out = Command::new("tar")
+        .arg("-cf")
+        .arg(file)
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert_success(&out, "tar");
+}
+
+#[actix_web::test]
+async fn load_oci_layout_and_docker_save_tarballs_then_serve_them_air_gapped() {
+    let work = tempfile::tempdir().unwrap();
+    let (named, unnamed, saved) = (
+        TestImage::oci(61, &[30_000]),
+        TestImage::oci(62, &[30_000]),
+        TestImage::oci(63, &[30_000]),
+    );
+    oci_layout(
+        &work.path().join("named"),
+        &named,
+        Some("docker.io/library/fromtar:1"),
+    );
+    oci_layout(&work.path().join("unnamed"), &unnamed, None);
+    docker_save(&work.path().join("saved"), &saved, "saved:2");
+    for name in ["named", "unnamed", "saved"] {
+        tar(
+            &work.path().join(name),
+            &work.path().join(format!("{name}.tar")),
+        );
+    }
+    let tarball = |name: &str| {
+        work.path()
+            .join(format!("{name}.tar"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let config = "registries: []\n";
+    let dir = tempfile::tempdir().unwrap();
+
+    assert_success(
+        &load(dir.path(), config, &["--image-file", &tarball("named")]),
+        "load an OCI layout",
+    );
+    assert_success(
+        &load(dir.path(), config, &["--image-file", &tarball("saved")]),
+        "load a docker save archive",
+    );
+    let nameless = load(dir.path(), config, &["--image-file", &tarball("unnamed")]);
+    assert!(
+        !nameless.status.success(),
+        "a tarball without a name needs --resolve-ref"
+    );
+    let resolved = load(
+        dir.path(),
+        config,
+        &[
+            "--image-file",
+            &tarball("unnamed"),
+            "--resolve-ref",
+            "quay.io/x/named:3",
+        ],
+    );
+    assert_success(&resolved, "load with --resolve-ref");
+
+    let server = Server::start_with_cache(config, &dir.path().join("cache"), &["--air-gapped"]);
+    let ctr = Containerd::start();
+    ctr.write_mirror_hosts(&server.url());
+    for (reference, digest) in [
+        ("docker.io/library/fromtar:1", named.manifest_digest.clone()),
+        ("quay.io/x/named:3", unnamed.manifest_digest.clone()),
+    ] {
+        assert_success(&ctr.pull(reference), reference);
+        assert_eq!(ctr.image_digest(reference), Some(digest));
+    }
+    assert_success(
+        &ctr.pull("docker.io/library/saved:2"),
+        "ctr pull of the docker save image",
+    );
+}
