@@ -11,6 +11,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+use ociregistry_actors::coordinator::{PullCoordinator, UpstreamsHealth};
 use ociregistry_actors::storage::{GetStats, ListImages, Prune, Storage};
 use regex::Regex;
 use serde::Deserialize;
@@ -21,6 +22,8 @@ use crate::prune::PruneSpec;
 pub struct AdminState {
     /// The cache.
     pub storage: Addr<Storage>,
+    /// Upstream fetches (for upstream health).
+    pub coordinator: Addr<PullCoordinator>,
     /// The cache root (the tag history is read from its journal).
     pub root: PathBuf,
     /// The bearer token required, if any.
@@ -167,6 +170,11 @@ async fn stats(state: web::Data<AdminState>) -> HttpResponse {
         Ok(s) => s,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };
+    let upstreams = state
+        .coordinator
+        .send(UpstreamsHealth)
+        .await
+        .unwrap_or_default();
     let c = &state.counters;
     let (hits, misses, coalesced, stale) = (
         c.hits.load(Ordering::Relaxed),
@@ -184,5 +192,6 @@ async fn stats(state: web::Data<AdminState>) -> HttpResponse {
         "cache": cache,
         "requests": {"hits": hits, "misses": misses, "coalesced": coalesced, "stale": stale},
         "hitRatio": ratio,
+        "upstreams": upstreams,
     }))
 }

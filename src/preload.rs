@@ -3,6 +3,7 @@
 //! platforms (or the chosen ones), manifests and blobs, through the same
 //! single-flight fetches clients use; what is cached already is skipped.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -122,32 +123,46 @@ pub struct Loader {
 impl Loader {
     /// Loads every image, `concurrency` at a time; one log line per image.
     pub async fn load_all(&self, images: Vec<ImageRef>, concurrency: usize) -> Summary {
-        let results = stream::iter(images)
-            .map(|image| async move {
-                let result = self.load(&image).await;
+        let total = images.len();
+        let progress = std::cell::Cell::new(Summary::default());
+        let terminal = std::io::stderr().is_terminal();
+        stream::iter(images)
+            .map(|image| async move { (self.load(&image).await, image) })
+            .buffer_unordered(concurrency.max(1))
+            .for_each(|(result, image)| {
+                let mut s = progress.get();
                 match &result {
-                    Ok((blobs, bytes)) => slog::info!(self.log, "image loaded"; "image" => %image,
-                        "fetched_blobs" => blobs, "fetched_bytes" => bytes),
+                    Ok((blobs, bytes)) => {
+                        s.loaded += 1;
+                        s.fetched_blobs += blobs;
+                        s.fetched_bytes += bytes;
+                        slog::debug!(self.log, "image loaded"; "image" => %image,
+                            "fetched_blobs" => blobs, "fetched_bytes" => bytes);
+                    }
                     Err(e) => {
-                        slog::error!(self.log, "image not loaded"; "image" => %image, "error" => %e)
+                        s.failed += 1;
+                        slog::error!(self.log, "image not loaded"; "image" => %image, "error" => %e);
                     }
                 }
-                result
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await;
-        results.into_iter().fold(Summary::default(), |mut s, r| {
-            match r {
-                Ok((blobs, bytes)) => {
-                    s.loaded += 1;
-                    s.fetched_blobs += blobs;
-                    s.fetched_bytes += bytes;
+                progress.set(s);
+                let line = format!(
+                    "{}/{total} images loaded, {} failed, {:.1} MiB fetched",
+                    s.loaded,
+                    s.failed,
+                    s.fetched_bytes as f64 / 1_048_576.0
+                );
+                if terminal {
+                    eprint!("\r{line}");
+                } else {
+                    slog::info!(self.log, "loading"; "image" => %image, "progress" => line);
                 }
-                Err(_) => s.failed += 1,
-            }
-            s
-        })
+                async {}
+            })
+            .await;
+        if terminal {
+            eprintln!();
+        }
+        progress.get()
     }
 
     /// One image: its manifest, the chosen platform manifests, every blob.

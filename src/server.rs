@@ -264,6 +264,7 @@ fn admin_server(
     }
     let admin = web::Data::new(AdminState {
         storage: state.storage.clone(),
+        coordinator: state.coordinator.clone(),
         root: config.image_path.clone(),
         token,
         counters,

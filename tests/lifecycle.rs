@@ -216,6 +216,8 @@ async fn the_admin_api_needs_its_token_and_prunes_only_when_asked() {
     let stats: serde_json::Value = stats.json().await.unwrap();
     assert_eq!(stats["cache"]["manifests"], 1);
     assert!(stats["requests"]["misses"].as_u64().unwrap() >= 1);
+    assert_eq!(stats["upstreams"][0]["registry"], "docker.io");
+    assert_eq!(stats["upstreams"][0]["failures"], 0);
 
     // The CLI prunes through the admin API while the server runs.
     let out = server.cli(&["prune", "--type", "pattern", "--expr", "app"]);
@@ -327,4 +329,22 @@ async fn a_prune_during_a_download_does_not_break_it() {
     upstream.open_gate();
     body.extend_from_slice(&res.body().limit(8 << 20).await.unwrap());
     assert_eq!(digest_of(&body), upstream.blob_digest());
+}
+
+#[actix_web::test]
+async fn prune_by_creation_and_by_access_time() {
+    let (_upstream, mut server, _, _) = two_images().await;
+    server.kill();
+    let prune = |args: &[&str]| {
+        let mut all = vec!["prune"];
+        all.extend_from_slice(args);
+        let out = server.cli(&all);
+        assert_success(&out, "prune");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["images"].as_array().unwrap().len()
+    };
+    assert_eq!(prune(&["--type", "created", "--duration", "1h"]), 0, "both cached moments ago");
+    assert_eq!(prune(&["--type", "created", "--duration", "0s", "--count", "1"]), 1, "count limits a run");
+    assert_eq!(prune(&["--type", "accessed", "--duration", "1h"]), 0, "the other was pulled moments ago");
+    assert_eq!(prune(&["--type", "accessed", "--duration", "0s"]), 1);
+    assert!(!stdout(&server.cli(&["list"])).contains("docker.io/"), "nothing left");
 }

@@ -19,8 +19,8 @@ use crate::manifest::Manifest;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage, TagConfirmed};
 use crate::upstream::{
-    GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamRegistry,
-    UpstreamSettings,
+    GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamHealth,
+    UpstreamRegistry, UpstreamSettings,
 };
 
 /// A manifest flight's identity.
@@ -193,6 +193,33 @@ async fn fetch_manifest(
         .await
         .map_err(mailbox)??;
     Ok(manifest)
+}
+
+/// The health of every upstream contacted so far.
+#[derive(Message)]
+#[rtype(result = "Vec<UpstreamHealth>")]
+pub struct UpstreamsHealth;
+
+impl Handler<UpstreamsHealth> for PullCoordinator {
+    type Result = ResponseFuture<Vec<UpstreamHealth>>;
+
+    fn handle(&mut self, _: UpstreamsHealth, _: &mut Self::Context) -> Self::Result {
+        let asks: Vec<_> = self
+            .upstreams
+            .started
+            .values()
+            .map(|a| a.send(GetHealth))
+            .collect();
+        Box::pin(async move {
+            let mut all: Vec<UpstreamHealth> = futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            all.sort_by(|a, b| a.registry.cmp(&b.registry));
+            all
+        })
+    }
 }
 
 /// Fetch a blob into the cache, or join the fetch already running.

@@ -88,6 +88,9 @@ pub struct ImageInfo {
     /// Last pull, or caching when never pulled: the eviction order.
     #[serde(skip)]
     pub last_used: SystemTime,
+    /// When it was cached, exactly.
+    #[serde(skip)]
+    pub created_at: SystemTime,
 }
 
 /// What to prune.
@@ -246,6 +249,7 @@ impl Index {
         let name = self.name(root);
         ImageInfo {
             last_used: last_pulled.unwrap_or(created),
+            created_at: created,
             pinned: pins.iter().any(|p| p.is_match(&name)),
             name,
             digest: digest.to_string(),
@@ -291,7 +295,7 @@ impl Index {
         // Least recently used first.
         candidates.sort_by_key(|(_, _, i)| (i.last_used, i.name.clone()));
         let older_than =
-            |secs: u64, age: Duration| now.checked_sub(age).is_some_and(|limit| secs < unix(limit));
+            |t: SystemTime, age: Duration| now.checked_sub(age).is_some_and(|limit| t < limit);
         let mut chosen: Vec<(Root, ImageInfo)> = Vec::new();
         let mut remaining = self.total_bytes();
         for (root, _, info) in candidates {
@@ -299,10 +303,8 @@ impl Index {
                 break;
             }
             let take = match by {
-                PruneBy::Accessed(age) => {
-                    older_than(info.last_pulled.unwrap_or(info.created), *age)
-                }
-                PruneBy::Created(age) => older_than(info.created, *age),
+                PruneBy::Accessed(age) => older_than(info.last_used, *age),
+                PruneBy::Created(age) => older_than(info.created_at, *age),
                 PruneBy::Pattern(re) => re.is_match(&info.name),
                 PruneBy::Size(limit) => remaining > *limit,
             };

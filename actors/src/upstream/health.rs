@@ -41,6 +41,11 @@ impl Health {
         Some(backoff)
     }
 
+    /// Consecutive requests on which no endpoint could be reached.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Records that the registry answered.
     pub fn succeeded(&mut self) {
         self.failures = 0;

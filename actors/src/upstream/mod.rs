@@ -176,6 +176,36 @@ impl Handler<GetManifest> for UpstreamRegistry {
     }
 }
 
+/// How an upstream is doing.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamHealth {
+    /// The registry.
+    pub registry: String,
+    /// Consecutive requests on which it could not be reached.
+    pub failures: u32,
+    /// Seconds it is still backed off (not dialled), if it is.
+    pub backed_off_for: Option<u64>,
+}
+
+/// Ask an upstream actor for its [`UpstreamHealth`].
+#[derive(Message)]
+#[rtype(result = "UpstreamHealth")]
+pub struct GetHealth;
+
+impl Handler<GetHealth> for UpstreamRegistry {
+    type Result = MessageResult<GetHealth>;
+
+    fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
+        let health = self.inner.health.borrow();
+        MessageResult(UpstreamHealth {
+            registry: self.inner.settings.name.to_string(),
+            failures: health.failures(),
+            backed_off_for: health.backing_off().map(|d| d.as_secs() + 1),
+        })
+    }
+}
+
 /// Ask for a tag's current digest with a HEAD (cheaper than a GET, and not
 /// counted against Docker Hub's pull limits).
 #[derive(Message)]
