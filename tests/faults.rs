@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use awc::http::StatusCode;
-use common::{digest_of, Fault, FaultUpstream, Server};
+use common::{client, digest_of, docker_io_config, Fault, FaultUpstream, Server};
 use futures::StreamExt;
 
 /// A blob big enough to arrive in many chunks.
@@ -23,17 +22,8 @@ fn manifest() -> Vec<u8> {
 }
 
 fn server_for(upstream: &FaultUpstream, pull_timeout_ms: u64) -> Server {
-    let config = format!(
-        "pullTimeout: {pull_timeout_ms}\nregistries:\n  - name: docker.io\n    urls: [{}]\n",
-        upstream.url()
-    );
-    Server::start(&config, &[])
-}
-
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
+    let extra = format!("pullTimeout: {pull_timeout_ms}\n");
+    Server::start(&docker_io_config(upstream.url(), &extra), &[])
 }
 
 fn blob_url(server: &Server, digest: &str) -> String {

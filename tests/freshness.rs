@@ -10,21 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use awc::http::StatusCode;
-use common::{push_image, Server, TestImage, Upstream};
+use common::{client, docker_io_config, push_image, Server, TestImage, Upstream};
 
 const REPO: &str = "library/app";
 const TAG: &str = "1";
 const MANIFEST_PATH: &str = "/v2/library/app/manifests/1";
-
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
-}
-
-fn config(upstream: &str, extra: &str) -> String {
-    format!("{extra}registries:\n  - name: docker.io\n    urls: [{upstream}]\n")
-}
 
 /// GET of the tag through the server: status, `Docker-Content-Digest`, `X-Cache`.
 async fn get_tag(server: &Server) -> (StatusCode, String, String) {
@@ -49,7 +39,7 @@ async fn ttl_zero_revalidates_with_head_follows_a_moved_tag_and_serves_stale_whe
     let mut upstream = Upstream::start();
     let (first, second) = (TestImage::oci(21, &[10_000]), TestImage::oci(22, &[10_000]));
     push_image(&client(), &upstream.url(), REPO, TAG, &first).await;
-    let server = Server::start(&config(&upstream.url(), "tagTtl: 0\n"), &[]);
+    let server = Server::start(&docker_io_config(&upstream.url(), "tagTtl: 0\n"), &[]);
 
     assert_eq!(
         get_tag(&server).await,
@@ -104,7 +94,7 @@ async fn within_the_ttl_the_cached_tag_is_served_without_asking_the_upstream() {
     let upstream = Upstream::start();
     let (first, second) = (TestImage::oci(23, &[10_000]), TestImage::oci(24, &[10_000]));
     push_image(&client(), &upstream.url(), REPO, TAG, &first).await;
-    let server = Server::start(&config(&upstream.url(), "tagTtl: 10m\n"), &[]);
+    let server = Server::start(&docker_io_config(&upstream.url(), "tagTtl: 10m\n"), &[]);
 
     assert_eq!(get_tag(&server).await.1, first.manifest_digest);
     push_image(&client(), &upstream.url(), REPO, TAG, &second).await;
@@ -122,7 +112,7 @@ async fn stale_while_revalidate_answers_at_once_and_updates_in_the_background() 
     let (first, second) = (TestImage::oci(25, &[10_000]), TestImage::oci(26, &[10_000]));
     push_image(&client(), &upstream.url(), REPO, TAG, &first).await;
     let server = Server::start(
-        &config(&upstream.url(), "tagTtl: 0\nstaleWhileRevalidate: true\n"),
+        &docker_io_config(&upstream.url(), "tagTtl: 0\nstaleWhileRevalidate: true\n"),
         &[],
     );
     assert_eq!(get_tag(&server).await.1, first.manifest_digest);
@@ -157,7 +147,7 @@ async fn air_gapped_mode_never_contacts_the_upstream() {
     let img = TestImage::oci(27, &[10_000]);
     push_image(&client(), &upstream.url(), REPO, TAG, &img).await;
     upstream.clear_log();
-    let server = Server::start(&config(&upstream.url(), ""), &["--air-gapped"]);
+    let server = Server::start(&docker_io_config(&upstream.url(), ""), &["--air-gapped"]);
 
     let (status, _, _) = get_tag(&server).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -186,7 +176,7 @@ async fn a_registry_that_keeps_failing_is_backed_off_instead_of_dialled_each_tim
             drop(conn);
         }
     });
-    let server = Server::start(&config(&url, ""), &[]);
+    let server = Server::start(&docker_io_config(&url, ""), &[]);
     for _ in 0..3 {
         assert_eq!(get_tag(&server).await.0, StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -7,20 +7,10 @@ use std::time::Duration;
 
 use awc::http::StatusCode;
 use common::{
-    assert_success, digest_of, free_port, push_image, Fault, FaultUpstream, Server, TestImage,
-    Upstream,
+    assert_success, client, digest_of, docker_io_config, free_port, push_image, Fault,
+    FaultUpstream, Server, TestImage, Upstream,
 };
 use futures::StreamExt;
-
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
-}
-
-fn config(upstream: &str, extra: &str) -> String {
-    format!("{extra}registries:\n  - name: docker.io\n    urls: [{upstream}]\n")
-}
 
 /// Pulls `repo:1` through the server: the manifest, then every blob.
 async fn pull(server: &Server, repo: &str, img: &TestImage) {
@@ -63,7 +53,7 @@ async fn two_images() -> (Upstream, Server, TestImage, TestImage) {
     let drop_me = TestImage::oci(31, &[40_000, 20_000]);
     push_image(&client(), &upstream.url(), "library/keep", "1", &keep).await;
     push_image(&client(), &upstream.url(), "library/dropme", "1", &drop_me).await;
-    let server = Server::start(&config(&upstream.url(), ""), &[]);
+    let server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
     pull(&server, "library/keep", &keep).await;
     pull(&server, "library/dropme", &drop_me).await;
     (upstream, server, keep, drop_me)
@@ -162,7 +152,7 @@ async fn the_admin_api_needs_its_token_and_prunes_only_when_asked() {
     push_image(&client(), &upstream.url(), "library/app", "1", &img).await;
     let admin_port = free_port();
     let extra = format!("adminPort: {admin_port}\nadminToken: let-me-in\n");
-    let server = Server::start(&config(&upstream.url(), &extra), &[]);
+    let server = Server::start(&docker_io_config(&upstream.url(), &extra), &[]);
     pull(&server, "library/app", &img).await;
     let admin = format!("http://127.0.0.1:{admin_port}/admin");
 
@@ -261,7 +251,7 @@ async fn size_eviction_drops_the_least_recently_pulled_but_never_pins_or_shared_
         push_image(&client(), &upstream.url(), repo, "1", img).await;
     }
     let extra = "maxCacheSize: 300K\npins: [\"/library/pause:\"]\n";
-    let server = Server::start(&config(&upstream.url(), extra), &[]);
+    let server = Server::start(&docker_io_config(&upstream.url(), extra), &[]);
     pull(&server, "library/pause", &pinned).await;
     pull(&server, "library/old", &old).await;
     pull(&server, "library/new", &new).await;
@@ -294,7 +284,7 @@ async fn a_prune_during_a_download_does_not_break_it() {
     let upstream = FaultUpstream::start(blob, manifest);
     let admin_port = free_port();
     let extra = format!("adminPort: {admin_port}\n");
-    let server = Server::start(&config(upstream.url(), &extra), &[]);
+    let server = Server::start(&docker_io_config(upstream.url(), &extra), &[]);
     let tag = client()
         .get(format!(
             "{}/v2/docker.io/library/app/manifests/1",
@@ -340,11 +330,29 @@ async fn prune_by_creation_and_by_access_time() {
         all.extend_from_slice(args);
         let out = server.cli(&all);
         assert_success(&out, "prune");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["images"].as_array().unwrap().len()
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["images"]
+            .as_array()
+            .unwrap()
+            .len()
     };
-    assert_eq!(prune(&["--type", "created", "--duration", "1h"]), 0, "both cached moments ago");
-    assert_eq!(prune(&["--type", "created", "--duration", "0s", "--count", "1"]), 1, "count limits a run");
-    assert_eq!(prune(&["--type", "accessed", "--duration", "1h"]), 0, "the other was pulled moments ago");
+    assert_eq!(
+        prune(&["--type", "created", "--duration", "1h"]),
+        0,
+        "both cached moments ago"
+    );
+    assert_eq!(
+        prune(&["--type", "created", "--duration", "0s", "--count", "1"]),
+        1,
+        "count limits a run"
+    );
+    assert_eq!(
+        prune(&["--type", "accessed", "--duration", "1h"]),
+        0,
+        "the other was pulled moments ago"
+    );
     assert_eq!(prune(&["--type", "accessed", "--duration", "0s"]), 1);
-    assert!(!stdout(&server.cli(&["list"])).contains("docker.io/"), "nothing left");
+    assert!(
+        !stdout(&server.cli(&["list"])).contains("docker.io/"),
+        "nothing left"
+    );
 }

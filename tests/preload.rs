@@ -7,12 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{
-    assert_success, push_image, push_index, Containerd, Server, TestImage, TestIndex, Upstream,
+    assert_success, client, docker_io_config, push_image, push_index, Containerd, Server,
+    TestImage, TestIndex, Upstream,
 };
-
-fn client() -> awc::Client {
-    awc::Client::default()
-}
 
 /// Runs `ociregistry --config-file <dir>/config.yaml --image-path <dir>/cache load ...`.
 fn load(dir: &Path, config: &str, args: &[&str]) -> Output {
@@ -48,10 +45,7 @@ async fn load_a_list_with_every_platform_then_pull_it_all_with_the_upstream_gone
         &multi,
     )
     .await;
-    let config = format!(
-        "registries:\n  - name: docker.io\n    urls: [{}]\n",
-        upstream.url()
-    );
+    let config = docker_io_config(&upstream.url(), "");
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("images.txt");
     std::fs::write(
@@ -101,10 +95,7 @@ async fn load_only_the_chosen_platforms() {
         &multi,
     )
     .await;
-    let config = format!(
-        "registries:\n  - name: docker.io\n    urls: [{}]\n",
-        upstream.url()
-    );
+    let config = docker_io_config(&upstream.url(), "");
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("images.txt");
     std::fs::write(&list, "multi\n").unwrap();

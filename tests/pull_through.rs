@@ -4,27 +4,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use awc::http::StatusCode;
 use common::{
-    assert_success, digest_of, dir_blob_digests, log_tail, push_image, push_index,
-    read_dir_manifest, require_root_tools, skopeo_copy_from_mirror, Containerd, Server, TestImage,
-    TestIndex, Upstream,
+    assert_success, client, digest_of, dir_blob_digests, docker_io_config, log_tail, push_image,
+    push_index, read_dir_manifest, require_root_tools, skopeo_copy_from_mirror, Containerd, Server,
+    TestImage, TestIndex, Upstream,
 };
-
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .finish()
-}
-
-fn config_for(upstream: &Upstream) -> String {
-    format!(
-        "registries:\n  - name: docker.io\n    urls: [{}]\n",
-        upstream.url()
-    )
-}
 
 /// An image pushed to the upstream, and what a pull of it must produce.
 struct Pushed {
@@ -142,7 +128,7 @@ async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_afte
         Pushed::image("group/sub.team/project/image", "x_1", &oci),
     ];
 
-    let mut server = Server::start(&config_for(&upstream), &[]);
+    let mut server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
     let mut ctr = Containerd::start();
     pull_all(&server, &mut ctr, &images);
     for img in &images {
@@ -196,7 +182,7 @@ async fn fifty_concurrent_gets_of_an_uncached_blob_make_one_upstream_get() {
     let client = client();
     let big = TestImage::oci(4, &[50 << 20]);
     push_image(&client, &upstream.url(), "library/big", "1", &big).await;
-    let server = Server::start(&config_for(&upstream), &[]);
+    let server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
     let digest = big.layers[0].digest.clone();
     let url = format!(
         "{}/v2/library/big/blobs/{digest}?ns=docker.io",
@@ -229,7 +215,7 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
     let client = client();
     let img = TestImage::oci(5, &[100_000]);
     push_image(&client, &upstream.url(), "library/app", "1", &img).await;
-    let server = Server::start(&config_for(&upstream), &[]);
+    let server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
     let base = server.url();
     let layer = &img.layers[0];
 

@@ -12,20 +12,14 @@ use std::time::Duration;
 
 use awc::http::StatusCode;
 use common::{
-    assert_success, digest_of, htpasswd, push_image, require_root_tools, skopeo_copy_from_mirror,
-    Containerd, Pki, Server, TestImage, TokenServer, Upstream,
+    assert_success, client, digest_of, htpasswd, push_image, require_root_tools,
+    skopeo_copy_from_mirror, Containerd, Pki, Server, TestImage, TokenServer, Upstream,
 };
 
 const USER: &str = "puller";
 const PASSWORD: &str = "s3cret-Pa55";
 const REPO: &str = "library/app";
 const TAG: &str = "1.0";
-
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
-}
 
 /// A plain registry holding `library/app:1.0`, for secured registries to serve.
 async fn seeded() -> (Upstream, TestImage) {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::body::SizedStream;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
@@ -73,25 +73,9 @@ impl FaultUpstream {
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault upstream");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let shared = Arc::clone(&state);
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(web::Data::from(Arc::clone(&shared)))
-                        .default_service(web::to(answer))
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listen")
-                .run();
-                tx.send(server.handle()).expect("send handle");
-                server.await
-            })
+        let server = super::serve_in_thread(listener, Arc::clone(&state), |cfg| {
+            cfg.default_service(web::to(answer));
         });
-        let server = rx.recv().expect("fault upstream started");
         FaultUpstream { state, url, server }
     }
 

@@ -42,6 +42,46 @@ pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
 /// Interval between two readiness probes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
+/// An HTTP client with a 60 s response timeout.
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish()
+}
+
+/// A server config: `extra` top-level lines, then one `docker.io` entry
+/// reached at `upstream_url`.
+pub fn docker_io_config(upstream_url: &str, extra: &str) -> String {
+    format!("{extra}registries:\n  - name: docker.io\n    urls: [{upstream_url}]\n")
+}
+
+/// Serves `state` on `listener` with the routes `configure` adds, from a
+/// thread with its own actix system (one worker, no signal handling).
+pub fn serve_in_thread<T: Send + Sync + 'static>(
+    listener: TcpListener,
+    state: std::sync::Arc<T>,
+    configure: fn(&mut actix_web::web::ServiceConfig),
+) -> actix_web::dev::ServerHandle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(actix_web::web::Data::from(std::sync::Arc::clone(&state)))
+                    .configure(configure)
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .expect("listen")
+            .run();
+            tx.send(server.handle()).expect("send handle");
+            server.await
+        })
+    });
+    rx.recv().expect("test server started")
+}
+
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

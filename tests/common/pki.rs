@@ -40,25 +40,9 @@ impl Pki {
             "rsa:2048",
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
         );
-        pki.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "client-key.pem",
-        ]);
+        pki.ec_key("client-key.pem");
         pki.leaf("client", "", "extendedKeyUsage=clientAuth\n");
-        pki.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "signer-key.pem",
-        ]);
+        pki.ec_key("signer-key.pem");
         pki.openssl(&[
             "req",
             "-x509",
@@ -116,6 +100,19 @@ impl Pki {
             &ext,
             "-out",
             &cert,
+        ]);
+    }
+
+    /// A new P-256 key in PKCS#8 PEM.
+    fn ec_key(&self, file: &str) {
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            file,
         ]);
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use ring::rand::SystemRandom;
@@ -62,25 +62,9 @@ impl TokenServer {
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
         let url = format!("http://{}/token", listener.local_addr().expect("addr"));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let shared = Arc::clone(&state);
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(web::Data::from(Arc::clone(&shared)))
-                        .default_service(web::to(issue))
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listen")
-                .run();
-                tx.send(server.handle()).expect("send handle");
-                server.await
-            })
+        let server = super::serve_in_thread(listener, Arc::clone(&state), |cfg| {
+            cfg.default_service(web::to(issue));
         });
-        let server = rx.recv().expect("token server started");
         TokenServer { state, url, server }
     }
 

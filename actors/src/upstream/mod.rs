@@ -137,12 +137,7 @@ impl Handler<GetManifest> for UpstreamRegistry {
     fn handle(&mut self, msg: GetManifest, _: &mut Self::Context) -> Self::Result {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {
-            let path = format!(
-                "/v2/{}/manifests/{}{}",
-                msg.repo,
-                msg.reference,
-                inner.ns_query()
-            );
+            let path = inner.manifest_path(&msg.repo, &msg.reference);
             let mut resp = inner.get(&path, &msg.accept, &msg.repo).await?;
             check_status(&resp)?;
             if content_length(&resp).is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
@@ -225,12 +220,7 @@ impl Handler<HeadManifest> for UpstreamRegistry {
     fn handle(&mut self, msg: HeadManifest, _: &mut Self::Context) -> Self::Result {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {
-            let path = format!(
-                "/v2/{}/manifests/{}{}",
-                msg.repo,
-                msg.reference,
-                inner.ns_query()
-            );
+            let path = inner.manifest_path(&msg.repo, &msg.reference);
             let resp = inner
                 .request(Method::HEAD, &path, &msg.accept, &msg.repo)
                 .await?;
@@ -315,6 +305,11 @@ impl Inner {
             .as_ref()
             .map(|ns| format!("?ns={ns}"))
             .unwrap_or_default()
+    }
+
+    /// The upstream path of a manifest.
+    fn manifest_path(&self, repo: &RepoName, reference: &Reference) -> String {
+        format!("/v2/{repo}/manifests/{reference}{}", self.ns_query())
     }
 
     /// GETs `path`, trying each endpoint in order: a connection error or a
