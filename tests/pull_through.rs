@@ -352,3 +352,26 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
         "{entries:?}"
     );
 }
+
+#[actix_web::test]
+async fn a_node_cache_fills_from_a_cluster_cache_through_upstream_mirror() {
+    require_root_tools();
+    let upstream = Upstream::start();
+    let img = TestImage::oci(7, &[60_000]);
+    push_image(&client(), &upstream.url(), "library/chained", "1", &img).await;
+    let central = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
+    let node = Server::start(&format!("upstreamMirror: {}\n", central.url()), &[]);
+
+    let mut ctr = Containerd::start();
+    let chained = [Pushed::image("library/chained", "1", &img)];
+    pull_all(&node, &mut ctr, &chained);
+    let central_log = central.log_contents();
+    assert!(
+        central_log.contains("/v2/library/chained/manifests/1?ns=docker.io"),
+        "the node asks the central cache for docker.io's image by ?ns=: {central_log}"
+    );
+    assert_eq!(
+        upstream.count_requests("GET", "/v2/library/chained/manifests/1"),
+        1
+    );
+}
