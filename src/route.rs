@@ -6,6 +6,10 @@
 pub enum Route<'a> {
     /// `/v2/`: the API version check.
     Base,
+    /// `/health`: the process answers (liveness).
+    Health,
+    /// `/ready`: the cache is loaded and answers (readiness).
+    Ready,
     /// `/v2/<name>/manifests/<reference>`.
     Manifest {
         /// Repository path as sent (may start with a registry host).
@@ -28,6 +32,11 @@ pub enum Route<'a> {
 
 /// Parses the raw (not percent-decoded) request path.
 pub fn parse(path: &str) -> Route<'_> {
+    match path {
+        "/health" => return Route::Health,
+        "/ready" => return Route::Ready,
+        _ => {}
+    }
     let Some(rest) = path.strip_prefix("/v2") else {
         return Route::Unknown;
     };
@@ -105,5 +114,7 @@ mod tests {
         assert_eq!(parse("/v2/a/b"), Route::Unknown);
         assert_eq!(parse("/v2x"), Route::Unknown);
         assert_eq!(parse("/other"), Route::Unknown);
+        assert_eq!(parse("/health"), Route::Health);
+        assert_eq!(parse("/ready"), Route::Ready);
     }
 }

@@ -291,6 +291,14 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert_eq!(body["errors"][0]["code"], code, "{method} {path}");
     }
+    for (path, status) in [("/health", "ok"), ("/ready", "ready")] {
+        let mut res = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            res.json::<serde_json::Value>().await.unwrap()["status"],
+            status
+        );
+    }
     let missing_blob = format!(
         "{base}/v2/library/app/blobs/{}?ns=docker.io",
         digest_of(b"missing")

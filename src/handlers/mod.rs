@@ -12,7 +12,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use ociregistry_actors::coordinator::PullCoordinator;
 use ociregistry_actors::names::RegistryName;
-use ociregistry_actors::storage::Storage;
+use ociregistry_actors::storage::{GetStats, Storage};
 
 use crate::access_log::Access;
 use crate::error::ApiError;
@@ -117,6 +117,15 @@ async fn route_request(
         Route::Blob { name, digest } => {
             let target = target(name)?;
             blobs::serve(req, state, target, digest, access).await
+        }
+        Route::Health => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))),
+        Route::Ready => {
+            let stats = state
+                .storage
+                .send(GetStats)
+                .await
+                .map_err(|_| ApiError::Unavailable)?;
+            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))
         }
         Route::Unsupported(why) => Err(ApiError::Unsupported(why)),
         Route::Unknown => Err(ApiError::UnknownEndpoint),
