@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::error::FetchError;
 
 /// Largest read handed to a client at once.
-const READ_CHUNK: u64 = 256 * 1024;
+const READ_CHUNK: u64 = 128 * 1024;
 
 /// The state of one blob fetch, published by the fetch and read by every
 /// client following it. Publishing never blocks the fetch.
@@ -167,7 +167,7 @@ impl Reader {
                 return None;
             }
             if self.pos < readable {
-                return Some(self.read(readable.min(self.end)).await);
+                return Some(self.read(readable.min(self.end)));
             }
             let rx = self.source.progress.as_mut()?;
             if rx.changed().await.is_err() && !matches!(*rx.borrow(), Progress::Complete { .. }) {
@@ -192,16 +192,14 @@ impl Reader {
         }
     }
 
-    /// Reads up to [`READ_CHUNK`] bytes before `limit` on the blocking pool.
-    async fn read(&mut self, limit: u64) -> std::io::Result<Bytes> {
-        let (file, pos) = (Arc::clone(&self.source.file), self.pos);
-        let len = (limit - pos).min(READ_CHUNK) as usize;
-        let buf = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0; len];
-            file.read_exact_at(&mut buf, pos).map(|()| buf)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
+    /// Reads up to [`READ_CHUNK`] bytes before `limit`, in place (as nginx
+    /// does without aio): blobs are read right after they were written or
+    /// last served, so they come from the page cache, and a hop to the
+    /// blocking pool per chunk would cost more than the read itself.
+    fn read(&mut self, limit: u64) -> std::io::Result<Bytes> {
+        let len = (limit - self.pos).min(READ_CHUNK) as usize;
+        let mut buf = vec![0; len];
+        self.source.file.read_exact_at(&mut buf, self.pos)?;
         self.pos += len as u64;
         Ok(Bytes::from(buf))
     }
