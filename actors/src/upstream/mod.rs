@@ -18,7 +18,7 @@ use actix::prelude::*;
 use awc::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use awc::http::{Method, StatusCode};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use self::auth::{Challenge, TokenCache, TokenResponse};
@@ -34,6 +34,8 @@ use crate::names::{Digest, Reference, RepoName};
 /// Chunks buffered between an upstream body and the blob writer: bounds
 /// memory per download while keeping the socket busy.
 const BODY_CHANNEL_CHUNKS: usize = 16;
+/// Bytes gathered from an upstream body before they are passed on.
+const BODY_BATCH: usize = 256 * 1024;
 /// Largest token-server answer read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// Redirects followed (blob downloads from CDNs and object stores).
@@ -272,6 +274,9 @@ impl Handler<OpenBlob> for UpstreamRegistry {
 
 /// Forwards an upstream body into `tx`, cutting it when a chunk takes
 /// longer than `idle` (a stalled transfer), however long the whole takes.
+/// Chunks already received are sent together, up to [`BODY_BATCH`] bytes,
+/// so the work per message downstream (hash, write, wake readers) is paid
+/// per batch rather than per socket read.
 async fn pump<S>(
     mut body: S,
     tx: mpsc::Sender<Result<Bytes, FetchError>>,
@@ -280,21 +285,64 @@ async fn pump<S>(
     S: futures::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
     loop {
-        let item = match tokio::time::timeout(idle, body.next()).await {
+        let first = match tokio::time::timeout(idle, body.next()).await {
             Err(_) => Err(FetchError::Timeout(format!(
                 "no data for {}s",
                 idle.as_secs()
             ))),
             Ok(None) => return,
-            Ok(Some(chunk)) => {
-                chunk.map_err(|e| FetchError::Unreachable(format!("transfer interrupted: {e}")))
+            Ok(Some(chunk)) => chunk.map_err(interrupted),
+        };
+        let chunk = match first {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
             }
         };
-        let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
+        let (batch, end) = gather(chunk, &mut body);
+        if tx.send(Ok(batch)).await.is_err() {
             return;
         }
+        match end {
+            None => {}
+            Some(Ok(())) => return,
+            Some(Err(e)) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
     }
+}
+
+/// A body that broke off.
+fn interrupted(e: awc::error::PayloadError) -> FetchError {
+    FetchError::Unreachable(format!("transfer interrupted: {e}"))
+}
+
+/// Appends the chunks `body` has ready now to `first`, up to [`BODY_BATCH`]
+/// bytes. Returns the batch and, if the body ended meanwhile, how: `Ok`
+/// at its end, `Err` when it broke.
+fn gather<S>(first: Bytes, body: &mut S) -> (Bytes, Option<Result<(), FetchError>>)
+where
+    S: futures::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    if first.len() >= BODY_BATCH {
+        return (first, None);
+    }
+    let mut batch = bytes::BytesMut::with_capacity(BODY_BATCH);
+    batch.extend_from_slice(&first);
+    while batch.len() < BODY_BATCH {
+        match body.next().now_or_never() {
+            Some(Some(Ok(chunk))) => batch.extend_from_slice(&chunk),
+            Some(Some(Err(e))) => {
+                return (batch.freeze(), Some(Err(interrupted(e))));
+            }
+            Some(None) => return (batch.freeze(), Some(Ok(()))),
+            None => break,
+        }
+    }
+    (batch.freeze(), None)
 }
 
 impl Inner {
