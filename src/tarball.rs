@@ -5,8 +5,10 @@
 //! into the cache, like anything fetched.
 
 use std::io::Read;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::io::AsyncReadExt;
 
 use actix::Addr;
 use bytes::Bytes;
@@ -253,7 +255,7 @@ async fn import_file(
     path: &Path,
 ) -> Result<(), FetchError> {
     let internal = |e: actix::MailboxError| FetchError::Storage(e.to_string());
-    let writer = match storage
+    let mut writer = match storage
         .send(BeginBlob(digest.clone()))
         .await
         .map_err(internal)??
@@ -261,25 +263,20 @@ async fn import_file(
         BlobStart::Cached(_) => return Ok(()),
         BlobStart::Writer(w) => w,
     };
-    let path = path.to_path_buf();
-    let (writer, len) = tokio::task::spawn_blocking(move || -> Result<_, FetchError> {
-        let mut writer = writer;
-        let mut file = std::fs::File::open(&path)
-            .map_err(|e| FetchError::Storage(format!("{}: {e}", path.display())))?;
-        let mut len = 0;
-        loop {
-            let mut buf = vec![0; CHUNK];
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok((writer, len));
-            }
-            buf.truncate(n);
-            len += n as u64;
-            writer.push(Bytes::from(buf))?;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| FetchError::Storage(format!("{}: {e}", path.display())))?;
+    let mut len = 0;
+    loop {
+        let mut buf = vec![0; CHUNK];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
         }
-    })
-    .await
-    .map_err(|e| FetchError::Storage(e.to_string()))??;
+        buf.truncate(n);
+        len += n as u64;
+        writer.push(Bytes::from(buf)).await?;
+    }
     let size = writer.finish(Some(len)).await?;
     storage
         .send(BlobStored {

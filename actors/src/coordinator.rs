@@ -307,7 +307,7 @@ async fn stream_blob(
         file: Arc::clone(&file),
     });
     while let Some(chunk) = body.chunks.recv().await {
-        writer.push(chunk?)?;
+        writer.push(chunk?).await?;
         if let Some(size) = body.size.filter(|&s| writer.received() > s) {
             return Err(FetchError::BadResponse(format!(
                 "upstream sent more than the announced {size} bytes"

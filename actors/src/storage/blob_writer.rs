@@ -1,5 +1,9 @@
 //! Streams one blob into `<digest>.partial`, hashing as bytes arrive, and
 //! renames it into place only once the digest checked.
+//!
+//! Hashing runs on a thread of its own, beside the writes: SHA-256 is the
+//! slowest step of a download on a fast link, and it need not delay the
+//! bytes readers follow, only the last ones (which wait for the digest).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -8,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use super::layout::{commit, partial_of, Layout};
 use crate::error::FetchError;
@@ -16,6 +21,8 @@ use crate::names::Digest;
 /// Bytes gathered before one write: fewer, larger writes mean fewer wake-ups
 /// of the readers following the file.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Chunks queued for the hashing thread before `push` waits for it.
+const HASH_QUEUE: usize = 16;
 
 /// A blob being written. Dropping it before [`BlobWriter::finish`] succeeds
 /// deletes the partial file.
@@ -33,8 +40,10 @@ pub struct BlobWriter {
     path: PathBuf,
     /// The open partial file; shared with readers, who `pread` from it.
     file: Arc<File>,
-    /// Running sha256 of every byte received (including `pending`).
-    hasher: Sha256,
+    /// Every byte received goes to the hashing thread through here.
+    to_hasher: Option<mpsc::Sender<Bytes>>,
+    /// The hashing thread's digest once `to_hasher` is closed.
+    hashed: Option<oneshot::Receiver<Digest>>,
     /// Bytes on disk, readable by followers.
     written: u64,
     /// The most recent bytes, not yet on disk (at most about [`WRITE_BATCH`]
@@ -55,12 +64,24 @@ impl BlobWriter {
             .create(true)
             .truncate(true)
             .open(&partial)?;
+        let (to_hasher, mut chunks) = mpsc::channel::<Bytes>(HASH_QUEUE);
+        let (done, hashed) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("blob-hash".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                while let Some(chunk) = chunks.blocking_recv() {
+                    hasher.update(&chunk);
+                }
+                let _ = done.send(Digest::from_hasher(hasher));
+            })?;
         Ok(Self {
             digest,
             partial,
             path,
             file: Arc::new(file),
-            hasher: Sha256::new(),
+            to_hasher: Some(to_hasher),
+            hashed: Some(hashed),
             written: 0,
             pending: BytesMut::new(),
             committed: false,
@@ -82,13 +103,21 @@ impl BlobWriter {
         self.written + self.pending.len() as u64
     }
 
-    /// Hashes `chunk`; once a batch of earlier bytes has gathered, writes
-    /// that batch and keeps `chunk` back.
+    /// Hands `chunk` to the hashing thread (waiting while it is
+    /// [`HASH_QUEUE`] chunks behind); once a batch of earlier bytes has
+    /// gathered, writes that batch and keeps `chunk` back.
     ///
     /// Writes go to the page cache with `pwrite`; they are short and are not
     /// worth a thread hop each. Durability comes from the fsync in `finish`.
-    pub fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
-        self.hasher.update(&chunk);
+    pub async fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        let hasher = self
+            .to_hasher
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("blob already finished"))?;
+        hasher
+            .send(chunk.clone())
+            .await
+            .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
         if self.pending.len() >= WRITE_BATCH {
             self.file.write_all_at(&self.pending, self.written)?;
             self.written += self.pending.len() as u64;
@@ -107,7 +136,14 @@ impl BlobWriter {
                 "upstream announced {len} bytes and sent {received}"
             )));
         }
-        let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        self.to_hasher = None;
+        let hashed = self
+            .hashed
+            .take()
+            .ok_or_else(|| FetchError::Storage("blob already finished".into()))?;
+        let actual = hashed
+            .await
+            .map_err(|_| FetchError::Storage("the hashing thread stopped".into()))?;
         if actual != self.digest {
             return Err(FetchError::DigestMismatch {
                 expected: self.digest.clone(),
@@ -162,9 +198,9 @@ mod tests {
         let whole = [&batch[..], &tail[..]].concat();
         let digest = Digest::of(&whole);
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
-        w.push(batch.clone()).unwrap();
+        w.push(batch.clone()).await.unwrap();
         assert_eq!(w.written(), 0, "a partial batch waits in memory");
-        w.push(tail).unwrap();
+        w.push(tail).await.unwrap();
         assert_eq!(w.written(), WRITE_BATCH as u64, "a full batch is written");
         assert_eq!(w.received(), whole.len() as u64);
         assert_eq!(
@@ -181,13 +217,13 @@ mod tests {
         let (layout, dir) = layout();
         let digest = Digest::of(b"expected");
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
-        w.push(Bytes::from_static(b"unexpected")).unwrap();
+        w.push(Bytes::from_static(b"unexpected")).await.unwrap();
         assert!(matches!(
             w.finish(None).await,
             Err(FetchError::DigestMismatch { .. })
         ));
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
-        w.push(Bytes::from_static(b"expected")).unwrap();
+        w.push(Bytes::from_static(b"expected")).await.unwrap();
         assert!(matches!(
             w.finish(Some(9)).await,
             Err(FetchError::BadResponse(_))

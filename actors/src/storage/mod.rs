@@ -414,7 +414,7 @@ impl Handler<PutBlob> for Storage {
             };
             let mut writer = writer?;
             let len = msg.bytes.len() as u64;
-            writer.push(msg.bytes)?;
+            writer.push(msg.bytes).await?;
             writer.finish(Some(len)).await.map(Some)
         };
         Box::pin(store.into_actor(self).map(move |res, act, _| {
