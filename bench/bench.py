@@ -1284,12 +1284,13 @@ class Bench:
                 return (r.stdout + r.stderr).strip()
             except Exception:  # noqa: BLE001
                 return "n/a"
-        cpu = "n/a"
+        info = {}
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                k, _, v = line.partition(":")
+                info.setdefault(k.strip(), v.strip())
+        cpu = f"{info.get('model name', 'n/a')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}"
+        cpu += ", virtual machine)" if "hypervisor" in info.get("flags", "").split() else ")"
         with open("/proc/meminfo") as f:
             mem_kb = int(f.readline().split()[1])
         commit = sh(["git", "-C", self.repo_root, "rev-parse", "--short", "HEAD"])
