@@ -313,27 +313,20 @@ async fn stream_blob(
                 "upstream sent more than the announced {size} bytes"
             )));
         }
-        publish_written(tx, writer.written());
+        let now = writer.written();
+        tx.send_modify(|p| {
+            if let Progress::Receiving { written, .. } = p {
+                *written = now;
+            }
+        });
     }
-    // Followers may take the last bytes once verified, before the fsync.
-    let size = writer
-        .finish_with(body.size, |size| publish_written(tx, size))
-        .await?;
+    let size = writer.finish(body.size).await?;
     storage
         .send(BlobStored { digest, size })
         .await
         .map_err(mailbox)?;
     tx.send_replace(Progress::Complete { size, file });
     Ok(())
-}
-
-/// Lets followers read the first `bytes` of a download.
-fn publish_written(tx: &watch::Sender<Progress>, bytes: u64) {
-    tx.send_modify(|p| {
-        if let Progress::Receiving { written, .. } = p {
-            *written = bytes;
-        }
-    });
 }
 
 /// An actor's mailbox closed: the server is shutting down.

@@ -128,19 +128,8 @@ impl BlobWriter {
     }
 
     /// Checks the length (when announced) and the digest, then writes the
-    /// last bytes, fsyncs and renames the file into place. Returns the size.
-    pub async fn finish(self, expected_len: Option<u64>) -> Result<u64, FetchError> {
-        self.finish_with(expected_len, |_| {}).await
-    }
-
-    /// Like [`BlobWriter::finish`], calling `verified` with the size as soon
-    /// as every byte is verified and in the file, before the fsync: readers
-    /// following the file may take the last bytes while it is made durable.
-    pub async fn finish_with(
-        mut self,
-        expected_len: Option<u64>,
-        verified: impl FnOnce(u64),
-    ) -> Result<u64, FetchError> {
+    /// last chunk, fsyncs and renames the file into place. Returns the size.
+    pub async fn finish(mut self, expected_len: Option<u64>) -> Result<u64, FetchError> {
         let received = self.received();
         if let Some(len) = expected_len.filter(|&l| l != received) {
             return Err(FetchError::BadResponse(format!(
@@ -161,17 +150,17 @@ impl BlobWriter {
                 actual,
             });
         }
-        self.file.write_all_at(&self.pending, self.written)?;
-        self.pending.clear();
-        self.written = received;
-        verified(received);
         let (file, partial, path) = (self.file(), self.partial.clone(), self.path.clone());
+        let last = std::mem::take(&mut self.pending).freeze();
+        let offset = self.written;
         tokio::task::spawn_blocking(move || {
+            file.write_all_at(&last, offset)?;
             file.sync_all()?;
             commit(&partial, &path)
         })
         .await
         .map_err(|e| FetchError::Storage(e.to_string()))??;
+        self.written = received;
         self.committed = true;
         Ok(received)
     }
