@@ -256,7 +256,12 @@ async fn size_eviction_drops_the_least_recently_pulled_but_never_pins_or_shared_
     pull(&server, "library/old", &old).await;
     pull(&server, "library/new", &new).await;
 
-    let listed = stdout(&server.cli(&["list"]));
+    // The journal is rewritten in the background after an eviction.
+    let mut listed = String::new();
+    common::wait_until(Duration::from_secs(5), || {
+        listed = stdout(&server.cli(&["list"]));
+        !listed.contains("library/old:1")
+    });
     assert!(
         listed.contains("library/pause:1") && listed.contains("pinned"),
         "{listed}"
