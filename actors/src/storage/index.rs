@@ -264,6 +264,11 @@ impl Index {
         }
     }
 
+    /// How many images there are (without describing each).
+    pub fn image_count(&self) -> usize {
+        self.roots().len()
+    }
+
     /// Every image, sorted by name.
     pub fn images(&self, pins: &[Regex]) -> Vec<ImageInfo> {
         let mut list: Vec<ImageInfo> = self

@@ -595,7 +595,7 @@ impl Handler<GetStats> for Storage {
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
         MessageResult(Stats {
-            images: self.index.images(&[]).len(),
+            images: self.index.image_count(),
             manifests: self.index.manifests.len(),
             blobs: self.index.blobs.len(),
             bytes: self.index.total_bytes(),
