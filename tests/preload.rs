@@ -31,12 +31,11 @@ fn cached(dir: &Path, digest: &str) -> bool {
         .exists()
 }
 
-#[actix_web::test]
-async fn load_a_list_with_every_platform_then_pull_it_all_with_the_upstream_gone() {
-    let mut upstream = Upstream::start();
-    let app = TestImage::oci(51, &[50_000, 5_000]);
-    let multi = TestIndex::oci_multiarch(52);
-    push_image(&client(), &upstream.url(), "library/app", "1.0", &app).await;
+/// A registry holding the OCI index `library/multi:latest`, and a server
+/// config pointing docker.io at it.
+async fn upstream_with_multi(seed: u64) -> (Upstream, TestIndex, String) {
+    let upstream = Upstream::start();
+    let multi = TestIndex::oci_multiarch(seed);
     push_index(
         &client(),
         &upstream.url(),
@@ -46,14 +45,27 @@ async fn load_a_list_with_every_platform_then_pull_it_all_with_the_upstream_gone
     )
     .await;
     let config = docker_io_config(&upstream.url(), "");
+    (upstream, multi, config)
+}
+
+/// Writes an image list into `dir`; returns its path.
+fn list_file(dir: &Path, text: &str) -> String {
+    let path = dir.join("images.txt");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn load_a_list_with_every_platform_then_pull_it_all_with_the_upstream_gone() {
+    let (mut upstream, multi, config) = upstream_with_multi(52).await;
+    let app = TestImage::oci(51, &[50_000, 5_000]);
+    push_image(&client(), &upstream.url(), "library/app", "1.0", &app).await;
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("images.txt");
-    std::fs::write(
-        &list,
+    let list = list_file(
+        dir.path(),
         "# what the cluster needs\napp:1.0\ndocker.io/library/multi  # all platforms\n",
-    )
-    .unwrap();
-    let list = list.to_str().unwrap();
+    );
+    let list = list.as_str();
 
     let out = load(dir.path(), &config, &["--image-file", list]);
     assert_success(&out, "load");
@@ -85,30 +97,14 @@ async fn load_a_list_with_every_platform_then_pull_it_all_with_the_upstream_gone
 
 #[actix_web::test]
 async fn load_only_the_chosen_platforms() {
-    let upstream = Upstream::start();
-    let multi = TestIndex::oci_multiarch(53);
-    push_index(
-        &client(),
-        &upstream.url(),
-        "library/multi",
-        "latest",
-        &multi,
-    )
-    .await;
-    let config = docker_io_config(&upstream.url(), "");
+    let (_upstream, multi, config) = upstream_with_multi(53).await;
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("images.txt");
-    std::fs::write(&list, "multi\n").unwrap();
+    let list = list_file(dir.path(), "multi\n");
 
     let out = load(
         dir.path(),
         &config,
-        &[
-            "--image-file",
-            list.to_str().unwrap(),
-            "--platform",
-            "linux/amd64",
-        ],
+        &["--image-file", &list, "--platform", "linux/amd64"],
     );
     assert_success(&out, "load --platform");
     let (amd64, arm64) = (&multi.images[0], &multi.images[1]);
