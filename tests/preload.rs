@@ -118,11 +118,10 @@ async fn load_only_the_chosen_platforms() {
 #[actix_web::test]
 async fn preloading_from_an_unreachable_upstream_never_delays_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("images.txt");
-    std::fs::write(&list, "app:1\nother:2\n").unwrap();
+    let list = list_file(dir.path(), "app:1\nother:2\n");
     let config =
         "pullTimeout: 500\nregistries:\n  - name: docker.io\n    urls: [http://127.0.0.1:1]\n";
-    let server = Server::start(config, &["--preload-images", list.to_str().unwrap()]);
+    let server = Server::start(config, &["--preload-images", &list]);
     let res = client()
         .get(format!("{}/v2/", server.url()))
         .send()
