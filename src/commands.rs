@@ -1,6 +1,6 @@
 //! The subcommands: `serve`, `load`, `list`, `prune`.
 
-use ociregistry_actors::storage::{ImageInfo, Prune, PruneReport, Storage};
+use ociregistry_actors::storage::{unix, ImageInfo, Prune, PruneReport, Storage};
 use regex::Regex;
 
 use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
@@ -102,11 +102,16 @@ fn row(i: &ImageInfo, full_digest: bool) -> String {
     } else {
         &i.digest[..i.digest.len().min(19)]
     };
-    let pulled = i.last_pulled.map_or("-".to_string(), |t| t.to_string());
+    let pulled = i
+        .last_pulled
+        .map_or("-".to_string(), |t| unix(t).to_string());
     let pinned = if i.pinned { "\tpinned" } else { "" };
     format!(
         "{}\t{digest}\t{}\t{}\t{}\t{pulled}{pinned}",
-        i.name, i.media_type, i.size, i.created
+        i.name,
+        i.media_type,
+        i.size,
+        unix(i.created)
     )
 }
 

@@ -79,18 +79,34 @@ pub struct ImageInfo {
     pub media_type: String,
     /// Bytes of every manifest and blob it reaches (shared ones included).
     pub size: u64,
-    /// When it was cached (unix seconds).
-    pub created: u64,
-    /// When it was last pulled (unix seconds), if ever since caching.
-    pub last_pulled: Option<u64>,
+    /// When it was cached (serialized as unix seconds).
+    #[serde(serialize_with = "as_unix")]
+    pub created: SystemTime,
+    /// When it was last pulled, if ever since caching (unix seconds).
+    #[serde(serialize_with = "as_unix_opt")]
+    pub last_pulled: Option<SystemTime>,
     /// Whether a pin protects it.
     pub pinned: bool,
+}
+
+impl ImageInfo {
     /// Last pull, or caching when never pulled: the eviction order.
-    #[serde(skip)]
-    pub last_used: SystemTime,
-    /// When it was cached, exactly.
-    #[serde(skip)]
-    pub created_at: SystemTime,
+    pub fn last_used(&self) -> SystemTime {
+        self.last_pulled.unwrap_or(self.created)
+    }
+}
+
+/// Serializes a time as unix seconds.
+fn as_unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(unix(*t))
+}
+
+/// Serializes an optional time as unix seconds.
+fn as_unix_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&unix(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 /// What to prune.
@@ -248,8 +264,6 @@ impl Index {
             .copied();
         let name = self.name(root);
         ImageInfo {
-            last_used: last_pulled.unwrap_or(created),
-            created_at: created,
             pinned: pins.iter().any(|p| p.is_match(&name)),
             name,
             digest: digest.to_string(),
@@ -259,8 +273,8 @@ impl Index {
                 .map(|m| m.media_type.clone())
                 .unwrap_or_default(),
             size,
-            created: unix(created),
-            last_pulled: last_pulled.map(unix),
+            created,
+            last_pulled,
         }
     }
 
@@ -298,7 +312,7 @@ impl Index {
             .filter(|(_, _, info)| !info.pinned)
             .collect();
         // Least recently used first.
-        candidates.sort_by_key(|(_, _, i)| (i.last_used, i.name.clone()));
+        candidates.sort_by_key(|(_, _, i)| (i.last_used(), i.name.clone()));
         let older_than =
             |t: SystemTime, age: Duration| now.checked_sub(age).is_some_and(|limit| t < limit);
         let mut chosen: Vec<(Root, ImageInfo)> = Vec::new();
@@ -308,8 +322,8 @@ impl Index {
                 break;
             }
             let take = match by {
-                PruneBy::Accessed(age) => older_than(info.last_used, *age),
-                PruneBy::Created(age) => older_than(info.created_at, *age),
+                PruneBy::Accessed(age) => older_than(info.last_used(), *age),
+                PruneBy::Created(age) => older_than(info.created, *age),
                 PruneBy::Pattern(re) => re.is_match(&info.name),
                 PruneBy::Size(limit) => remaining > *limit,
             };

@@ -19,8 +19,8 @@ use bytes::Bytes;
 use regex::Regex;
 
 pub use blob_writer::BlobWriter;
-use index::{unix, Index, Origin, Plan, TagEntry, TagKey};
-pub use index::{ImageInfo, PruneBy, PruneReport};
+pub use index::{unix, ImageInfo, PruneBy, PruneReport};
+use index::{Index, Origin, Plan, TagEntry, TagKey};
 use journal::{Journal, Record};
 use layout::write_atomically;
 pub use layout::Layout;
