@@ -1,11 +1,29 @@
-//! One access line per request: method, path and query, status, time to
-//! response headers, client address, registry and cache outcome.
+//! One access line per request (method, path and query, status, time to
+//! response headers, client address, registry, cache outcome, request id),
+//! the request counters of the metrics, and the `X-Request-Id` header.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::{Instant, SystemTime};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
+use actix_web::HttpMessage;
+use ociregistry_actors::metrics::{HttpLabels, METRICS};
+
+use crate::route::{self, Route};
+
+/// Requests served since start.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Distinguishes this process's request ids from those of earlier runs.
+static PROCESS: LazyLock<u32> = LazyLock::new(|| {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32)
+});
 
 /// What a handler tells the access log about its request.
 #[derive(Debug, Clone, Default)]
@@ -16,22 +34,51 @@ pub struct Access {
     pub outcome: &'static str,
 }
 
+/// The id of one request: in its access line, its error lines and its
+/// `X-Request-Id` response header.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The next id.
+    fn next() -> Self {
+        let n = REQUESTS.fetch_add(1, Ordering::Relaxed);
+        Self(format!("{:08x}-{n:x}", *PROCESS))
+    }
+}
+
 /// Middleware body: logs after the handler produced its response head.
 pub async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let id = RequestId::next();
+    req.extensions_mut().insert(id.clone());
     let log = req
         .app_data::<actix_web::web::Data<crate::handlers::AppState>>()
         .map(|s| s.log.clone());
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let path = req.uri().to_string();
+    let route = route_label(req.path());
     let client = req
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let res = next.call(req).await?;
+    let mut res = next.call(req).await?;
+    let status = res.status();
+    METRICS
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method: method_label(&method),
+            status: status_class(status),
+        })
+        .inc();
+    if let Ok(v) = HeaderValue::from_str(&id.0) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
+    }
     if let Some(log) = log {
         let access = res
             .response()
@@ -40,13 +87,45 @@ pub async fn log_request(
             .cloned()
             .unwrap_or_default();
         slog::info!(log, "request";
-            "method" => method,
+            "method" => %method,
             "path" => path,
-            "status" => res.status().as_u16(),
+            "status" => status.as_u16(),
             "ms" => started.elapsed().as_millis() as u64,
             "client" => client,
             "registry" => access.registry.unwrap_or_default(),
-            "cache" => access.outcome);
+            "cache" => access.outcome,
+            "request_id" => id.0);
     }
     Ok(res)
+}
+
+/// The metrics label of a request path.
+fn route_label(path: &str) -> &'static str {
+    match route::parse(path) {
+        Route::Base => "base",
+        Route::Manifest { .. } => "manifest",
+        Route::Blob { .. } => "blob",
+        Route::Health | Route::Ready => "health",
+        Route::Unsupported(_) | Route::Unknown => "other",
+    }
+}
+
+/// The metrics label of a method.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+/// `2xx`, `4xx`...
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }

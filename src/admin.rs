@@ -3,7 +3,6 @@
 //! configured, every request must carry `Authorization: Bearer <token>`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::Addr;
 use actix_web::body::{EitherBody, MessageBody};
@@ -12,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use ociregistry_actors::coordinator::{PullCoordinator, UpstreamsHealth};
+use ociregistry_actors::metrics::METRICS;
 use ociregistry_actors::storage::{GetStats, ListImages, Prune, Storage};
 use regex::Regex;
 use serde::Deserialize;
@@ -28,35 +28,6 @@ pub struct AdminState {
     pub root: PathBuf,
     /// The bearer token required, if any.
     pub token: Option<String>,
-    /// Request outcomes of the registry port.
-    pub counters: web::Data<Counters>,
-}
-
-/// Registry requests by cache outcome, for the hit ratio.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Served from the cache.
-    pub hits: AtomicU64,
-    /// Fetched from upstream.
-    pub misses: AtomicU64,
-    /// Joined a fetch in flight.
-    pub coalesced: AtomicU64,
-    /// Served from the cache because the upstream failed.
-    pub stale: AtomicU64,
-}
-
-impl Counters {
-    /// Counts one request's outcome.
-    pub fn count(&self, outcome: &str) {
-        let counter = match outcome {
-            "hit" | "revalidated" => &self.hits,
-            "miss" => &self.misses,
-            "coalesced" => &self.coalesced,
-            "stale" => &self.stale,
-            _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The admin routes.
@@ -175,12 +146,11 @@ async fn stats(state: web::Data<AdminState>) -> HttpResponse {
         .send(UpstreamsHealth)
         .await
         .unwrap_or_default();
-    let c = &state.counters;
     let (hits, misses, coalesced, stale) = (
-        c.hits.load(Ordering::Relaxed),
-        c.misses.load(Ordering::Relaxed),
-        c.coalesced.load(Ordering::Relaxed),
-        c.stale.load(Ordering::Relaxed),
+        METRICS.outcome_count("hit"),
+        METRICS.outcome_count("miss"),
+        METRICS.outcome_count("coalesced"),
+        METRICS.outcome_count("stale"),
     );
     let served = hits + misses + coalesced + stale;
     let ratio = if served == 0 {

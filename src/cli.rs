@@ -19,6 +19,9 @@ pub struct Cli {
     /// error, warning, info, debug or trace [default: info].
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// text or json [default: text].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -118,6 +121,12 @@ pub struct ServeArgs {
     /// Load the images of FILE in the background (a list or a tarball, see `load`).
     #[arg(long, value_name = "FILE")]
     pub preload_images: Option<PathBuf>,
+    /// Serve Prometheus metrics on this port (`/metrics`).
+    #[arg(long, value_name = "PORT")]
+    pub metrics: Option<u16>,
+    /// Answer `/health` and `/ready` on this port too.
+    #[arg(long, value_name = "PORT")]
+    pub health: Option<u16>,
 }
 
 impl Cli {
@@ -131,6 +140,9 @@ impl Cli {
         }
         if let Some(l) = &self.log_level {
             b = b.set_override("logLevel", l.as_str())?;
+        }
+        if let Some(f) = &self.log_format {
+            b = b.set_override("logFormat", f.as_str())?;
         }
         let Command::Serve(s) = &self.command else {
             return Ok(b);
@@ -152,6 +164,12 @@ impl Cli {
         }
         if let Some(t) = s.pull_timeout {
             b = b.set_override("pullTimeout", t)?;
+        }
+        if let Some(p) = s.metrics {
+            b = b.set_override("metrics", p)?;
+        }
+        if let Some(p) = s.health {
+            b = b.set_override("health", p)?;
         }
         Ok(b)
     }

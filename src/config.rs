@@ -8,8 +8,10 @@ use std::time::Duration;
 use config::{File, FileFormat};
 use ociregistry_actors::names::{NameError, RegistryName};
 use ociregistry_actors::storage::Retention;
+use ociregistry_actors::upstream::guard::HostRules;
 use ociregistry_actors::upstream::{
-    default_endpoint, Credentials, ProxyRules, Timeouts, TlsSettings, UpstreamSettings,
+    default_endpoint, Credentials, ProxyRules, ServerTlsSettings, Timeouts, TlsSettings,
+    UpstreamSettings,
 };
 use regex::Regex;
 use serde::Deserialize;
@@ -47,6 +49,15 @@ const KEYS: &[&str] = &[
     "adminHost",
     "adminToken",
     "adminTokenFile",
+    "logFormat",
+    "metrics",
+    "health",
+    "serverTlsConfig",
+    "upstreams",
+    "drainTimeout",
+    "maxConnections",
+    "headerTimeout",
+    "keepAlive",
 ];
 /// Keys of a `registries` entry (snake_case spellings are accepted too).
 const REGISTRY_KEYS: &[&str] = &[
@@ -143,6 +154,88 @@ pub struct Config {
     /// File holding that token.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// Port of the Prometheus metrics endpoint (off when unset).
+    #[serde(default)]
+    pub metrics: Option<u16>,
+    /// Port answering only `/health` and `/ready` (off when unset; the
+    /// registry port answers them too).
+    #[serde(default)]
+    pub health: Option<u16>,
+    /// HTTPS toward clients (plain HTTP when unset).
+    #[serde(default)]
+    pub server_tls_config: Option<ServerTlsEntry>,
+    /// Which registries clients may make the server dial.
+    #[serde(default)]
+    pub upstreams: UpstreamRules,
+    /// On SIGTERM/SIGINT, how long in-flight transfers may finish.
+    pub drain_timeout: String,
+    /// Most client connections served at once.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: String,
+    /// How long an idle keep-alive connection is kept.
+    pub keep_alive: String,
+}
+
+/// `serverTlsConfig`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTlsEntry {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// CA certificates (PEM) client certificates are verified against.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `none` or `verify` (clients must present a certificate from `ca`).
+    #[serde(default = "default_client_auth", alias = "client_auth")]
+    pub client_auth: String,
+}
+
+/// `serverTlsConfig.clientAuth` when absent.
+fn default_client_auth() -> String {
+    "none".into()
+}
+
+/// `upstreams`: globs on the registry names clients may ask for.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamRules {
+    /// A registry clients name must match one of these.
+    #[serde(default = "allow_all")]
+    pub allow: Vec<String>,
+    /// ... and none of these.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl Default for UpstreamRules {
+    fn default() -> Self {
+        Self {
+            allow: allow_all(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// `upstreams.allow` when absent.
+fn allow_all() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// Limits toward clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Time to receive a request's headers.
+    pub header_timeout: Duration,
+    /// Idle keep-alive time.
+    pub keep_alive: Duration,
+    /// Time in-flight transfers get on shutdown.
+    pub drain: Duration,
 }
 
 /// `pruneConfig`: a prune run every `frequency`.
@@ -275,6 +368,14 @@ impl Config {
         config.retention()?;
         config.scheduled_prune()?;
         config.admin_token()?;
+        config.client_limits()?;
+        config.server_tls()?;
+        if !matches!(config.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid {
+                key: "logFormat",
+                reason: format!("{:?} is neither text nor json", config.log_format),
+            });
+        }
         if let Some(ns) = &config.default_ns {
             RegistryName::parse(ns).map_err(ConfigError::DefaultNs)?;
         }
@@ -374,6 +475,64 @@ impl Config {
         }
     }
 
+    /// Connection limits and timeouts toward clients.
+    pub fn client_limits(&self) -> Result<ClientLimits, ConfigError> {
+        let duration = |key, text: &str| {
+            parse_duration(text)
+                .map_err(|reason| ConfigError::Invalid { key, reason })?
+                .ok_or_else(|| ConfigError::Invalid {
+                    key,
+                    reason: "must be a duration".into(),
+                })
+        };
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                key: "maxConnections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(ClientLimits {
+            max_connections: self.max_connections,
+            header_timeout: duration("headerTimeout", &self.header_timeout)?,
+            keep_alive: duration("keepAlive", &self.keep_alive)?,
+            drain: duration("drainTimeout", &self.drain_timeout)?,
+        })
+    }
+
+    /// The server-side TLS settings, if HTTPS is configured; files are read
+    /// by [`ServerTlsSettings::server_config`] at start-up.
+    pub fn server_tls(&self) -> Result<Option<ServerTlsSettings>, ConfigError> {
+        let Some(t) = &self.server_tls_config else {
+            return Ok(None);
+        };
+        let verify_clients = match t.client_auth.as_str() {
+            "none" => false,
+            "verify" => true,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "serverTlsConfig",
+                    reason: format!("clientAuth {other:?} is neither none nor verify"),
+                })
+            }
+        };
+        if verify_clients && t.ca.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "serverTlsConfig",
+                reason: "clientAuth: verify needs ca".into(),
+            });
+        }
+        Ok(Some(ServerTlsSettings {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            client_ca: t.ca.clone().filter(|_| verify_clients),
+        }))
+    }
+
+    /// The upstream guard's name rules.
+    pub fn host_rules(&self) -> HostRules {
+        HostRules::new(self.upstreams.allow.clone(), self.upstreams.deny.clone())
+    }
+
     /// Upstream time limits.
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {
@@ -448,6 +607,7 @@ impl RegistryEntry {
             timeouts,
             proxy,
             ns: None,
+            unlisted: false,
         })
     }
 }

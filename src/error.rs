@@ -51,6 +51,9 @@ pub enum ApiError {
         /// The blob's size, for `Content-Range: bytes */size`.
         size: u64,
     },
+    /// The upstream guard refuses the registry the request names.
+    #[error("registry {0} is not allowed on this mirror (upstreams.allow / upstreams.deny)")]
+    RegistryNotAllowed(String),
     /// An internal actor is gone (the server is stopping).
     #[error("server shutting down")]
     Unavailable,
@@ -69,7 +72,7 @@ impl ApiError {
             Self::Upstream { source, content } => match source {
                 FetchError::NotFound => (unknown(*content), StatusCode::NOT_FOUND),
                 FetchError::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
-                FetchError::Denied => ("DENIED", StatusCode::FORBIDDEN),
+                FetchError::Denied | FetchError::Guarded(_) => ("DENIED", StatusCode::FORBIDDEN),
                 FetchError::TooManyRequests { .. } => {
                     ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS)
                 }
@@ -85,6 +88,7 @@ impl ApiError {
                 ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
             }
             Self::Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
+            Self::RegistryNotAllowed(_) => ("DENIED", StatusCode::FORBIDDEN),
             Self::RangeNotSatisfiable { .. } => ("", StatusCode::RANGE_NOT_SATISFIABLE),
         }
     }
@@ -192,6 +196,15 @@ mod tests {
                 502,
             ),
             (ApiError::Unsupported("no"), "UNSUPPORTED", 405),
+            (ApiError::RegistryNotAllowed("x".into()), "DENIED", 403),
+            (
+                ApiError::Upstream {
+                    source: FetchError::Guarded("169.254.169.254".into()),
+                    content: Content::Blob,
+                },
+                "DENIED",
+                403,
+            ),
         ];
         for (err, code, status) in cases {
             assert_eq!(

@@ -15,6 +15,7 @@
 //! - [`error`]: every client-facing error and its OCI code, in one place.
 //! - [`access_log`]: one log line per request.
 //! - [`admin`]: the admin API (list, history, prune, stats) on its own port.
+//! - [`probes`]: `/health`, `/ready` and the Prometheus `/metrics`.
 //! - [`hello_world`]: the embedded demo image.
 //! - [`tarball`]: images from OCI-layout and `docker save` tarballs.
 //! - [`server`]: start-up: cache, actors, listener.
@@ -33,6 +34,7 @@ pub mod handlers;
 pub mod hello_world;
 pub mod namespace;
 pub mod preload;
+pub mod probes;
 pub mod prune;
 pub mod range;
 pub mod route;

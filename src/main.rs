@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let log = logger(&loaded.config.log_level);
+    let log = logger(&loaded.config.log_level, &loaded.config.log_format);
     for w in &loaded.warnings {
         slog::warn!(log, "configuration"; "warning" => w);
     }
@@ -35,8 +35,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A synchronous terminal logger on stderr at `level` (unknown names: info).
-fn logger(level: &str) -> slog::Logger {
+/// A synchronous logger on stderr at `level` (unknown names: info):
+/// terminal lines, or one JSON object per line for `json`.
+fn logger(level: &str, format: &str) -> slog::Logger {
     let level = match level.to_ascii_lowercase().as_str() {
         "error" => slog::Level::Error,
         "warn" | "warning" => slog::Level::Warning,
@@ -44,7 +45,26 @@ fn logger(level: &str) -> slog::Logger {
         "trace" => slog::Level::Trace,
         _ => slog::Level::Info,
     };
-    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    if format == "json" {
+        let json = slog_json::Json::new(std::io::stderr())
+            .add_default_keys()
+            .build();
+        root(std::sync::Mutex::new(json).fuse(), level)
+    } else {
+        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+        root(slog_term::FullFormat::new(decorator).build().fuse(), level)
+    }
+}
+
+/// The root logger over `drain`, filtered at `level`.
+fn root<D>(drain: D, level: slog::Level) -> slog::Logger
+where
+    D: Drain<Ok = (), Err = slog::Never>
+        + Send
+        + Sync
+        + std::panic::RefUnwindSafe
+        + std::panic::UnwindSafe
+        + 'static,
+{
     slog::Logger::root(slog::LevelFilter::new(drain, level).fuse(), slog::o!())
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use actix::{Actor, Arbiter};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
-use ociregistry_actors::coordinator::{PullCoordinator, Unlisted};
+use ociregistry_actors::coordinator::{Drain, PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
-use ociregistry_actors::storage::{Prune, Storage};
+use ociregistry_actors::storage::{Flush, Prune, Storage};
 use ociregistry_actors::upstream::{require_native_roots, ProxyRules, TlsError};
 
-use crate::admin::{self, AdminState, Counters};
+use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
@@ -40,6 +40,9 @@ pub enum StartError {
     /// An upstream's TLS settings are unusable.
     #[error("upstream TLS: {0}")]
     Tls(#[from] TlsError),
+    /// `serverTlsConfig` is unusable.
+    #[error("serverTlsConfig: {0}")]
+    ServerTls(TlsError),
     /// The embedded image could not be stored.
     #[error("embedded image: {0}")]
     HelloWorld(FetchError),
@@ -125,8 +128,10 @@ impl Cache {
     }
 }
 
-/// Runs the server until it is stopped (SIGINT/SIGTERM: graceful).
-/// Prints `ociregistry listening on http://ADDR` on stdout once it accepts.
+/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully:
+/// stops accepting, lets client transfers and upstream fetches in flight
+/// finish within `drainTimeout`, saves what is pending and returns.
+/// Prints `ociregistry listening on http(s)://ADDR` on stdout once it accepts.
 /// Images listed in `preload` are loaded in the background: what is
 /// cached serves at once, and an unreachable upstream never delays start-up.
 pub async fn run(
@@ -135,6 +140,11 @@ pub async fn run(
     preload: Option<Source>,
     log: slog::Logger,
 ) -> Result<(), StartError> {
+    let limits = config.client_limits()?;
+    let tls = match config.server_tls()? {
+        Some(settings) => Some(settings.server_config().map_err(StartError::ServerTls)?),
+        None => None,
+    };
     let cache = Cache::open(&config, hello_world, &log).await?;
     let (storage, coordinator) = (cache.storage.clone(), cache.coordinator.clone());
     if let Some(source) = preload {
@@ -146,17 +156,7 @@ pub async fn run(
             log.clone(),
         ));
     }
-
-    let addr = format!("{}:{}", config.host, config.port);
-    let listen_error = |source| StartError::Listen {
-        addr: addr.clone(),
-        source,
-    };
-    let listener = TcpListener::bind(&addr).map_err(listen_error)?;
-    let local = listener.local_addr().map_err(listen_error)?;
-    let counters = web::Data::new(Counters::default());
     let state = web::Data::new(AppState {
-        counters: counters.clone(),
         storage,
         coordinator,
         policy: Policy {
@@ -164,8 +164,15 @@ pub async fn run(
             air_gapped: config.air_gapped,
             tags: config.tag_policies()?,
             pull_timeout: config.pull_timeout(),
+            listed: config
+                .upstreams(&ProxyRules::default())?
+                .into_iter()
+                .map(|u| u.name)
+                .collect(),
+            hosts: config.host_rules(),
         },
         log: log.clone(),
+        root: config.image_path.clone(),
     });
     if let Some((every, spec)) = config.scheduled_prune()? {
         actix::spawn(scheduled_prune(
@@ -175,28 +182,134 @@ pub async fn run(
             log.clone(),
         ));
     }
-    let admin = match config.admin_port {
-        Some(port) => Some(admin_server(&config, port, &state, counters, &log)?),
-        None => None,
-    };
-    let server = HttpServer::new(move || {
+
+    let listener = bind(&config.host, config.port)?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| listen_error(&config.host, config.port, e))?;
+    let registry_state = state.clone();
+    let registry = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(registry_state.clone())
             .wrap(from_fn(crate::access_log::log_request))
             .default_service(web::to(handlers::dispatch))
     })
-    .listen(listener)
-    .map_err(listen_error)?
-    .run();
-    slog::info!(log, "listening"; "addr" => %local, "cache" => %config.image_path.display(),
-        "air_gapped" => config.air_gapped);
-    println!("ociregistry listening on http://{local}");
-    match admin {
-        Some(admin) => futures::future::try_join(server, admin).await.map(|_| ()),
-        None => server.await,
+    .workers(workers())
+    .max_connections(limits.max_connections.div_ceil(workers()))
+    .client_request_timeout(limits.header_timeout)
+    .keep_alive(limits.keep_alive)
+    .shutdown_timeout(limits.drain.as_secs())
+    .disable_signals();
+    let listen = |e| listen_error(&config.host, config.port, e);
+    let (registry, scheme) = match tls {
+        Some(tls) => (
+            registry.listen_rustls_0_23(listener, tls).map_err(listen)?,
+            "https",
+        ),
+        None => (registry.listen(listener).map_err(listen)?, "http"),
+    };
+    let mut servers = vec![registry.run()];
+    if let Some(port) = config.admin_port {
+        servers.push(admin_server(&config, port, &state, &log)?);
     }
-    .map_err(listen_error)?;
+    if let Some(port) = config.metrics {
+        let server = side_server(&config.host, port, &state, |app| {
+            app.route("/metrics", web::get().to(crate::probes::metrics));
+        })?;
+        slog::info!(log, "metrics listening"; "addr" => format!("{}:{port}", config.host));
+        servers.push(server);
+    }
+    if let Some(port) = config.health {
+        let server = side_server(&config.host, port, &state, |app| {
+            app.default_service(web::to(crate::probes::probe));
+        })?;
+        slog::info!(log, "health checks listening"; "addr" => format!("{}:{port}", config.host));
+        servers.push(server);
+    }
+    slog::info!(log, "listening"; "addr" => %local, "scheme" => scheme,
+        "cache" => %config.image_path.display(), "air_gapped" => config.air_gapped);
+    println!("ociregistry listening on {scheme}://{local}");
+
+    let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
+    let stopped = futures::future::try_join_all(servers);
+    futures::pin_mut!(stopped);
+    let signal = shutdown_signal();
+    futures::pin_mut!(signal);
+    match futures::future::select(stopped, signal).await {
+        futures::future::Either::Left((result, _)) => {
+            result.map_err(|e| listen_error(&config.host, config.port, e))?;
+        }
+        futures::future::Either::Right((name, stopped)) => {
+            slog::info!(log, "shutting down: draining transfers in flight"; "signal" => name,
+                "drain_timeout_s" => limits.drain.as_secs());
+            let deadline = tokio::time::Instant::now() + limits.drain;
+            // The servers' futures must run while they process the stop.
+            let stops = futures::future::join_all(handles.iter().map(|h| h.stop(true)));
+            let _ = futures::future::join(stops, stopped).await;
+            let drained = tokio::time::timeout_at(deadline, state.coordinator.send(Drain)).await;
+            if drained.is_err() {
+                slog::warn!(
+                    log,
+                    "drain timeout: upstream fetches still in flight are abandoned"
+                );
+            }
+        }
+    }
+    let _ = state.storage.send(Flush).await;
+    slog::info!(log, "stopped");
     Ok(())
+}
+
+/// Resolves with the signal's name on SIGTERM or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Worker threads of the registry port: one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Binds `host:port`.
+fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
+    TcpListener::bind((host, port)).map_err(|e| listen_error(host, port, e))
+}
+
+/// The error of a listener on `host:port`.
+fn listen_error(host: &str, port: u16, source: std::io::Error) -> StartError {
+    StartError::Listen {
+        addr: format!("{host}:{port}"),
+        source,
+    }
+}
+
+/// A plain-HTTP server of one worker on `host:port` (metrics, health).
+fn side_server(
+    host: &str,
+    port: u16,
+    state: &web::Data<AppState>,
+    routes: fn(&mut web::ServiceConfig),
+) -> Result<actix_web::dev::Server, StartError> {
+    let listener = bind(host, port)?;
+    let state = state.clone();
+    Ok(
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .map_err(|e| listen_error(host, port, e))?
+            .run(),
+    )
 }
 
 /// Takes the cache's lock file: one server per cache directory; also tells
@@ -250,15 +363,10 @@ fn admin_server(
     config: &Config,
     port: u16,
     state: &web::Data<AppState>,
-    counters: web::Data<Counters>,
     log: &slog::Logger,
 ) -> Result<actix_web::dev::Server, StartError> {
-    let addr = format!("{}:{port}", config.admin_host);
-    let listen_error = |source| StartError::Listen {
-        addr: addr.clone(),
-        source,
-    };
     let token = config.admin_token()?;
+    let addr = format!("{}:{port}", config.admin_host);
     if token.is_none() {
         slog::warn!(log, "the admin API has no token: anyone who reaches it can prune"; "addr" => &addr);
     }
@@ -267,10 +375,9 @@ fn admin_server(
         coordinator: state.coordinator.clone(),
         root: config.image_path.clone(),
         token,
-        counters,
     });
-    let listener = TcpListener::bind(&addr).map_err(listen_error)?;
-    slog::info!(log, "admin API listening"; "addr" => %listener.local_addr().map_err(listen_error)?);
+    let listener = bind(&config.admin_host, port)?;
+    slog::info!(log, "admin API listening"; "addr" => &addr);
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(admin.clone())
@@ -278,8 +385,9 @@ fn admin_server(
             .configure(admin::routes)
     })
     .workers(1)
+    .disable_signals()
     .listen(listener)
-    .map_err(listen_error)?
+    .map_err(|e| listen_error(&config.admin_host, port, e))?
     .run())
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::download::{BlobDownload, Progress};
 use crate::error::FetchError;
 use crate::manifest::Manifest;
+use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage, TagConfirmed};
 use crate::upstream::{
@@ -35,9 +36,9 @@ pub struct PullCoordinator {
     /// Upstream actors, started on first use.
     upstreams: Upstreams,
     /// Manifest fetches in flight.
-    manifests: HashMap<ManifestKey, ManifestFlight>,
+    manifests: HashMap<ManifestKey, Flight<ManifestFlight>>,
     /// Blob fetches in flight, by digest.
-    blobs: HashMap<Digest, BlobDownload>,
+    blobs: HashMap<Digest, Flight<BlobDownload>>,
     /// The thread the coordinator runs on; kept for the actor's lifetime.
     _thread: Arbiter,
 }
@@ -69,6 +70,34 @@ impl Actor for PullCoordinator {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+    }
+}
+
+/// One fetch in flight and how many requests it answers.
+struct Flight<T> {
+    /// What waiters follow.
+    value: T,
+    /// Requests answered by this fetch so far (the first included).
+    waiters: u64,
+}
+
+impl<T: Clone> Flight<T> {
+    /// A new fetch, counted in flight.
+    fn start(value: T) -> Self {
+        METRICS.fetches_in_flight.inc();
+        Self { value, waiters: 1 }
+    }
+
+    /// Another request joins: a clone of what it follows.
+    fn join(&mut self) -> T {
+        self.waiters += 1;
+        self.value.clone()
+    }
+
+    /// The fetch ended: records how many it served.
+    fn end(self) {
+        METRICS.fetches_in_flight.dec();
+        METRICS.fetch_waiters.observe(self.waiters as f64);
     }
 }
 
@@ -109,8 +138,8 @@ impl Handler<FetchManifest> for PullCoordinator {
             msg.repo.clone(),
             msg.reference.clone(),
         );
-        if let Some(flight) = self.manifests.get(&key) {
-            let flight = flight.clone();
+        if let Some(flight) = self.manifests.get_mut(&key) {
+            let flight = flight.join();
             return Box::pin(async move {
                 flight.await.map(|value| Joined {
                     value,
@@ -122,9 +151,10 @@ impl Handler<FetchManifest> for PullCoordinator {
         let flight = fetch_manifest(self.storage.clone(), upstream, msg)
             .boxed_local()
             .shared();
-        self.manifests.insert(key.clone(), flight.clone());
+        self.manifests
+            .insert(key.clone(), Flight::start(flight.clone()));
         ctx.spawn(flight.clone().into_actor(self).map(move |_, act, _| {
-            act.manifests.remove(&key);
+            act.manifests.remove(&key).into_iter().for_each(Flight::end);
         }));
         Box::pin(async move {
             flight.await.map(|value| Joined {
@@ -183,7 +213,7 @@ async fn fetch_manifest(
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,
     };
-    storage
+    let stored = storage
         .send(PutManifest {
             registry,
             repo,
@@ -191,7 +221,11 @@ async fn fetch_manifest(
             manifest: Arc::clone(&manifest),
         })
         .await
-        .map_err(mailbox)??;
+        .map_err(mailbox)?;
+    // Verified bytes are served even when the cache cannot keep them.
+    if let Err(e) = stored {
+        count_write_failure(&e);
+    }
     Ok(manifest)
 }
 
@@ -222,6 +256,24 @@ impl Handler<UpstreamsHealth> for PullCoordinator {
     }
 }
 
+/// Resolves once every fetch in flight now has ended (graceful shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+impl Handler<Drain> for PullCoordinator {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _: &mut Self::Context) -> Self::Result {
+        let manifests: Vec<_> = self.manifests.values().map(|f| f.value.clone()).collect();
+        let blobs: Vec<_> = self.blobs.values().map(|f| f.value.clone()).collect();
+        Box::pin(async move {
+            futures::future::join_all(manifests).await;
+            futures::future::join_all(blobs.into_iter().map(BlobDownload::finished)).await;
+        })
+    }
+}
+
 /// Fetch a blob into the cache, or join the fetch already running.
 #[derive(Message)]
 #[rtype(result = "Joined<BlobDownload>")]
@@ -238,19 +290,20 @@ impl Handler<FetchBlob> for PullCoordinator {
     type Result = MessageResult<FetchBlob>;
 
     fn handle(&mut self, msg: FetchBlob, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(download) = self.blobs.get(&msg.digest) {
+        if let Some(download) = self.blobs.get_mut(&msg.digest) {
             return MessageResult(Joined {
-                value: download.clone(),
+                value: download.join(),
                 joined: true,
             });
         }
         let (tx, download) = BlobDownload::new();
-        self.blobs.insert(msg.digest.clone(), download.clone());
+        self.blobs
+            .insert(msg.digest.clone(), Flight::start(download.clone()));
         let upstream = self.upstreams.get(&msg.registry);
         let digest = msg.digest.clone();
         let fetch = fetch_blob(self.storage.clone(), upstream, msg.repo, msg.digest, tx);
         ctx.spawn(fetch.into_actor(self).map(move |(), act, _| {
-            act.blobs.remove(&digest);
+            act.blobs.remove(&digest).into_iter().for_each(Flight::end);
         }));
         MessageResult(Joined {
             value: download,
@@ -268,7 +321,15 @@ async fn fetch_blob(
     tx: watch::Sender<Progress>,
 ) {
     if let Err(e) = stream_blob(&storage, &upstream, repo, digest, &tx).await {
+        count_write_failure(&e);
         tx.send_replace(Progress::Failed(e));
+    }
+}
+
+/// Counts a fetch that failed because the cache could not be written.
+fn count_write_failure(e: &FetchError) {
+    if matches!(e, FetchError::Storage(_)) {
+        METRICS.cache_write_failures.inc();
     }
 }
 

@@ -42,6 +42,10 @@ pub enum FetchError {
     /// (oversize manifest, wrong length, unexpected status).
     #[error("bad upstream response: {0}")]
     BadResponse(String),
+    /// The upstream guard refused the connection (a registry a client
+    /// chose resolved to a loopback, link-local or metadata address).
+    #[error("{0}")]
+    Guarded(String),
     /// The cache could not be written or read.
     #[error("storage: {0}")]
     Storage(String),

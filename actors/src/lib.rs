@@ -9,11 +9,13 @@
 //! - [`storage`]: **Storage**, the on-disk cache and its in-memory index.
 //! - [`upstream`]: **UpstreamRegistry**, one per upstream: client, TLS, auth.
 //! - [`error`]: what a fetch can fail with.
+//! - [`metrics`]: every Prometheus metric, in one registry.
 
 pub mod coordinator;
 pub mod download;
 pub mod error;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod storage;
 pub mod upstream;

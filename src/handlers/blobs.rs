@@ -6,8 +6,11 @@ use std::sync::Arc;
 use actix_web::body::SizedStream;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use ociregistry_actors::coordinator::FetchBlob;
 use ociregistry_actors::download::BlobSource;
+use ociregistry_actors::metrics::{KindLabel, METRICS};
 use ociregistry_actors::names::Digest;
 use ociregistry_actors::storage::LookupBlob;
 
@@ -74,7 +77,7 @@ fn respond(
         return Ok(if head {
             res.finish()
         } else {
-            res.streaming(source.stream(0, None))
+            res.streaming(counted(source.stream(0, None)))
         });
     };
     let requested = req
@@ -96,11 +99,26 @@ fn respond(
         // The HTTP layer sends no body for HEAD but keeps the declared length.
         return Ok(res.body(SizedStream::new(
             end - start,
-            futures::stream::empty::<std::io::Result<bytes::Bytes>>(),
+            futures::stream::empty::<std::io::Result<Bytes>>(),
         )));
     }
     Ok(res.body(SizedStream::new(
         end - start,
-        source.stream(start, Some(end)),
+        counted(source.stream(start, Some(end))),
     )))
+}
+
+/// Counts the bytes of a blob body as they are sent.
+fn counted(
+    body: impl Stream<Item = std::io::Result<Bytes>>,
+) -> impl Stream<Item = std::io::Result<Bytes>> {
+    let served = METRICS
+        .served_bytes
+        .get_or_create(&KindLabel { kind: "blob" })
+        .clone();
+    body.inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            served.inc_by(bytes.len() as u64);
+        }
+    })
 }

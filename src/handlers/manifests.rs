@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{HttpRequest, HttpResponse};
 use ociregistry_actors::coordinator::FetchManifest;
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::{Manifest, DEFAULT_ACCEPT};
+use ociregistry_actors::metrics::{KindLabel, METRICS};
 use ociregistry_actors::names::Reference;
 use ociregistry_actors::storage::LookupManifest;
 
@@ -43,7 +44,7 @@ pub async fn serve(
             let tags = policy.tags.for_tag(&target.registry, tag);
             if c.checked.is_some_and(|t| tags.is_fresh(t)) {
                 access.outcome = "hit";
-                return Ok(respond(&c.manifest));
+                return Ok(respond(req, &c.manifest));
             }
             if tags.stale_while_revalidate {
                 state.coordinator.do_send(fetch_message(
@@ -53,13 +54,13 @@ pub async fn serve(
                     Some(Arc::clone(&c.manifest)),
                 ));
                 access.outcome = "stale";
-                return Ok(respond(&c.manifest));
+                return Ok(respond(req, &c.manifest));
             }
             Some(c.manifest)
         }
         (Some(c), _) => {
             access.outcome = "hit";
-            return Ok(respond(&c.manifest));
+            return Ok(respond(req, &c.manifest));
         }
     };
     let fetch = fetch_message(req, target, reference, stale.clone());
@@ -77,13 +78,13 @@ pub async fn serve(
                 (false, Some(_)) => "revalidated",
                 (false, None) => "miss",
             };
-            Ok(respond(&j.value))
+            Ok(respond(req, &j.value))
         }
         (Err(e), Some(m)) => {
             slog::warn!(state.log, "serving a cached tag: the upstream could not revalidate it";
                 "digest" => %m.digest, "error" => %e);
             access.outcome = "stale";
-            Ok(respond(&m))
+            Ok(respond(req, &m))
         }
         (Err(e), None) => Err(e),
     }
@@ -117,7 +118,13 @@ fn fetch_message(
 
 /// The manifest's exact bytes with its media type and digest.
 /// (For HEAD the HTTP layer sends the headers, `Content-Length` included, and no body.)
-fn respond(m: &Arc<Manifest>) -> HttpResponse {
+fn respond(req: &HttpRequest, m: &Arc<Manifest>) -> HttpResponse {
+    if req.method() == Method::GET {
+        METRICS
+            .served_bytes
+            .get_or_create(&KindLabel { kind: "manifest" })
+            .inc_by(m.bytes.len() as u64);
+    }
     HttpResponse::Ok()
         .insert_header(api_version())
         .insert_header((header::CONTENT_TYPE, m.media_type.as_str()))

@@ -5,16 +5,19 @@
 mod blobs;
 mod manifests;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use actix::Addr;
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use ociregistry_actors::coordinator::PullCoordinator;
+use ociregistry_actors::metrics::{OutcomeLabel, METRICS};
 use ociregistry_actors::names::RegistryName;
-use ociregistry_actors::storage::{GetStats, Storage};
+use ociregistry_actors::storage::Storage;
+use ociregistry_actors::upstream::guard::HostRules;
 
-use crate::access_log::Access;
+use crate::access_log::{Access, RequestId};
 use crate::error::ApiError;
 use crate::freshness::TagPolicies;
 use crate::namespace::{self, Target};
@@ -30,8 +33,8 @@ pub struct AppState {
     pub policy: Policy,
     /// Access and error log.
     pub log: slog::Logger,
-    /// Requests by cache outcome (for the admin API's statistics).
-    pub counters: actix_web::web::Data<crate::admin::Counters>,
+    /// The cache root (`/ready` checks that it is writable).
+    pub root: std::path::PathBuf,
 }
 
 /// The serving policy from the configuration.
@@ -45,6 +48,10 @@ pub struct Policy {
     pub tags: TagPolicies,
     /// How long a request waits for upstream response headers.
     pub pull_timeout: Duration,
+    /// Registries named in the configuration (trusted as written).
+    pub listed: HashSet<RegistryName>,
+    /// Which other registries clients may make the server dial.
+    pub hosts: HostRules,
 }
 
 /// The `Docker-Distribution-Api-Version` header every response carries.
@@ -60,29 +67,34 @@ pub async fn dispatch(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
         Err(e) => {
             access.outcome = e.outcome();
             if e.status_code().is_server_error() {
-                slog::warn!(state.log, "request failed"; "path" => %req.uri(), "error" => %e);
+                let id = req.extensions().get::<RequestId>().map(|id| id.0.clone());
+                slog::warn!(state.log, "request failed"; "path" => %req.uri(), "error" => %e,
+                    "request_id" => id.unwrap_or_default());
             }
             e.error_response()
         }
     };
-    state.counters.count(access.outcome);
-    if let Some(cache) = x_cache(access.outcome) {
+    if let Some((header, outcome)) = cache_outcome(access.outcome) {
+        METRICS
+            .cache_requests
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
         res.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("x-cache"),
-            actix_web::http::header::HeaderValue::from_static(cache),
+            actix_web::http::header::HeaderValue::from_static(header),
         );
     }
     res.extensions_mut().insert(access);
     res
 }
 
-/// The `X-Cache` header for an access-log outcome.
-fn x_cache(outcome: &str) -> Option<&'static str> {
+/// The `X-Cache` header and the metrics outcome of an access-log outcome.
+fn cache_outcome(outcome: &str) -> Option<(&'static str, &'static str)> {
     match outcome {
-        "hit" | "revalidated" => Some("HIT"),
-        "miss" => Some("MISS"),
-        "coalesced" => Some("COALESCED"),
-        "stale" => Some("STALE"),
+        "hit" | "revalidated" => Some(("HIT", "hit")),
+        "miss" => Some(("MISS", "miss")),
+        "coalesced" => Some(("COALESCED", "coalesced")),
+        "stale" => Some(("STALE", "stale")),
         _ => None,
     }
 }
@@ -104,6 +116,11 @@ async fn route_request(
             .and_then(|q| q.into_inner().ns);
         let t = namespace::resolve(name, ns.as_deref(), state.policy.default_ns.as_ref())?;
         access.registry = Some(t.registry.to_string());
+        let policy = &state.policy;
+        if !policy.listed.contains(&t.registry) && !policy.hosts.permits(t.registry.as_str()) {
+            METRICS.guard_refusals.inc();
+            return Err(ApiError::RegistryNotAllowed(t.registry.to_string()));
+        }
         Ok(t)
     };
     match route::parse(req.uri().path()) {
@@ -118,15 +135,8 @@ async fn route_request(
             let target = target(name)?;
             blobs::serve(req, state, target, digest, access).await
         }
-        Route::Health => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))),
-        Route::Ready => {
-            let stats = state
-                .storage
-                .send(GetStats)
-                .await
-                .map_err(|_| ApiError::Unavailable)?;
-            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))
-        }
+        Route::Health => Ok(crate::probes::health()),
+        Route::Ready => crate::probes::ready(state).await,
         Route::Unsupported(why) => Err(ApiError::Unsupported(why)),
         Route::Unknown => Err(ApiError::UnknownEndpoint),
     }

@@ -27,6 +27,7 @@ pub use layout::Layout;
 
 use crate::error::FetchError;
 use crate::manifest::Manifest;
+use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName, Tag};
 
 /// Messages queued before senders wait (actix's default of 16 is too small
@@ -185,6 +186,7 @@ impl Storage {
         );
         slog::info!(self.log, "cache over maxCacheSize: evicting"; "images" => plan.report.images.len(),
             "bytes" => plan.report.bytes);
+        METRICS.evictions.inc_by(plan.report.images.len() as u64);
         self.apply(&plan);
     }
 }
@@ -220,6 +222,24 @@ impl Storage {
                 slog::warn!(log, "could not save last-pulled times"; "error" => %e);
             }
         });
+    }
+}
+
+/// Saves last-pulled times now, before the process exits (journal records
+/// are synced as they are written).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        if std::mem::take(&mut self.pulled_dirty) {
+            if let Err(e) = load::write_pulled(&self.layout, &self.index.pulled) {
+                slog::warn!(self.log, "could not save last-pulled times"; "error" => %e);
+            }
+        }
     }
 }
 

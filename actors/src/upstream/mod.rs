@@ -7,6 +7,7 @@
 //! and hands bodies to other threads only as `Send` chunks.
 
 mod auth;
+pub mod guard;
 mod health;
 mod proxy;
 mod settings;
@@ -24,11 +25,12 @@ use tokio::sync::mpsc;
 use self::auth::{Challenge, TokenCache, TokenResponse};
 pub use self::proxy::ProxyRules;
 pub use self::settings::{
-    default_endpoint, require_native_roots, Credentials, Timeouts, TlsError, TlsSettings,
-    UpstreamSettings,
+    default_endpoint, require_native_roots, Credentials, ServerTlsSettings, Timeouts, TlsError,
+    TlsSettings, UpstreamSettings,
 };
 use crate::error::FetchError;
 use crate::manifest::MAX_MANIFEST_BYTES;
+use crate::metrics::{self, METRICS};
 use crate::names::{Digest, Reference, RepoName};
 
 /// Chunks buffered between an upstream body and the blob writer: bounds
@@ -61,6 +63,8 @@ struct Inner {
     health: RefCell<health::Health>,
     /// Registry-scoped logger.
     log: slog::Logger,
+    /// This registry's metrics label.
+    label: metrics::RegistryLabel,
 }
 
 impl UpstreamRegistry {
@@ -80,16 +84,21 @@ impl UpstreamRegistry {
                 .rustls_0_23(tls)
                 .timeout(timeouts.connect)
                 .handshake_timeout(timeouts.connect);
-            let client = if settings.proxy.is_direct() {
+            let client = if settings.proxy.is_direct() && !settings.unlisted {
                 builder.connector(connector).finish()
             } else {
-                let proxied =
-                    connector.connector(proxy::ProxyConnector::new(settings.proxy.clone()));
-                builder.connector(proxied).finish()
+                let tcp = proxy::ProxyConnector::new(settings.proxy.clone(), settings.unlisted);
+                builder.connector(connector.connector(tcp)).finish()
             };
             let log = log.new(slog::o!("upstream" => settings.name.to_string()));
+            let label = metrics::registry_label(if settings.unlisted {
+                metrics::OTHER_REGISTRY
+            } else {
+                settings.name.as_str()
+            });
             Self {
                 inner: Rc::new(Inner {
+                    label,
                     settings,
                     client,
                     tokens: RefCell::default(),
@@ -266,7 +275,8 @@ impl Handler<OpenBlob> for UpstreamRegistry {
             check_status(&resp)?;
             let size = content_length(&resp);
             let (tx, chunks) = mpsc::channel(BODY_CHANNEL_CHUNKS);
-            actix::spawn(pump(resp, tx, inner.settings.timeouts.idle));
+            let fetched = METRICS.upstream_bytes.get_or_create(&inner.label).clone();
+            actix::spawn(pump(resp, tx, inner.settings.timeouts.idle, fetched));
             Ok(BlobBody { size, chunks })
         })
     }
@@ -281,6 +291,7 @@ async fn pump<S>(
     mut body: S,
     tx: mpsc::Sender<Result<Bytes, FetchError>>,
     idle: std::time::Duration,
+    fetched: prometheus_client::metrics::counter::Counter,
 ) where
     S: futures::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
@@ -301,6 +312,7 @@ async fn pump<S>(
             }
         };
         let (batch, end) = gather(chunk, &mut body);
+        fetched.inc_by(batch.len() as u64);
         if tx.send(Ok(batch)).await.is_err() {
             return;
         }
@@ -406,6 +418,7 @@ impl Inner {
                 }
                 other => {
                     self.health.borrow_mut().succeeded();
+                    METRICS.upstream_up.get_or_create(&self.label).set(1);
                     return other;
                 }
             }
@@ -413,6 +426,7 @@ impl Inner {
         if dial_failures == self.settings.endpoints.len() {
             if let Some(backoff) = self.health.borrow_mut().failed() {
                 slog::warn!(self.log, "upstream marked down"; "retry_in_s" => backoff.as_secs());
+                METRICS.upstream_up.get_or_create(&self.label).set(0);
             }
         } else {
             self.health.borrow_mut().succeeded();
@@ -442,7 +456,12 @@ impl Inner {
                 .request(method.clone(), &url)
                 .insert_header((ACCEPT, accept));
             let req = self.authorize(req, &auth);
+            let started = std::time::Instant::now();
             let resp = req.send().await.map_err(|e| send_error(endpoint, e))?;
+            METRICS
+                .upstream_latency
+                .get_or_create(&self.label)
+                .observe(started.elapsed().as_secs_f64());
             if resp.status() != StatusCode::UNAUTHORIZED || retried {
                 return Ok(resp);
             }
@@ -502,6 +521,7 @@ impl Inner {
         service: Option<&str>,
         scope: &str,
     ) -> Result<(String, std::time::Duration), FetchError> {
+        METRICS.token_refreshes.get_or_create(&self.label).inc();
         let url = auth::token_url(realm, service, scope);
         let req = self.client.get(&url);
         let mut resp = self
@@ -565,6 +585,7 @@ fn send_error(target: &str, e: awc::error::SendRequestError) -> FetchError {
         awc::error::SendRequestError::Timeout => {
             FetchError::Timeout(format!("{target}: no response headers in time"))
         }
+        e if guard::is_refusal(&e.to_string()) => FetchError::Guarded(format!("{target}: {e}")),
         e => match tls_hint(&e.to_string()) {
             Some(hint) => FetchError::Unreachable(format!("{target}: {e} ({hint})")),
             None => FetchError::Unreachable(format!("{target}: {e}")),

@@ -111,17 +111,21 @@ fn proxy_address(url: &str) -> Option<String> {
     )
 }
 
-/// awc's TCP connector, proxy-aware.
+/// awc's TCP connector, proxy-aware, and guarded for registries that
+/// clients chose.
 #[derive(Debug, Clone)]
 pub struct ProxyConnector {
     /// The rules applied to each connection.
     rules: ProxyRules,
+    /// Refuse direct connections whose peer is a forbidden address
+    /// ([`super::guard::forbidden_ip`]).
+    guarded: bool,
 }
 
 impl ProxyConnector {
-    /// A connector applying `rules`.
-    pub fn new(rules: ProxyRules) -> Self {
-        Self { rules }
+    /// A connector applying `rules`, and the upstream guard when `guarded`.
+    pub fn new(rules: ProxyRules, guarded: bool) -> Self {
+        Self { rules, guarded }
     }
 }
 
@@ -139,11 +143,19 @@ impl Service<ConnectInfo<Uri>> for ProxyConnector {
             .rules
             .proxy_for(uri.scheme_str().unwrap_or("http"), &host)
             .map(str::to_string);
+        let guarded = self.guarded;
         Box::pin(async move {
             let stream = match proxy {
-                None => TcpStream::connect((host.as_str(), port))
-                    .await
-                    .map_err(ConnectError::Io)?,
+                None => {
+                    let stream = TcpStream::connect((host.as_str(), port))
+                        .await
+                        .map_err(ConnectError::Io)?;
+                    let peer = stream.peer_addr().map_err(ConnectError::Io)?.ip();
+                    if guarded && super::guard::forbidden_ip(peer) {
+                        return Err(ConnectError::Io(super::guard::refusal(peer)));
+                    }
+                    stream
+                }
                 Some(proxy) => tunnel(&proxy, &host, port)
                     .await
                     .map_err(ConnectError::Io)?,

@@ -34,6 +34,9 @@ pub struct UpstreamSettings {
     /// When the endpoint is another ociregistry: the registry to ask it for,
     /// sent as `?ns=`.
     pub ns: Option<RegistryName>,
+    /// A registry a client chose rather than the configuration: its
+    /// connections pass the upstream guard, its metrics count as `other`.
+    pub unlisted: bool,
 }
 
 impl UpstreamSettings {
@@ -48,6 +51,7 @@ impl UpstreamSettings {
             timeouts,
             proxy,
             ns: None,
+            unlisted: true,
         }
     }
 }
@@ -153,6 +157,48 @@ impl TlsSettings {
             _ => return Err(TlsError::IncompleteClientCert),
         };
         Ok(Arc::new(config))
+    }
+}
+
+/// HTTPS toward clients: the server's certificate, and the CA client
+/// certificates must chain to when clients are verified (mTLS).
+#[derive(Debug, Clone)]
+pub struct ServerTlsSettings {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, RSA or SEC1).
+    pub key: PathBuf,
+    /// When set, clients must present a certificate issued by these CAs.
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsSettings {
+    /// The rustls server configuration (TLS 1.2 and 1.3, ring provider);
+    /// an unreadable or invalid file is an error, never a fall-back.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_certs(ca)? {
+                    roots.add(cert)?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| pem_error(ca, e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| pem_error(&self.key, e))?;
+        let mut config = builder.with_single_cert(read_certs(&self.cert)?, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
     }
 }
 

@@ -1,0 +1,69 @@
+//! Liveness, readiness and the Prometheus metrics: the handlers behind
+//! `/health` and `/ready` (on the registry port and the health port) and
+//! `/metrics` (on the metrics port).
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use ociregistry_actors::metrics::METRICS;
+use ociregistry_actors::storage::GetStats;
+
+use crate::error::ApiError;
+use crate::handlers::AppState;
+use crate::route::{self, Route};
+
+/// The file `/ready` writes and removes to prove the cache is writable.
+const READY_PROBE: &str = ".ready-probe";
+
+/// `/health`: the process answers.
+pub fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// `/ready`: the cache index is loaded (the Storage actor answers) and the
+/// cache root is writable.
+pub async fn ready(state: &AppState) -> Result<HttpResponse, ApiError> {
+    let stats = state
+        .storage
+        .send(GetStats)
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    let probe = state.root.join(READY_PROBE);
+    let writable = web::block(move || {
+        std::fs::write(&probe, b"ok")?;
+        std::fs::remove_file(&probe)
+    })
+    .await;
+    match writable {
+        Ok(Ok(())) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))
+        }
+        Ok(Err(e)) => Ok(HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "cache not writable", "error": e.to_string()}))),
+        Err(_) => Err(ApiError::Unavailable),
+    }
+}
+
+/// The health port's only handler: `/health` and `/ready`, 404 otherwise.
+pub async fn probe(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match route::parse(req.path()) {
+        Route::Health => health(),
+        Route::Ready => ready(&state).await.unwrap_or_else(|e| e.error_response()),
+        _ => ApiError::UnknownEndpoint.error_response(),
+    }
+}
+
+/// `GET /metrics`: the cache gauges are read from the Storage actor, then
+/// every metric is encoded (OpenMetrics text).
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(stats) = state.storage.send(GetStats).await {
+        METRICS.cache_blobs.set(stats.blobs as i64);
+        METRICS.cache_manifests.set(stats.manifests as i64);
+        METRICS.cache_bytes.set(stats.bytes as i64);
+    }
+    HttpResponse::Ok()
+        .insert_header((
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ))
+        .body(METRICS.encode())
+}
