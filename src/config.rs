@@ -25,8 +25,6 @@ use crate::units::{parse_duration, parse_size};
 const DEFAULTS: &str = include_str!("../config/defaults.yaml");
 /// Upstream TCP connect and TLS handshake limit.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest pause between two body chunks of an upstream transfer.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Top-level keys, each settable by `OCIREGISTRY_<UPPER_SNAKE>` too.
 const KEYS: &[&str] = &[
@@ -58,6 +56,7 @@ const KEYS: &[&str] = &[
     "maxConnections",
     "headerTimeout",
     "keepAlive",
+    "idleTimeout",
 ];
 /// Keys of a `registries` entry (snake_case spellings are accepted too).
 const REGISTRY_KEYS: &[&str] = &[
@@ -177,6 +176,9 @@ pub struct Config {
     pub header_timeout: String,
     /// How long an idle keep-alive connection is kept.
     pub keep_alive: String,
+    /// Longest pause between two chunks of an upstream body before the
+    /// transfer counts as stalled.
+    pub idle_timeout: String,
 }
 
 /// `serverTlsConfig`.
@@ -369,6 +371,7 @@ impl Config {
         config.scheduled_prune()?;
         config.admin_token()?;
         config.client_limits()?;
+        config.timeouts()?;
         config.server_tls()?;
         if !matches!(config.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
@@ -387,7 +390,7 @@ impl Config {
     pub fn upstreams(&self, env_proxy: &ProxyRules) -> Result<Vec<UpstreamSettings>, ConfigError> {
         self.registries
             .iter()
-            .map(|e| e.settings(self.timeouts(), env_proxy))
+            .map(|e| e.settings(self.timeouts()?, env_proxy))
             .collect()
     }
 
@@ -534,12 +537,20 @@ impl Config {
     }
 
     /// Upstream time limits.
-    pub fn timeouts(&self) -> Timeouts {
-        Timeouts {
+    pub fn timeouts(&self) -> Result<Timeouts, ConfigError> {
+        let idle = parse_duration(&self.idle_timeout)
+            .ok()
+            .flatten()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "idleTimeout",
+                reason: format!("{:?} is not a positive duration", self.idle_timeout),
+            })?;
+        Ok(Timeouts {
             connect: CONNECT_TIMEOUT,
             response: self.pull_timeout(),
-            idle: IDLE_TIMEOUT,
-        }
+            idle,
+        })
     }
 
     /// How long a client waits for an upstream to start answering.
@@ -767,7 +778,7 @@ mod tests {
         Timeouts {
             connect: CONNECT_TIMEOUT,
             response: CONNECT_TIMEOUT,
-            idle: IDLE_TIMEOUT,
+            idle: Duration::from_secs(60),
         }
     }
 }

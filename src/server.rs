@@ -110,7 +110,7 @@ impl Cache {
             );
         }
         let unlisted = Unlisted {
-            timeouts: config.timeouts(),
+            timeouts: config.timeouts()?,
             proxy: env_proxy,
             mirror: config
                 .upstream_mirror

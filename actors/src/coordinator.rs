@@ -39,6 +39,9 @@ pub struct PullCoordinator {
     manifests: HashMap<ManifestKey, Flight<ManifestFlight>>,
     /// Blob fetches in flight, by digest.
     blobs: HashMap<Digest, Flight<BlobDownload>>,
+    /// Failed blob fetches are logged here (their clients may already
+    /// have a 200 and only see the transfer cut).
+    log: slog::Logger,
     /// The thread the coordinator runs on; kept for the actor's lifetime.
     _thread: Arbiter,
 }
@@ -53,13 +56,14 @@ impl PullCoordinator {
         unlisted: Unlisted,
         log: slog::Logger,
     ) -> Result<Addr<Self>, TlsError> {
-        let upstreams = Upstreams::new(configured, unlisted, log)?;
+        let upstreams = Upstreams::new(configured, unlisted, log.clone())?;
         let arbiter = Arbiter::new();
         Ok(Self::start_in_arbiter(&arbiter.handle(), move |_| Self {
             storage,
             upstreams,
             manifests: HashMap::new(),
             blobs: HashMap::new(),
+            log,
             _thread: arbiter,
         }))
     }
@@ -301,7 +305,15 @@ impl Handler<FetchBlob> for PullCoordinator {
             .insert(msg.digest.clone(), Flight::start(download.clone()));
         let upstream = self.upstreams.get(&msg.registry);
         let digest = msg.digest.clone();
-        let fetch = fetch_blob(self.storage.clone(), upstream, msg.repo, msg.digest, tx);
+        let log = self.log.new(slog::o!("digest" => digest.to_string()));
+        let fetch = fetch_blob(
+            self.storage.clone(),
+            upstream,
+            msg.repo,
+            msg.digest,
+            tx,
+            log,
+        );
         ctx.spawn(fetch.into_actor(self).map(move |(), act, _| {
             act.blobs.remove(&digest).into_iter().for_each(Flight::end);
         }));
@@ -319,8 +331,10 @@ async fn fetch_blob(
     repo: RepoName,
     digest: Digest,
     tx: watch::Sender<Progress>,
+    log: slog::Logger,
 ) {
     if let Err(e) = stream_blob(&storage, &upstream, repo, digest, &tx).await {
+        slog::warn!(log, "blob fetch failed"; "error" => %e);
         count_write_failure(&e);
         tx.send_replace(Progress::Failed(e));
     }

@@ -32,6 +32,14 @@ pub enum Fault {
     Status(u16),
     /// Manifests only: correct bytes with a wrong `Docker-Content-Digest`.
     WrongDigestHeader,
+    /// Announces the full length, sends half, then ends the body cleanly.
+    Truncated,
+    /// No `Content-Length`: the blob, then more bytes.
+    ExtraBytes,
+    /// Sends half, then nothing more, never closing.
+    Stall,
+    /// Sends half, waits for [`FaultUpstream::open_gate`], then resets.
+    GatedReset,
 }
 
 /// What the fault upstream serves and how.
@@ -164,13 +172,17 @@ async fn answer(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let half = blob.len() / 2;
     let data = match fault {
         Fault::WrongBytes => Bytes::from(blob.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>()),
+        Fault::ExtraBytes => Bytes::from([&blob[..], b"trailing bytes"].concat()),
         _ => blob,
     };
     let state = state.into_inner();
     let body = async_stream(data, half, fault, state);
-    HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .body(SizedStream::new(len, body))
+    let mut res = HttpResponse::Ok();
+    res.content_type("application/octet-stream");
+    if fault == Fault::ExtraBytes {
+        return res.streaming(body);
+    }
+    res.body(SizedStream::new(len, body))
 }
 
 /// The blob body in chunks, with the fault applied at its half-way point.
@@ -187,9 +199,16 @@ fn async_stream(
                 return None;
             }
             if pos == half {
+                let reset = Some((Err(std::io::Error::other("reset")), data.len()));
                 match fault {
-                    Fault::Reset => return Some((Err(std::io::Error::other("reset")), data.len())),
+                    Fault::Reset => return reset,
+                    Fault::Truncated => return None,
+                    Fault::Stall => std::future::pending::<()>().await,
                     Fault::Gated => drop(state.gate.acquire().await.expect("gate")),
+                    Fault::GatedReset => {
+                        drop(state.gate.acquire().await.expect("gate"));
+                        return reset;
+                    }
                     _ => {}
                 }
             }

@@ -143,10 +143,9 @@ impl Server {
 
     /// `127.0.0.1:PORT`.
     pub fn host_port(&self) -> String {
-        self.url
-            .strip_prefix("http://")
-            .unwrap_or(&self.url)
-            .to_owned()
+        let url = &self.url;
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        rest.to_owned()
     }
 
     /// The image cache directory (`--image-path`).
@@ -172,6 +171,26 @@ impl Server {
     /// SIGKILLs the server and waits for it to exit.
     pub fn kill(&mut self) {
         kill_child(&mut self.child);
+    }
+
+    /// Sends SIGTERM and waits (up to `deadline`) for the server to exit;
+    /// `None` if it is still running then.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let mut status = None;
+        wait_until(deadline, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
     }
 
     /// Kills the server, then starts it again with the same config, arguments
