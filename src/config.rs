@@ -619,6 +619,7 @@ impl RegistryEntry {
             proxy,
             ns: None,
             unlisted: false,
+            guarded: false,
         })
     }
 }

@@ -474,6 +474,8 @@ impl Upstreams {
                 if let Some(mirror) = mirror {
                     settings.endpoints = vec![mirror.clone()];
                     settings.ns = Some(registry.clone());
+                    settings.guarded = false;
+                    settings.unlisted = !self.configured.contains_key(registry);
                 }
                 (settings, Arc::clone(&self.default_tls))
             }

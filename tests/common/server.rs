@@ -173,15 +173,19 @@ impl Server {
         kill_child(&mut self.child);
     }
 
-    /// Sends SIGTERM and waits (up to `deadline`) for the server to exit;
-    /// `None` if it is still running then.
-    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut()?;
+    /// Sends SIGTERM (a graceful shutdown).
+    pub fn terminate(&self) {
+        let child = self.child.as_ref().expect("server running");
         let sent = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `deadline` for the server to exit; `None` if it still runs.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
         let mut status = None;
         wait_until(deadline, || {
             status = child.try_wait().ok().flatten();

@@ -6,9 +6,9 @@
 //! - their names must match the `upstreams.allow` globs and none of the
 //!   `upstreams.deny` globs ([`HostRules`]);
 //! - every connection made for them (endpoints, token realms, redirect
-//!   targets) is refused when the peer it reached is a loopback,
-//!   link-local, unspecified or cloud metadata address ([`forbidden_ip`]),
-//!   checked on the address actually connected, so DNS answers and
+//!   targets) skips loopback, link-local, unspecified and cloud metadata
+//!   addresses ([`forbidden_ip`]): names are resolved once, the addresses
+//!   checked, and only a checked address is dialled, so DNS answers and
 //!   redirects cannot route around it.
 //!
 //! Configured registries are trusted as the operator wrote them.

@@ -112,12 +112,13 @@ fn proxy_address(url: &str) -> Option<String> {
 }
 
 /// awc's TCP connector, proxy-aware, and guarded for registries that
-/// clients chose.
+/// clients chose (direct connections only: through a proxy, the proxy
+/// resolves and dials).
 #[derive(Debug, Clone)]
 pub struct ProxyConnector {
     /// The rules applied to each connection.
     rules: ProxyRules,
-    /// Refuse direct connections whose peer is a forbidden address
+    /// Never dial a forbidden address directly
     /// ([`super::guard::forbidden_ip`]).
     guarded: bool,
 }
@@ -146,16 +147,12 @@ impl Service<ConnectInfo<Uri>> for ProxyConnector {
         let guarded = self.guarded;
         Box::pin(async move {
             let stream = match proxy {
-                None => {
-                    let stream = TcpStream::connect((host.as_str(), port))
-                        .await
-                        .map_err(ConnectError::Io)?;
-                    let peer = stream.peer_addr().map_err(ConnectError::Io)?.ip();
-                    if guarded && super::guard::forbidden_ip(peer) {
-                        return Err(ConnectError::Io(super::guard::refusal(peer)));
-                    }
-                    stream
-                }
+                None if guarded => connect_guarded(&host, port)
+                    .await
+                    .map_err(ConnectError::Io)?,
+                None => TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(ConnectError::Io)?,
                 Some(proxy) => tunnel(&proxy, &host, port)
                     .await
                     .map_err(ConnectError::Io)?,
@@ -163,6 +160,24 @@ impl Service<ConnectInfo<Uri>> for ProxyConnector {
             Ok(Connection::new(uri, stream))
         })
     }
+}
+
+/// Resolves `host` and connects to the first address the upstream guard
+/// allows: a forbidden address is never dialled, and the address checked
+/// is the one connected (a second DNS answer cannot differ).
+async fn connect_guarded(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if super::guard::forbidden_ip(addr.ip()) {
+            last = Some(super::guard::refusal(addr.ip()));
+            continue;
+        }
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address"))))
 }
 
 /// Opens a `CONNECT` tunnel to `host:port` through `proxy`.

@@ -35,8 +35,11 @@ pub struct UpstreamSettings {
     /// sent as `?ns=`.
     pub ns: Option<RegistryName>,
     /// A registry a client chose rather than the configuration: its
-    /// connections pass the upstream guard, its metrics count as `other`.
+    /// metrics count as `other`.
     pub unlisted: bool,
+    /// Connections skip forbidden addresses (the upstream guard): set for
+    /// unlisted registries reached directly, not through a configured mirror.
+    pub guarded: bool,
 }
 
 impl UpstreamSettings {
@@ -52,6 +55,7 @@ impl UpstreamSettings {
             proxy,
             ns: None,
             unlisted: true,
+            guarded: true,
         }
     }
 }
