@@ -121,6 +121,7 @@ impl ResponseError for ApiError {
         match self {
             Self::RangeNotSatisfiable { size } => {
                 return res
+                    .insert_header(crate::handlers::api_version())
                     .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
                     .finish();
             }

@@ -101,8 +101,10 @@ impl RegistryName {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
-        let port_ok =
-            port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
+        // One spelling per port: digits only, no sign, no leading zero.
+        let port_ok = port.is_none_or(|p| {
+            p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0') && p.parse::<u16>().is_ok()
+        });
         if !host_ok || !port_ok {
             return Err(err());
         }
@@ -340,7 +342,8 @@ mod tests {
             "localhost"
         );
         for bad in [
-            "", "a/b", "h:port", "h:99999", "-a.com", "a..b", "a@b", "http://x",
+            "", "a/b", "h:port", "h:99999", "-a.com", "a..b", "a@b", "http://x", "h:+443",
+            "h:0443", "h:0", "h:",
         ] {
             assert!(RegistryName::parse(bad).is_err(), "{bad}");
         }
