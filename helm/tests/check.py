@@ -474,10 +474,20 @@ def run_checks(c, emit_dir):
          (d.one("ServiceAccount").get("automountServiceAccountToken"), d.spec.get("serviceAccountName"),
           d.spec.get("automountServiceAccountToken")), (True, "ociregistry", False),
          ["serviceAccount.create", "serviceAccount.automount", "serviceAccount.name", "serviceAccount"])
-    for probe, period in (("livenessProbe", 10), ("readinessProbe", 5)):
+    for probe, period, path in (("livenessProbe", 10, "/health"), ("readinessProbe", 5, "/ready")):
         p = d.container.get(probe, {})
-        c.eq(f"defaults: {probe} GET /v2/ on the http port", (p.get("httpGet"), p.get("periodSeconds")),
-             ({"path": "/v2/", "port": "http"}, period))
+        c.eq(f"defaults: {probe} GET {path} on the http port (plain HTTP)", (p.get("httpGet"), p.get("periodSeconds")),
+             ({"path": path, "port": "http"}, period))
+    c.check("defaults: no --metrics, --health, --log-format; no metrics/health port; no serverTls volume or config key",
+            not {"--metrics", "--health", "--log-format"} & set(d.args) and not d.port("health")
+            and not d.volume("server-tls") and not d.mount("server-tls") and "serverTlsConfig" not in (cfg or ""),
+            detail=f"args {d.args}")
+    c.eq("defaults: terminationGracePeriodSeconds 45, above the server's drainTimeout (30s)",
+         d.spec.get("terminationGracePeriodSeconds"), 45)
+    r = c.render(sets=["terminationGracePeriodSeconds=120"])
+    c.eq("terminationGracePeriodSeconds=120", r.spec.get("terminationGracePeriodSeconds"), 120)
+    r = c.render(sets=["terminationGracePeriodSeconds="])
+    c.check("terminationGracePeriodSeconds empty: Kubernetes' default (no field)", "terminationGracePeriodSeconds" not in r.spec)
     c.check("defaults: no optional pod settings",
             not any(k in d.spec for k in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity", "priorityClassName"))
             and not any(k in d.container for k in ("resources", "env", "envFrom")),
@@ -534,6 +544,9 @@ def run_checks(c, emit_dir):
     c.eq("configs.logLevel=trace: --log-level trace", r.arg("--log-level"), "trace", ["configs.logLevel"])
     r = c.render(sets=["configs.logLevel="])
     c.check("configs.logLevel empty: no --log-level", "--log-level" not in r.args, ["configs.logLevel"])
+    r = c.render(sets=["configs.logFormat=json"])
+    c.eq("configs.logFormat=json: global flags --log-level info --log-format json", r.global_flags()[2:],
+         ["--log-level", "info", "--log-format", "json"])
     if emit_dir:
         emit(emit_dir, "configs", c.render(["configs.yaml"], validate=False))
 
@@ -750,6 +763,12 @@ def run_checks(c, emit_dir):
     # ---- metrics ---------------------------------------------------------
     mt = c.render(["metrics.yaml"])
     sm = mt.one("ServiceMonitor")
+    c.eq("metrics.enabled: the server serves metrics on metrics.port (serve --metrics 9102)", mt.serve_flags(),
+         ["--metrics", "9102"])
+    c.check("metrics: NOTES name the metrics port and the ServiceMonitor",
+            'GET /metrics on port 9102 (Service port "metrics", scraped through ServiceMonitor cache)' in c.notes(["metrics.yaml"]))
+    if emit_dir:
+        emit(emit_dir, "metrics", mt)
     c.eq("metrics: container port and Service port 9102",
          (mt.port("metrics").get("containerPort"), mt.svc_port("metrics").get("port"), mt.svc_port("metrics").get("targetPort")),
          (9102, 9102, "metrics"))
@@ -758,6 +777,84 @@ def run_checks(c, emit_dir):
             and sm["metadata"]["labels"].get("release") == "prometheus"
             and sm["spec"]["selector"]["matchLabels"].items() <= mt.service["metadata"]["labels"].items()
             and sm["metadata"]["namespace"] == "ociregistry", detail=json.dumps(sm))
+
+    # ---- health port -----------------------------------------------------
+    r = c.render(sets=["health.enabled=true"])
+    c.eq("health.enabled: serve --health 8082, a health container port", (r.serve_flags(), r.port("health").get("containerPort")),
+         (["--health", "8082"], 8082))
+    c.eq("health.enabled: probes GET /health and /ready on the health port (plain HTTP)",
+         (r.container["livenessProbe"]["httpGet"], r.container["readinessProbe"]["httpGet"]),
+         ({"path": "/health", "port": "health"}, {"path": "/ready", "port": "health"}))
+    c.check("health.enabled: the Service exposes only the registry port", [p["name"] for p in r.service["spec"]["ports"]] == ["http"])
+    r = c.render(sets=["health.enabled=true", "readinessProbe.port=http", "livenessProbe.path=/v2/"], validate=False)
+    c.eq("probe port/path set: kept with health.enabled",
+         (r.container["livenessProbe"]["httpGet"], r.container["readinessProbe"]["httpGet"]),
+         ({"path": "/v2/", "port": "health"}, {"path": "/ready", "port": "http"}))
+
+    # ---- server TLS ------------------------------------------------------
+    st = c.render(["server-tls.yaml"])
+    _, _, cfg = st.config_secret()
+    tls = (yaml.safe_load(cfg or "null") or {}).get("serverTlsConfig")
+    c.eq("serverTls: the kubernetes.io/tls Secret is a volume, mounted read-only at /etc/ociregistry-tls",
+         (st.volume("server-tls").get("secret"), st.mount("server-tls")),
+         ({"secretName": "registry-tls", "defaultMode": 0o440},
+          {"name": "server-tls", "mountPath": "/etc/ociregistry-tls", "readOnly": True}))
+    c.eq("serverTls: serverTlsConfig of the config file points into the mount (clientAuth none, no ca)", tls,
+         {"cert": "/etc/ociregistry-tls/tls.crt", "key": "/etc/ociregistry-tls/tls.key", "clientAuth": "none"})
+    c.eq("serverTls: probes GET /health and /ready over HTTPS on the registry port",
+         (st.container["livenessProbe"]["httpGet"], st.container["readinessProbe"]["httpGet"]),
+         ({"path": "/health", "port": "http", "scheme": "HTTPS"}, {"path": "/ready", "port": "http", "scheme": "HTTPS"}))
+    c.check("serverTls: no client CA volume, no other volume", not st.volume("server-client-ca")
+            and sorted(v["name"] for v in st.spec["volumes"]) == ["config", "images", "server-tls"])
+    c.check("serverTls: checksum/config differs from the defaults' (the pod restarts)",
+            st.pod["metadata"]["annotations"]["checksum/config"] != d.pod["metadata"]["annotations"]["checksum/config"])
+    notes = c.notes(["server-tls.yaml"])
+    c.check("serverTls NOTES: hosts.toml names https://localhost:31080 with the CA, no client certificate",
+            '[host."https://localhost:31080"]' in notes and 'ca = "/etc/containerd/certs.d/_default/ca.crt"' in notes
+            and '[host."http://' not in notes and "client = " not in notes, detail=notes)
+    notes = c.notes(["server-tls.yaml"], sets=["service.nodePort="])
+    c.check("serverTls NOTES, allocated node port: https://<address>:<port>", '[host."https://<address>:<port>"]' in notes,
+            detail=notes)
+    if emit_dir:
+        emit(emit_dir, "server-tls", st)
+    mt = c.render(["server-tls-mtls.yaml"])
+    _, _, cfg = mt.config_secret()
+    tls = (yaml.safe_load(cfg or "null") or {}).get("serverTlsConfig")
+    c.eq("serverTls.clientAuth=verify + clientCaSecret: ca is the mounted client CA Secret's ca.crt", tls,
+         {"cert": "/etc/ociregistry-tls/tls.crt", "key": "/etc/ociregistry-tls/tls.key", "clientAuth": "verify",
+          "ca": "/etc/ociregistry-client-ca/ca.crt"})
+    c.eq("serverTls.clientCaSecret: a volume mounted read-only at /etc/ociregistry-client-ca",
+         (mt.volume("server-client-ca").get("secret"), mt.mount("server-client-ca")),
+         ({"secretName": "registry-client-ca", "defaultMode": 0o440},
+          {"name": "server-client-ca", "mountPath": "/etc/ociregistry-client-ca", "readOnly": True}))
+    c.eq("serverTls verify + health: probes over plain HTTP on the health port",
+         (mt.container["livenessProbe"]["httpGet"], mt.container["readinessProbe"]["httpGet"]),
+         ({"path": "/health", "port": "health"}, {"path": "/ready", "port": "health"}))
+    c.eq("serverTls verify + health + metrics + logFormat json: args", mt.args,
+         ["--config-file", "/etc/ociregistry/registry-config.yaml", "--log-level", "info", "--log-format", "json", "serve",
+          "--metrics", "9090", "--health", "8082"])
+    notes = c.notes(["server-tls-mtls.yaml"])
+    c.check("serverTls verify NOTES: hosts.toml with a client certificate",
+            'client = [["/etc/containerd/certs.d/_default/client.crt", "/etc/containerd/certs.d/_default/client.key"]]' in notes
+            and "Secret registry-client-ca" in notes, detail=notes)
+    if emit_dir:
+        emit(emit_dir, "server-tls-mtls", mt)
+    r = c.render(["server-tls.yaml"], sets=["serverTls.clientAuth=verify", "health.enabled=true"])
+    c.eq("serverTls verify without clientCaSecret: ca.crt of the TLS Secret, no client CA volume",
+         ((yaml.safe_load(r.config_secret()[2] or "null") or {}).get("serverTlsConfig", {}).get("ca"),
+          bool(r.volume("server-client-ca")), bool(r.mount("server-client-ca"))),
+         ("/etc/ociregistry-tls/ca.crt", False, False))
+    r = c.render(["server-tls.yaml"], sets=["serverTls.clientAuth=verify", "livenessProbe.enabled=false",
+                                            "readinessProbe.enabled=false"], validate=False)
+    c.check("serverTls verify with the probes disabled renders (no health port needed)",
+            "livenessProbe" not in r.container and "readinessProbe" not in r.container
+            and r.config_secret()[2] and "clientAuth: verify" in r.config_secret()[2])
+    r = c.render(["server-tls.yaml"], sets=["health.enabled=true", "livenessProbe.port=http"], validate=False)
+    c.eq("serverTls + health: a probe set on the registry port keeps HTTPS, the other is plain HTTP on health",
+         (r.container["livenessProbe"]["httpGet"].get("scheme"), r.container["readinessProbe"]["httpGet"]),
+         ("HTTPS", {"path": "/ready", "port": "health"}))
+    r = c.render(["server-tls.yaml"], sets=["serverTls.secretName=other-tls", "fullnameOverride=reg"], validate=False)
+    c.eq("serverTls.secretName: that Secret is mounted", r.volume("server-tls").get("secret", {}).get("secretName"), "other-tls")
 
     # ---- rendering must fail, with a message -----------------------------
     for f in sorted(os.listdir(c.values_dir)):

@@ -14,8 +14,11 @@
 #    object against the schemas and asserts what each value does.
 # 3. Lints the Dockerfile with hadolint.
 # 4. If BINARY (the ociregistry server) is given, runs it with the args and
-#    config file that the chart renders, paths moved to a temp dir, and
-#    expects GET /v2/ to answer 200.
+#    config file that the chart renders, paths moved to a temp dir (test
+#    certificates from openssl for the TLS renderings), ports to free ones,
+#    and expects GET /v2/ to answer 200 (over HTTPS, with a client
+#    certificate, when the chart renders serverTlsConfig), the probes' /health
+#    and /ready to answer 200, and /metrics to serve metrics with --metrics.
 # Prints PASS/FAIL lines, then "N passed, M failed"; exits 1 on any failure.
 set -euo pipefail
 
@@ -201,6 +204,17 @@ if [ -f "$ROOT/Dockerfile" ]; then
 fi
 
 # --- the server accepts what the chart renders -------------------------------
+# free_port: a free loopback TCP port (for --metrics and --health).
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# status URL CURL-ARGS...: the HTTP status of GET URL ("000": no answer).
+status() {
+  local url="$1"
+  shift
+  curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@" "$url" || true
+}
+
 if [ -z "$BINARY" ]; then
   info "no BINARY given: the server run test is skipped"
 elif [ ! -x "$BINARY" ]; then
@@ -209,17 +223,25 @@ elif [ ! -d "$WORK/run" ]; then
   bad "server: no rendered args to run with (check.py --emit-run did not run)"
 else
   # upstream-auth-mtls.yaml names a CA, a client certificate and key mounted
-  # at /etc/pki/certs, and a password in EXAMPLE_REGISTRY_PASSWORD.
+  # at /etc/pki/certs, and a password in EXAMPLE_REGISTRY_PASSWORD. The
+  # server-tls* renderings name the serverTls Secrets' mounts: a server
+  # certificate for localhost/127.0.0.1 (server-tls/tls.crt, tls.key, ca.crt)
+  # and the client CA (client-ca/ca.crt), all from the same test CA.
   pki=""
   if command -v openssl > /dev/null 2>&1; then
     pki="$WORK/pki"
-    mkdir -p "$pki"
+    mkdir -p "$pki/server-tls" "$pki/client-ca"
     if ! {
       openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout "$pki/ca.key" -out "$pki/ca.crt" &&
         openssl req -newkey rsa:2048 -nodes -subj /CN=test-client -keyout "$pki/client.key" -out "$pki/client.csr" &&
         printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' > "$pki/client.ext" &&
         openssl x509 -req -in "$pki/client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 1 \
-          -extfile "$pki/client.ext" -out "$pki/client.crt"
+          -extfile "$pki/client.ext" -out "$pki/client.crt" &&
+        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$pki/server-tls/tls.key" -out "$pki/server.csr" &&
+        printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$pki/server.ext" &&
+        openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 1 \
+          -extfile "$pki/server.ext" -out "$pki/server-tls/tls.crt" &&
+        cp "$pki/ca.crt" "$pki/server-tls/ca.crt" && cp "$pki/ca.crt" "$pki/client-ca/ca.crt"
     } > "$WORK/openssl.log" 2>&1; then
       pki=""
     fi
@@ -230,22 +252,27 @@ else
     # Paths into the temp dir; listen on a free loopback port.
     cfg="$WORK/run/$case_name.config.yaml"
     env_extra=()
-    if [ "$case_name" = upstream-auth-mtls ]; then
+    if [ "$case_name" = upstream-auth-mtls ] || grep -q '^serverTlsConfig:' "$cfg"; then
       if [ -z "$pki" ]; then
         info "server ($case_name): skipped, openssl could not make test certificates"
         continue
       fi
-      sed -i "s|/etc/pki/certs/|$pki/|g" "$cfg"
-      env_extra=(EXAMPLE_REGISTRY_PASSWORD=not-a-secret)
+      sed -i -e "s|/etc/pki/certs/|$pki/|g" -e "s|/etc/ociregistry-tls/|$pki/server-tls/|g" \
+        -e "s|/etc/ociregistry-client-ca/|$pki/client-ca/|g" "$cfg"
     fi
+    [ "$case_name" = upstream-auth-mtls ] && env_extra=(EXAMPLE_REGISTRY_PASSWORD=not-a-secret)
     cache_dir="$WORK/cache-$case_name"
     args=(--image-path "$cache_dir")
+    metrics_port=""
+    health_port=""
     i=0
     while [ "$i" -lt "${#rendered[@]}" ]; do
       a="${rendered[$i]}"
       case "$a" in
         --config-file) args+=(--config-file "$cfg"); i=$((i + 2)); continue ;;
         --image-path | --port | --host) i=$((i + 2)); continue ;;
+        --metrics) metrics_port="$(free_port)"; args+=(--metrics "$metrics_port"); i=$((i + 2)); continue ;;
+        --health) health_port="$(free_port)"; args+=(--health "$health_port"); i=$((i + 2)); continue ;;
       esac
       args+=("$a")
       i=$((i + 1))
@@ -254,22 +281,61 @@ else
     out="$WORK/server-$case_name.out"
     env "${env_extra[@]}" "$BINARY" "${args[@]}" > "$out" 2> "$WORK/server-$case_name.err" &
     SERVER_PID=$!
-    addr=""
+    url=""
     for _ in $(seq 1 100); do
-      addr="$(sed -n 's|^ociregistry listening on http://\([^ ]*\)$|\1|p' "$out" | head -1)"
-      [ -n "$addr" ] && break
+      url="$(sed -n 's|^ociregistry listening on \(https\{0,1\}://[^ ]*\)$|\1|p' "$out" | head -1)"
+      [ -n "$url" ] && break
       kill -0 "$SERVER_PID" 2>/dev/null || break
       sleep 0.1
     done
-    if [ -z "$addr" ]; then
+    if [ -z "$url" ]; then
       bad "server ($case_name args: ${rendered[*]}): no 'ociregistry listening on' line"
       sed 's/^/      /' "$WORK/server-$case_name.err" | tail -5
     else
-      code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://$addr/v2/" || true)"
-      if [ "$code" = 200 ] && [ -d "$cache_dir" ]; then
-        ok "server ($case_name args: ${rendered[*]}): listening on $addr, GET /v2/ 200, cache in --image-path"
+      # What the chart's serverTls asks for: HTTPS, client certificates.
+      tls_args=()
+      want_scheme=http
+      if grep -q '^serverTlsConfig:' "$cfg"; then
+        want_scheme=https
+        tls_args=(--cacert "$pki/ca.crt")
+        if grep -q 'clientAuth: verify' "$cfg"; then
+          code="$(status "$url/v2/" "${tls_args[@]}")"
+          if [ "$code" = 000 ]; then
+            ok "server ($case_name): clientAuth verify refuses a client without a certificate"
+          else
+            bad "server ($case_name): clientAuth verify, no client certificate: GET $url/v2/ answered '$code'"
+          fi
+          tls_args+=(--cert "$pki/client.crt" --key "$pki/client.key")
+        fi
+      fi
+      code="$(status "$url/v2/" "${tls_args[@]}")"
+      if [ "${url%%://*}" = "$want_scheme" ] && [ "$code" = 200 ] && [ -d "$cache_dir" ]; then
+        ok "server ($case_name args: ${rendered[*]}): listening on $url, GET /v2/ 200, cache in --image-path"
       else
-        bad "server ($case_name args: ${rendered[*]}): GET http://$addr/v2/ answered '$code' (cache dir created: $([ -d "$cache_dir" ] && echo yes || echo no))"
+        bad "server ($case_name args: ${rendered[*]}): listening on '$url' (want $want_scheme), GET /v2/ answered '$code' (cache dir created: $([ -d "$cache_dir" ] && echo yes || echo no))"
+      fi
+      # The probes' paths: on the health port when the chart passes
+      # --health (plain HTTP), else on the registry port (HTTPS with TLS,
+      # as the kubelet probes with scheme HTTPS).
+      probe_base="$url"
+      probe_args=("${tls_args[@]}")
+      if [ -n "$health_port" ]; then
+        probe_base="http://127.0.0.1:$health_port"
+        probe_args=()
+      fi
+      codes="$(status "$probe_base/health" "${probe_args[@]}") $(status "$probe_base/ready" "${probe_args[@]}")"
+      if [ "$codes" = "200 200" ]; then
+        ok "server ($case_name): probes GET $probe_base/health and /ready answer 200"
+      else
+        bad "server ($case_name): probes GET $probe_base/health and /ready answered $codes"
+      fi
+      if [ -n "$metrics_port" ]; then
+        body="$(curl -s --max-time 10 "http://127.0.0.1:$metrics_port/metrics" || true)"
+        if grep -q '^ociregistry_' <<< "$body"; then
+          ok "server ($case_name): --metrics: GET http://127.0.0.1:$metrics_port/metrics serves ociregistry_* metrics"
+        else
+          bad "server ($case_name): --metrics: GET http://127.0.0.1:$metrics_port/metrics: $(head -c 200 <<< "$body")"
+        fi
       fi
     fi
     kill "$SERVER_PID" 2>/dev/null || true

@@ -117,8 +117,8 @@ upstreamConfig nor upstreamMirror is set).
 {{- $file := printf "%s/%s" $mount (include "ociregistry.configFileName" .) }}
 {{- $cp := .Values.configs.configPath | default "" | trimSuffix "/" }}
 {{- if or (eq $cp "") (eq $cp $mount) (eq $cp $file) }}true
-{{- else if or .Values.upstreamConfig .Values.upstreamMirror }}
-{{- fail (printf "configs.configPath (%s) must match upstreamConfig.mountPath (%s) or %s, the file the chart renders from upstreamConfig and upstreamMirror; leave configs.configPath empty to use it" $cp $mount $file) }}
+{{- else if or .Values.upstreamConfig .Values.upstreamMirror .Values.serverTls.enabled }}
+{{- fail (printf "configs.configPath (%s) must match upstreamConfig.mountPath (%s) or %s, the file the chart renders from upstreamConfig, upstreamMirror and serverTls; leave configs.configPath empty to use it" $cp $mount $file) }}
 {{- end }}
 {{- end }}
 
@@ -131,9 +131,19 @@ upstreamConfig nor upstreamMirror is set).
 {{- end }}
 {{- end }}
 
+{{/* Where the serverTls Secrets are mounted (read-only). */}}
+{{- define "ociregistry.serverTlsMountPath" -}}/etc/ociregistry-tls{{- end }}
+{{- define "ociregistry.clientCaMountPath" -}}/etc/ociregistry-client-ca{{- end }}
+
+{{/* "true" when the server verifies client certificates (serverTls.clientAuth verify). */}}
+{{- define "ociregistry.verifyClients" -}}
+{{- if and .Values.serverTls.enabled (eq (toString .Values.serverTls.clientAuth) "verify") }}true{{ end }}
+{{- end }}
+
 {{/*
 The server's config file: upstreamConfig without mountPath (registries: []
-when absent), plus upstreamMirror.
+when absent), plus upstreamMirror and serverTlsConfig (the paths where the
+serverTls Secrets are mounted).
 */}}
 {{- define "ociregistry.configData" -}}
 {{- $cfg := omit (deepCopy (.Values.upstreamConfig | default dict)) "mountPath" }}
@@ -142,6 +152,19 @@ when absent), plus upstreamMirror.
 {{- end }}
 {{- if .Values.upstreamMirror }}
 {{- $_ := set $cfg "upstreamMirror" .Values.upstreamMirror }}
+{{- end }}
+{{- if .Values.serverTls.enabled }}
+{{- $dir := include "ociregistry.serverTlsMountPath" . }}
+{{- $tls := dict "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir) "clientAuth" "none" }}
+{{- if include "ociregistry.verifyClients" . }}
+{{- $_ := set $tls "clientAuth" "verify" }}
+{{- if .Values.serverTls.clientCaSecret }}
+{{- $_ := set $tls "ca" (printf "%s/ca.crt" (include "ociregistry.clientCaMountPath" .)) }}
+{{- else }}
+{{- $_ := set $tls "ca" (printf "%s/ca.crt" $dir) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $cfg "serverTlsConfig" $tls }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -174,6 +197,7 @@ when absent), plus upstreamMirror.
 {{- if $cf }}{{ $args = concat $args (list "--config-file" $cf) }}{{ end }}
 {{- if .Values.configs.imagePath }}{{ $args = concat $args (list "--image-path" (toString .Values.configs.imagePath)) }}{{ end }}
 {{- if .Values.configs.logLevel }}{{ $args = concat $args (list "--log-level" (toString .Values.configs.logLevel)) }}{{ end }}
+{{- if .Values.configs.logFormat }}{{ $args = concat $args (list "--log-format" (toString .Values.configs.logFormat)) }}{{ end }}
 {{- $args = append $args "serve" }}
 {{- $port := include "ociregistry.port" . }}
 {{- if or (include "ociregistry.hostNetwork" .) (ne $port "8080") (and (not (kindIs "invalid" .Values.configs.port)) (ne (toString .Values.configs.port) "")) }}
@@ -181,8 +205,35 @@ when absent), plus upstreamMirror.
 {{- end }}
 {{- $pt := include "ociregistry.pullTimeout" . }}
 {{- if $pt }}{{ $args = concat $args (list "--pull-timeout" $pt) }}{{ end }}
+{{- if .Values.metrics.enabled }}{{ $args = concat $args (list "--metrics" (toString (.Values.metrics.port | int))) }}{{ end }}
+{{- if .Values.health.enabled }}{{ $args = concat $args (list "--health" (toString (.Values.health.port | int))) }}{{ end }}
 {{- range .Values.extraArgs }}{{ $args = append $args (toString .) }}{{ end }}
 {{- toYaml $args }}
+{{- end }}
+
+{{/*
+The port a probe ({root, probe}) targets: its `port`, else `health` when
+health.enabled, else `http` (the registry port).
+*/}}
+{{- define "ociregistry.probePort" -}}
+{{- $port := "" }}
+{{- if not (kindIs "invalid" .probe.port) }}{{ $port = toString .probe.port }}{{ end }}
+{{- if $port }}{{ $port }}
+{{- else if .root.Values.health.enabled }}health
+{{- else }}http
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when a probe on port ({root, port}) must use HTTPS: serverTls is on
+and the port is not the plain-HTTP health port.
+*/}}
+{{- define "ociregistry.probeHttps" -}}
+{{- $v := .root.Values }}
+{{- if $v.serverTls.enabled }}
+{{- $onHealth := or (eq .port "health") (and $v.health.enabled (eq .port (toString ($v.health.port | int)))) }}
+{{- if not $onHealth }}true{{ end }}
+{{- end }}
 {{- end }}
 
 {{/* Secure defaults, each key replaceable through the values. */}}
@@ -230,6 +281,9 @@ when absent), plus upstreamMirror.
 {{- if eq .name "images" }}
 {{- fail "volumes: the name images is reserved for the cache volume that persistence.* defines" }}
 {{- end }}
+{{- if and $.Values.serverTls.enabled (has .name (list "server-tls" "server-client-ca")) }}
+{{- fail (printf "volumes: the name %s is reserved for the serverTls Secrets" .name) }}
+{{- end }}
 {{- end }}
 {{- $mounted := "" }}
 {{- range .Values.volumeMounts }}
@@ -253,6 +307,41 @@ when absent), plus upstreamMirror.
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled (the metrics port)" }}
+{{- end }}
+{{- $ports := dict (toString $port) "the registry port" }}
+{{- range $name := list "metrics" "health" }}
+{{- $s := index $.Values $name }}
+{{- if $s.enabled }}
+{{- $p := $s.port | int }}
+{{- if or (lt $p 1) (gt $p 65535) }}
+{{- fail (printf "%s.port must be a port number (1-65535), not %q" $name (toString $s.port)) }}
+{{- end }}
+{{- if hasKey $ports (toString $p) }}
+{{- fail (printf "%s.port %d is already %s: the server needs a separate port for each" $name $p (get $ports (toString $p))) }}
+{{- end }}
+{{- $_ := set $ports (toString $p) (printf "%s.port" $name) }}
+{{- end }}
+{{- end }}
+{{- with .Values.configs.logFormat }}
+{{- if not (has (toString .) (list "text" "json")) }}
+{{- fail (printf "configs.logFormat must be text or json, not %q" (toString .)) }}
+{{- end }}
+{{- end }}
+{{- if .Values.serverTls.enabled }}
+{{- if not .Values.serverTls.secretName }}
+{{- fail "serverTls.enabled needs serverTls.secretName (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if not (has (toString .Values.serverTls.clientAuth) (list "none" "verify")) }}
+{{- fail (printf "serverTls.clientAuth must be none or verify, not %q" (toString .Values.serverTls.clientAuth)) }}
+{{- end }}
+{{- if include "ociregistry.verifyClients" . }}
+{{- range $probe := list "livenessProbe" "readinessProbe" }}
+{{- $pv := index $.Values $probe }}
+{{- if and $pv.enabled (include "ociregistry.probeHttps" (dict "root" $ "port" (include "ociregistry.probePort" (dict "root" $ "probe" $pv)))) }}
+{{- fail (printf "serverTls.clientAuth verify: the kubelet's %s presents no client certificate; set health.enabled (plain-HTTP /health and /ready on health.port) or disable the probe" $probe) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- $_ := include "ociregistry.pullTimeout" . }}
 {{- $_ := include "ociregistry.configManaged" . }}

@@ -33,6 +33,10 @@ spec:
   {{- with .Values.priorityClassName }}
   priorityClassName: {{ . }}
   {{- end }}
+  {{- $grace := .Values.terminationGracePeriodSeconds }}
+  {{- if and (not (kindIs "invalid" $grace)) (ne (toString $grace) "") }}
+  terminationGracePeriodSeconds: {{ $grace | int }}
+  {{- end }}
   {{- if include "ociregistry.hostNetwork" . }}
   hostNetwork: true
   dnsPolicy: ClusterFirstWithHostNet
@@ -97,13 +101,22 @@ spec:
           containerPort: {{ .Values.metrics.port | int }}
           protocol: TCP
         {{- end }}
+        {{- if .Values.health.enabled }}
+        - name: health
+          containerPort: {{ .Values.health.port | int }}
+          protocol: TCP
+        {{- end }}
       {{- range $probe := list "livenessProbe" "readinessProbe" }}
       {{- with index $.Values $probe }}
       {{- if .enabled }}
+      {{- $probePort := include "ociregistry.probePort" (dict "root" $ "probe" .) }}
       {{ $probe }}:
         httpGet:
-          path: {{ .path | default "/v2/" }}
-          port: {{ .port | default "http" }}
+          path: {{ .path | default (ternary "/health" "/ready" (eq $probe "livenessProbe")) }}
+          port: {{ if regexMatch "^[0-9]+$" $probePort }}{{ $probePort | int }}{{ else }}{{ $probePort }}{{ end }}
+          {{- if include "ociregistry.probeHttps" (dict "root" $ "port" $probePort) }}
+          scheme: HTTPS
+          {{- end }}
         {{- range $f := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" "successThreshold" }}
         {{- if not (kindIs "invalid" (index $.Values $probe $f)) }}
         {{ $f }}: {{ index $.Values $probe $f | int }}
@@ -124,6 +137,16 @@ spec:
         - name: config
           mountPath: {{ include "ociregistry.configMountPath" . }}
           readOnly: true
+        {{- end }}
+        {{- if .Values.serverTls.enabled }}
+        - name: server-tls
+          mountPath: {{ include "ociregistry.serverTlsMountPath" . }}
+          readOnly: true
+        {{- if and (include "ociregistry.verifyClients" .) .Values.serverTls.clientCaSecret }}
+        - name: server-client-ca
+          mountPath: {{ include "ociregistry.clientCaMountPath" . }}
+          readOnly: true
+        {{- end }}
         {{- end }}
   volumes:
     {{- with .Values.volumes }}
@@ -150,6 +173,18 @@ spec:
       secret:
         secretName: {{ include "ociregistry.fullname" . }}-config
         defaultMode: 0440
+    {{- end }}
+    {{- if .Values.serverTls.enabled }}
+    - name: server-tls
+      secret:
+        secretName: {{ .Values.serverTls.secretName }}
+        defaultMode: 0440
+    {{- if and (include "ociregistry.verifyClients" .) .Values.serverTls.clientCaSecret }}
+    - name: server-client-ca
+      secret:
+        secretName: {{ .Values.serverTls.clientCaSecret }}
+        defaultMode: 0440
+    {{- end }}
     {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
