@@ -1,6 +1,5 @@
 //! Start-up: open the cache, start the actors, bind, serve.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +17,10 @@ use crate::prune::PruneSpec;
 
 /// Images preloaded at once.
 const PRELOAD_CONCURRENCY: usize = 4;
+
+/// Connections the kernel queues before the server accepts them (a node
+/// fleet starting at once connects in a burst).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// The lock file a running server holds in its cache directory.
 const LOCK_FILE: &str = ".lock";
@@ -183,10 +186,7 @@ pub async fn run(
         ));
     }
 
-    let listener = bind(&config.host, config.port)?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| listen_error(&config.host, config.port, e))?;
+    raise_open_files_limit(limits.max_connections, &log);
     let registry_state = state.clone();
     let registry = HttpServer::new(move || {
         App::new()
@@ -199,15 +199,21 @@ pub async fn run(
     .client_request_timeout(limits.header_timeout)
     .keep_alive(limits.keep_alive)
     .shutdown_timeout(limits.drain.as_secs())
+    .backlog(LISTEN_BACKLOG)
     .disable_signals();
     let listen = |e| listen_error(&config.host, config.port, e);
+    let addr = (config.host.as_str(), config.port);
     let (registry, scheme) = match tls {
         Some(tls) => (
-            registry.listen_rustls_0_23(listener, tls).map_err(listen)?,
+            registry.bind_rustls_0_23(addr, tls).map_err(listen)?,
             "https",
         ),
-        None => (registry.listen(listener).map_err(listen)?, "http"),
+        None => (registry.bind(addr).map_err(listen)?, "http"),
     };
+    let local = *registry
+        .addrs()
+        .first()
+        .ok_or_else(|| listen(std::io::Error::other("no address bound")))?;
     let mut servers = vec![registry.run()];
     if let Some(port) = config.admin_port {
         servers.push(admin_server(&config, port, &state, &log)?);
@@ -280,9 +286,19 @@ fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-/// Binds `host:port`.
-fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
-    TcpListener::bind((host, port)).map_err(|e| listen_error(host, port, e))
+/// Raises the soft open-files limit to the hard one: every client
+/// connection and every blob being served holds a descriptor, and soft
+/// limits of 1024 are common. Warns when the limit stays below what
+/// `maxConnections` needs.
+fn raise_open_files_limit(max_connections: usize, log: &slog::Logger) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < 2 * max_connections as u64 => {
+            slog::warn!(log, "open-files limit is below twice maxConnections";
+                "limit" => limit, "max_connections" => max_connections)
+        }
+        Ok(_) => {}
+        Err(e) => slog::warn!(log, "could not raise the open-files limit"; "error" => %e),
+    }
 }
 
 /// The error of a listener on `host:port`.
@@ -300,13 +316,12 @@ fn side_server(
     state: &web::Data<AppState>,
     routes: fn(&mut web::ServiceConfig),
 ) -> Result<actix_web::dev::Server, StartError> {
-    let listener = bind(host, port)?;
     let state = state.clone();
     Ok(
         HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
             .workers(1)
             .disable_signals()
-            .listen(listener)
+            .bind((host, port))
             .map_err(|e| listen_error(host, port, e))?
             .run(),
     )
@@ -376,7 +391,6 @@ fn admin_server(
         root: config.image_path.clone(),
         token,
     });
-    let listener = bind(&config.admin_host, port)?;
     slog::info!(log, "admin API listening"; "addr" => &addr);
     Ok(HttpServer::new(move || {
         App::new()
@@ -386,7 +400,7 @@ fn admin_server(
     })
     .workers(1)
     .disable_signals()
-    .listen(listener)
+    .bind((config.admin_host.as_str(), port))
     .map_err(|e| listen_error(&config.admin_host, port, e))?
     .run())
 }
