@@ -15,8 +15,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +22,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::image::ACCEPT_ALL_MANIFESTS;
-use common::{docker_io_config, push_image, sha256_hex, wait_until, Server, TestImage, Upstream};
+use common::{
+    docker_io_config, push_image, sha256_hex, wait_until, RawConn, Rng, Server, TestImage, Upstream,
+};
 use sha2::{Digest as _, Sha256};
 
 /// Repository of the images under test (on docker.io, via `?ns=`); round
@@ -39,6 +39,8 @@ const CLIENTS: usize = 20;
 const DEFAULT_SEED: u64 = 0x0C1_2E61_57E7;
 /// How long one request may wait for bytes before the client gives up.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The headers of every request: all manifest media types accepted.
+const ACCEPT: [(&str, &str); 1] = [("Accept", ACCEPT_ALL_MANIFESTS)];
 /// How long a round may take to reach its kill point.
 const ROUND_DEADLINE: Duration = Duration::from_secs(60);
 const MIB: u64 = 1024 * 1024;
@@ -61,31 +63,6 @@ fn seed() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED)
-}
-
-/// SplitMix64: the seeded source of sizes, orders and kill points.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `1..=n` (n > 0).
-    fn one_to(&mut self, n: u64) -> u64 {
-        1 + self.next_u64() % n
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
 }
 
 /// An image pushed as `REPO:tag`.
@@ -135,122 +112,6 @@ fn requests(images: &[&Pushed], rng: &mut Rng) -> Vec<Item> {
     rng.shuffle(&mut blobs);
     manifests.extend(blobs);
     manifests
-}
-
-/// A response head: status and headers (names lowercased).
-struct Head {
-    status: u16,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn content_length(&self) -> Result<u64, String> {
-        self.header("content-length")
-            .ok_or("no Content-Length")?
-            .parse()
-            .map_err(|e| format!("bad Content-Length: {e}"))
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection, with raw requests.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    host_port: String,
-}
-
-impl Conn {
-    fn open(host_port: &str) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(host_port)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            reader: BufReader::with_capacity(64 * 1024, stream),
-            host_port: host_port.to_owned(),
-        })
-    }
-
-    fn send_get(&mut self, path: &str) -> Result<Head, String> {
-        self.send("GET", path)
-    }
-
-    fn send(&mut self, method: &str, path: &str) -> Result<Head, String> {
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: {ACCEPT_ALL_MANIFESTS}\r\n\r\n",
-            self.host_port
-        );
-        self.reader
-            .get_mut()
-            .write_all(request.as_bytes())
-            .map_err(|e| format!("write: {e}"))?;
-        self.read_head()
-    }
-
-    fn read_head(&mut self) -> Result<Head, String> {
-        let mut line = String::new();
-        let mut read_line = |line: &mut String| -> Result<(), String> {
-            line.clear();
-            match self.reader.read_line(line) {
-                Ok(0) => Err("connection closed before the response head".into()),
-                Ok(_) => Ok(()),
-                Err(e) => Err(format!("read head: {e}")),
-            }
-        };
-        read_line(&mut line)?;
-        let status = line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse().ok())
-            .ok_or_else(|| format!("bad status line {line:?}"))?;
-        let mut headers = Vec::new();
-        loop {
-            read_line(&mut line)?;
-            let trimmed = line.trim_end();
-            if trimmed.is_empty() {
-                return Ok(Head { status, headers });
-            }
-            let (name, value) = trimmed
-                .split_once(':')
-                .ok_or_else(|| format!("bad header line {trimmed:?}"))?;
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-
-    /// Reads `len` body bytes, calling `each` with every piece.
-    fn read_body(&mut self, len: u64, mut each: impl FnMut(&[u8])) -> Result<(), String> {
-        let mut left = len;
-        while left > 0 {
-            let buf = self
-                .reader
-                .fill_buf()
-                .map_err(|e| format!("read body: {e}"))?;
-            if buf.is_empty() {
-                return Err(format!("cut after {} of {len} bytes", len - left));
-            }
-            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            each(&buf[..n]);
-            self.reader.consume(n);
-            left -= n as u64;
-        }
-        Ok(())
-    }
-
-    /// GETs `path` and returns its status, `X-Cache` and whole body.
-    fn get(&mut self, path: &str) -> Result<(u16, String, Vec<u8>), String> {
-        let head = self.send_get(path)?;
-        let len = head.content_length()?;
-        let mut body = Vec::with_capacity(len as usize);
-        self.read_body(len, |b| body.extend_from_slice(b))?;
-        let cache = head.header("x-cache").unwrap_or("").to_owned();
-        Ok((head.status, cache, body))
-    }
 }
 
 /// Where a round's clients stand, and when the round's kill fires.
@@ -303,17 +164,20 @@ impl Progress {
 /// One client: a keep-alive connection pulling `order` again and again
 /// until the round stops, verifying every complete body.
 fn client(host_port: String, order: Vec<Item>, progress: Arc<Progress>) {
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<RawConn> = None;
     for item in order.iter().cycle() {
         if progress.stop.load(Ordering::SeqCst) {
             return;
         }
         let result = (|| -> Result<(), String> {
             if conn.is_none() {
-                conn = Some(Conn::open(&host_port).map_err(|e| format!("connect: {e}"))?);
+                conn = Some(
+                    RawConn::connect(&host_port, IO_TIMEOUT)
+                        .map_err(|e| format!("connect: {e}"))?,
+                );
             }
             let c = conn.as_mut().expect("connected");
-            let head = c.send_get(&item.path)?;
+            let head = c.send("GET", &item.path, &ACCEPT)?;
             if head.status != 200 {
                 return Err(format!("status {}", head.status));
             }
@@ -449,7 +313,7 @@ impl StoreCheck {
 /// one connection; asserts each is exactly the pushed bytes and, with
 /// `expect_hit`, served from the cache.
 fn pull_all_exact(server: &Server, images: &[Pushed], expect_hit: bool, what: &str) {
-    let mut conn = Conn::open(&server.host_port()).expect("connect");
+    let mut conn = RawConn::connect(&server.host_port(), IO_TIMEOUT).expect("connect");
     for Pushed { tag, img } in images {
         let mut expected: Vec<(String, &[u8])> = vec![
             (manifest_path(tag), &img.manifest),
@@ -460,13 +324,17 @@ fn pull_all_exact(server: &Server, images: &[Pushed], expect_hit: bool, what: &s
                 .map(|b| (blob_path(&b.digest), b.bytes.as_slice())),
         );
         for (path, bytes) in expected {
-            let (status, cache, body) = conn
-                .get(&path)
+            let (head, body) = conn
+                .get(&path, &ACCEPT)
                 .unwrap_or_else(|e| panic!("{what}: GET {path}: {e}"));
-            assert_eq!(status, 200, "{what}: GET {path}");
+            assert_eq!(head.status, 200, "{what}: GET {path}");
             assert!(body == bytes, "{what}: GET {path}: not the pushed bytes");
             if expect_hit {
-                assert_eq!(cache, "HIT", "{what}: GET {path} is served from the cache");
+                assert_eq!(
+                    head.header("x-cache").unwrap_or(""),
+                    "HIT",
+                    "{what}: GET {path} is served from the cache"
+                );
             }
         }
     }
@@ -487,7 +355,7 @@ struct RoundReport {
 fn sigkill_at_random_points_under_load_always_restarts_clean() {
     let started = Instant::now();
     let seed = seed();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let images: Vec<Pushed> = (0..ROUNDS)
         .map(|r| Pushed {
             tag: format!("r{r}"),
@@ -614,7 +482,8 @@ fn sigkill_at_random_points_under_load_always_restarts_clean() {
             "{what}: start-up keeps exactly the complete blobs"
         );
         // The index loaded: every complete blob is served from disk.
-        let mut conn = Conn::open(&server.host_port()).expect("connect after restart");
+        let mut conn =
+            RawConn::connect(&server.host_port(), IO_TIMEOUT).expect("connect after restart");
         for digest in &complete {
             let path = blob_path(digest);
             let expected_len = std::fs::metadata(
@@ -626,17 +495,18 @@ fn sigkill_at_random_points_under_load_always_restarts_clean() {
             .len();
             let (status, cache_outcome, body_digest) = if served.contains(digest) {
                 let head = conn
-                    .send("HEAD", &path)
+                    .send("HEAD", &path, &ACCEPT)
                     .unwrap_or_else(|e| panic!("{what}: HEAD {digest}: {e}"));
                 let len = head.content_length().unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(len, expected_len, "{what}: HEAD {digest}: Content-Length");
                 let hit = head.header("x-cache").unwrap_or("").to_owned();
                 (head.status, hit, digest.clone())
             } else {
-                let (status, hit, body) = conn
-                    .get(&path)
+                let (head, body) = conn
+                    .get(&path, &ACCEPT)
                     .unwrap_or_else(|e| panic!("{what}: GET {digest}: {e}"));
-                (status, hit, common::digest_of(&body))
+                let hit = head.header("x-cache").unwrap_or("").to_owned();
+                (head.status, hit, common::digest_of(&body))
             };
             assert_eq!(status, 200, "{what}: {digest}");
             assert_eq!(

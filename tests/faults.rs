@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use awc::http::StatusCode;
-use common::{client, digest_of, docker_io_config, Fault, FaultUpstream, Server};
+use common::{client, digest_of, docker_io_config, Fault, FaultUpstream, RawConn, Server};
 use futures::StreamExt;
 
 /// A blob big enough to arrive in many chunks.
@@ -357,17 +357,12 @@ async fn every_broken_blob_transfer_fails_the_client_and_keeps_nothing() {
 
 /// The raw bytes of a `GET url` answer, read until the server closes.
 fn raw_get(server: &Server, url: &str) -> Vec<u8> {
-    use std::io::{Read, Write};
     let path = url.strip_prefix(&server.url()).expect("server URL");
-    let mut stream = std::net::TcpStream::connect(server.host_port()).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    response
+    let stream = std::net::TcpStream::connect(server.host_port()).unwrap();
+    let mut conn = RawConn::new(stream, "x");
+    conn.write_request("GET", path, &[("Connection", "close")])
+        .unwrap();
+    conn.read_to_end()
 }
 
 #[actix_web::test]

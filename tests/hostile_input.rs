@@ -27,7 +27,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{digest_of, http_get_status, Server};
+use common::{digest_of, http_get_status, Rng, Server};
 
 /// The default seed of the generated part of the corpus.
 const SEED: u64 = 0x000c_10c1_5eed;
@@ -53,55 +53,23 @@ const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OP
 // ---------------------------------------------------------------------------
 // Deterministic randomness.
 
-/// splitmix64: small, seedable, good enough to pick test cases.
-struct Rng(u64);
+/// `len` random characters of `[a-z0-9]`.
+fn alnum(rng: &mut Rng, len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len).map(|_| *rng.pick(CHARS) as char).collect()
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `percent`/100.
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    /// `len` random bytes.
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    /// `len` random characters of `[a-z0-9]`.
-    fn alnum(&mut self, len: usize) -> String {
-        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        (0..len).map(|_| *self.pick(CHARS) as char).collect()
-    }
-
-    /// `len` random bytes, percent-encoded (unreserved ones sometimes raw).
-    fn pct(&mut self, len: usize) -> String {
-        let mut s = String::new();
-        for b in self.bytes(len) {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                s.push(b as char);
-            } else {
-                s.push_str(&format!("%{b:02X}"));
-            }
+/// `len` random bytes, percent-encoded (unreserved ones sometimes raw).
+fn pct(rng: &mut Rng, len: usize) -> String {
+    let mut s = String::new();
+    for b in rng.bytes(len) {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
         }
-        s
     }
+    s
 }
 
 // ---------------------------------------------------------------------------
@@ -917,11 +885,11 @@ fn random_name(rng: &mut Rng, ctx: &Ctx) -> String {
             0 => name.push_str(&ctx.marker),
             1 => {
                 let len = 1 + rng.below(300);
-                name.push_str(&rng.alnum(len))
+                name.push_str(&alnum(rng, len))
             }
             2 => {
                 let len = 1 + rng.below(12);
-                name.push_str(&rng.pct(len))
+                name.push_str(&pct(rng, len))
             }
             _ => {
                 let piece = *rng.pick::<&str>(PIECES);
@@ -948,11 +916,11 @@ fn random_reference(rng: &mut Rng, ctx: &Ctx) -> String {
             8 => reference.push_str(&ctx.marker),
             9 => {
                 let len = rng.below(16);
-                reference.push_str(&rng.pct(len))
+                reference.push_str(&pct(rng, len))
             }
             _ => {
                 let len = rng.below(300);
-                reference.push_str(&rng.alnum(len))
+                reference.push_str(&alnum(rng, len))
             }
         }
     }
@@ -1263,7 +1231,7 @@ fn corpus(ctx: &Ctx, rng: &mut Rng) -> Vec<Request> {
         for value in [
             "a".repeat(64 * 1024),
             format!("bytes={}", "0-1,".repeat(16 * 1024)),
-            rng.pct(20 * 1024),
+            pct(rng, 20 * 1024),
         ] {
             let headers = [(name.to_string(), value.into_bytes())];
             push(
@@ -1301,7 +1269,7 @@ fn corpus(ctx: &Ctx, rng: &mut Rng) -> Vec<Request> {
             5..=7 => random_name(rng, ctx),
             _ => {
                 let len = 1 + rng.below(32);
-                rng.pct(len)
+                pct(rng, len)
             }
         };
         let reference = match rng.below(4) {
@@ -1309,7 +1277,7 @@ fn corpus(ctx: &Ctx, rng: &mut Rng) -> Vec<Request> {
             2 => random_reference(rng, ctx),
             _ => {
                 let len = rng.below(32);
-                rng.pct(len)
+                pct(rng, len)
             }
         };
         let endpoint = match rng.below(20) {
@@ -1482,7 +1450,7 @@ fn malformed_requests_never_cause_server_errors_or_escape_the_cache() {
         .map(|(p, _)| p)
         .collect();
 
-    let corpus = corpus(&ctx, &mut Rng(seed));
+    let corpus = corpus(&ctx, &mut Rng::new(seed));
     let sent = corpus.len();
     let sending = Instant::now();
     let outcomes = send_all(&addr, &corpus);

@@ -10,15 +10,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use common::image::ACCEPT_ALL_MANIFESTS;
+use common::raw_http;
 use common::{
-    digest_of, docker_io_config, push_image, wait_until, Server, TestImage, Upstream, POLL_INTERVAL,
+    digest_of, docker_io_config, push_image, wait_until, RawConn, Server, TestImage, Upstream,
+    POLL_INTERVAL,
 };
 
 /// Connections open at the same time.
@@ -42,6 +43,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one connect may take (a dropped SYN is retried after 1 s,
 /// then 3 s, 7 s, 15 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The headers of every request: all manifest media types accepted.
+const ACCEPT: [(&str, &str); 1] = [("Accept", ACCEPT_ALL_MANIFESTS)];
 
 /// What each connection asks for and what must come back.
 struct Expected {
@@ -126,56 +129,6 @@ fn ensure_own_nofile(needed: u64) {
     );
 }
 
-/// A response: status, headers (names lowercased), body.
-type Response = (u16, Vec<(String, String)>, Vec<u8>);
-
-/// Reads one response; unless it answers a HEAD, with its `Content-Length`
-/// body.
-fn read_response(reader: &mut BufReader<TcpStream>, head_only: bool) -> Result<Response, String> {
-    let mut line = String::new();
-    let mut next_line = |line: &mut String| -> Result<(), String> {
-        line.clear();
-        match reader.read_line(line) {
-            Ok(0) => Err("connection closed before a response".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("read: {e}")),
-        }
-    };
-    next_line(&mut line)?;
-    let status: u16 = line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line {line:?}"))?;
-    let mut headers = Vec::new();
-    loop {
-        next_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (n, v) = l
-            .split_once(':')
-            .ok_or_else(|| format!("bad header {l:?}"))?;
-        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .ok_or("no Content-Length")?
-        .1
-        .parse()
-        .map_err(|e| format!("bad Content-Length: {e}"))?;
-    let mut body = Vec::new();
-    if !head_only {
-        body.resize(len, 0);
-        reader
-            .read_exact(&mut body)
-            .map_err(|e| format!("body ({len} bytes): {e}"))?;
-    }
-    Ok((status, headers, body))
-}
-
 /// The three requests each connection sends, one after the other.
 #[derive(Clone, Copy, Debug)]
 enum Step {
@@ -191,24 +144,18 @@ impl Step {
             Step::ManifestGet => ("GET", &exp.manifest_path),
             Step::ManifestHead => ("HEAD", &exp.manifest_path),
         };
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nAccept: {ACCEPT_ALL_MANIFESTS}\r\n\r\n"
-        )
+        raw_http::request(method, path, host_port, &ACCEPT)
     }
 
     /// Reads and checks the answer to this step's request.
-    fn check(self, reader: &mut BufReader<TcpStream>, exp: &Expected) -> Result<(), String> {
+    fn check(self, conn: &mut RawConn, exp: &Expected) -> Result<(), String> {
         let head_only = matches!(self, Step::ManifestHead);
-        let (status, headers, body) =
-            read_response(reader, head_only).map_err(|e| format!("{self:?}: {e}"))?;
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let problem = if status != 200 {
-            Some(format!("status {status}"))
+        let (head, body) = conn
+            .read_response(head_only)
+            .map_err(|e| format!("{self:?}: {e}"))?;
+        let header = |name: &str| head.header(name);
+        let problem = if head.status != 200 {
+            Some(format!("status {}", head.status))
         } else if header("x-cache") != Some("HIT") {
             Some(format!("X-Cache {:?}", header("x-cache")))
         } else {
@@ -297,16 +244,17 @@ fn client_thread(count: usize, run: &Run) -> usize {
     let mut conns = Vec::with_capacity(count);
     for _ in 0..count {
         let connecting = Instant::now();
-        let conn = TcpStream::connect_timeout(&run.addr, CONNECT_TIMEOUT).and_then(|mut s| {
+        let conn = TcpStream::connect_timeout(&run.addr, CONNECT_TIMEOUT).and_then(|s| {
             let took = connecting.elapsed().as_micros() as usize;
             run.slowest_connect_us.fetch_max(took, Ordering::SeqCst);
             s.set_read_timeout(Some(IO_TIMEOUT))?;
             s.set_write_timeout(Some(IO_TIMEOUT))?;
-            s.write_all(Step::BlobGet.request(exp, host_port).as_bytes())?;
-            Ok(s)
+            let mut conn = RawConn::new(s, host_port);
+            conn.write(&Step::BlobGet.request(exp, host_port))?;
+            Ok(conn)
         });
         match conn {
-            Ok(s) => conns.push(Some(BufReader::with_capacity(64 * 1024, s))),
+            Ok(c) => conns.push(Some(c)),
             Err(e) => errors.add(format!("connect and send: {e}")),
         }
     }
@@ -314,13 +262,11 @@ fn client_thread(count: usize, run: &Run) -> usize {
     let steps = [Step::BlobGet, Step::ManifestGet, Step::ManifestHead];
     for (i, step) in steps.iter().enumerate() {
         for slot in &mut conns {
-            let Some(reader) = slot else { continue };
+            let Some(conn) = slot else { continue };
             let mut exchange = || -> Result<(), String> {
-                step.check(reader, exp)?;
+                step.check(conn, exp)?;
                 if let Some(next) = steps.get(i + 1) {
-                    reader
-                        .get_mut()
-                        .write_all(next.request(exp, host_port).as_bytes())
+                    conn.write(&next.request(exp, host_port))
                         .map_err(|e| format!("{next:?}: send: {e}"))?;
                 }
                 Ok(())
@@ -361,13 +307,10 @@ fn server_with_cached_image(seed: u64) -> (Server, Expected) {
     };
     let stream = TcpStream::connect(server.host_port()).expect("connect");
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut reader = BufReader::new(stream);
+    let mut conn = RawConn::new(stream, "x");
     for path in [&exp.manifest_path, &exp.blob_path] {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {ACCEPT_ALL_MANIFESTS}\r\n\r\n");
-        reader.get_mut().write_all(request.as_bytes()).unwrap();
-        let (status, _, _) = read_response(&mut reader, false).expect("warm-up pull");
-        assert_eq!(status, 200, "warm-up pull of {path}");
+        let (head, _) = conn.get(path, &ACCEPT).expect("warm-up pull");
+        assert_eq!(head.status, 200, "warm-up pull of {path}");
     }
     upstream.stop();
     (server, exp)
@@ -497,10 +440,10 @@ fn pipelined_head_after_get_keeps_the_get_body() {
         stream
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
-        let mut reader = BufReader::new(stream);
-        reader.get_mut().write_all(requests.as_bytes()).unwrap();
+        let mut conn = RawConn::new(stream, &server.host_port());
+        conn.write(&requests).unwrap();
         for step in steps {
-            if let Err(e) = step.check(&mut reader, &exp) {
+            if let Err(e) = step.check(&mut conn, &exp) {
                 failures.push(format!("attempt {attempt}: {e}"));
                 break;
             }

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::digest_of;
+use super::{digest_of, Rng};
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -176,7 +176,7 @@ impl TestImage {
             .enumerate()
             .map(|(index, &size)| {
                 let name = format!("{}-{seed}-{index}.bin", platform.architecture);
-                let content = SplitMix64(fnv1a(name.as_bytes())).bytes(size);
+                let content = Rng::new(fnv1a(name.as_bytes())).bytes(size);
                 let tar = tar_single_file(&name, &content);
                 let diff_id = digest_of(&tar);
                 (Blob::new(gzip_stored(&tar), format.layer()), diff_id)
@@ -248,28 +248,6 @@ impl TestIndex {
 
 fn to_json_bytes(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialize JSON")
-}
-
-/// SplitMix64 pseudo-random generator.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next_u64().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
 }
 
 /// FNV-1a hash, used to seed the generator from a file name.

@@ -9,6 +9,8 @@ pub mod fault;
 pub mod image;
 pub mod pki;
 pub mod push;
+pub mod raw_http;
+pub mod rng;
 pub mod server;
 pub mod skopeo;
 pub mod token;
@@ -28,6 +30,8 @@ pub use fault::{Fault, FaultUpstream};
 pub use image::{Blob, TestImage, TestIndex};
 pub use pki::{htpasswd, Pki};
 pub use push::{push_blob, push_image, push_index, put_manifest};
+pub use raw_http::RawConn;
+pub use rng::Rng;
 pub use server::Server;
 pub use skopeo::{
     dir_blob_digests, dir_manifest_digests, read_dir_manifest, skopeo, skopeo_copy,
