@@ -1,17 +1,19 @@
 //! Start-up: open the cache, start the actors, bind, serve.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix::{Actor, Arbiter};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
+use futures::future::Either;
 use ociregistry_actors::coordinator::{Drain, PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::storage::{Flush, Prune, Storage};
-use ociregistry_actors::upstream::{require_native_roots, ProxyRules, TlsError};
+use ociregistry_actors::upstream::{require_native_roots, ProxyRules, ServerTlsConfig, TlsError};
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ConfigError};
+use crate::config::{ClientLimits, Config, ConfigError};
 use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
 
@@ -187,34 +189,8 @@ pub async fn run(
     }
 
     raise_open_files_limit(limits.max_connections, &log);
-    let registry_state = state.clone();
-    let registry = HttpServer::new(move || {
-        App::new()
-            .app_data(registry_state.clone())
-            .wrap(from_fn(crate::access_log::log_request))
-            .default_service(web::to(handlers::dispatch))
-    })
-    .workers(workers())
-    .max_connections(limits.max_connections.div_ceil(workers()))
-    .client_request_timeout(limits.header_timeout)
-    .keep_alive(limits.keep_alive)
-    .shutdown_timeout(limits.drain.as_secs())
-    .backlog(LISTEN_BACKLOG)
-    .disable_signals();
-    let listen = |e| listen_error(&config.host, config.port, e);
-    let addr = (config.host.as_str(), config.port);
-    let (registry, scheme) = match tls {
-        Some(tls) => (
-            registry.bind_rustls_0_23(addr, tls).map_err(listen)?,
-            "https",
-        ),
-        None => (registry.bind(addr).map_err(listen)?, "http"),
-    };
-    let local = *registry
-        .addrs()
-        .first()
-        .ok_or_else(|| listen(std::io::Error::other("no address bound")))?;
-    let mut servers = vec![registry.run()];
+    let (registry, local, scheme) = registry_server(&config, &limits, tls, &state)?;
+    let mut servers = vec![registry];
     if let Some(port) = config.admin_port {
         servers.push(admin_server(&config, port, &state, &log)?);
     }
@@ -236,33 +212,82 @@ pub async fn run(
         "cache" => %config.image_path.display(), "air_gapped" => config.air_gapped);
     println!("ociregistry listening on {scheme}://{local}");
 
+    serve_until_signal(servers, &state, limits.drain, &log)
+        .await
+        .map_err(|e| listen_error(&config.host, config.port, e))?;
+    let _ = state.storage.send(Flush).await;
+    slog::info!(log, "stopped");
+    Ok(())
+}
+
+/// The registry port's server with the client limits, over TLS when
+/// configured; also its bound address and scheme.
+fn registry_server(
+    config: &Config,
+    limits: &ClientLimits,
+    tls: Option<ServerTlsConfig>,
+    state: &web::Data<AppState>,
+) -> Result<(actix_web::dev::Server, SocketAddr, &'static str), StartError> {
+    let state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(crate::access_log::log_request))
+            .default_service(web::to(handlers::dispatch))
+    })
+    .workers(workers())
+    .max_connections(limits.max_connections.div_ceil(workers()))
+    .client_request_timeout(limits.header_timeout)
+    .keep_alive(limits.keep_alive)
+    .shutdown_timeout(limits.drain.as_secs())
+    .backlog(LISTEN_BACKLOG)
+    .disable_signals();
+    let listen = |e| listen_error(&config.host, config.port, e);
+    let addr = (config.host.as_str(), config.port);
+    let (server, scheme) = match tls {
+        Some(tls) => (server.bind_rustls_0_23(addr, tls).map_err(listen)?, "https"),
+        None => (server.bind(addr).map_err(listen)?, "http"),
+    };
+    let local = *server
+        .addrs()
+        .first()
+        .ok_or_else(|| listen(std::io::Error::other("no address bound")))?;
+    Ok((server.run(), local, scheme))
+}
+
+/// Runs `servers` until one fails or SIGTERM/SIGINT arrives; then stops
+/// them gracefully (in-flight responses finish) and waits, up to `drain`
+/// in all, for the coordinator's upstream fetches.
+async fn serve_until_signal(
+    servers: Vec<actix_web::dev::Server>,
+    state: &AppState,
+    drain: Duration,
+    log: &slog::Logger,
+) -> std::io::Result<()> {
     let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
     let stopped = futures::future::try_join_all(servers);
     futures::pin_mut!(stopped);
     let signal = shutdown_signal();
     futures::pin_mut!(signal);
-    match futures::future::select(stopped, signal).await {
-        futures::future::Either::Left((result, _)) => {
-            result.map_err(|e| listen_error(&config.host, config.port, e))?;
-        }
-        futures::future::Either::Right((name, stopped)) => {
-            slog::info!(log, "shutting down: draining transfers in flight"; "signal" => name,
-                "drain_timeout_s" => limits.drain.as_secs());
-            let deadline = tokio::time::Instant::now() + limits.drain;
-            // The servers' futures must run while they process the stop.
-            let stops = futures::future::join_all(handles.iter().map(|h| h.stop(true)));
-            let _ = futures::future::join(stops, stopped).await;
-            let drained = tokio::time::timeout_at(deadline, state.coordinator.send(Drain)).await;
-            if drained.is_err() {
-                slog::warn!(
-                    log,
-                    "drain timeout: upstream fetches still in flight are abandoned"
-                );
-            }
-        }
+    let (name, stopped) = match futures::future::select(stopped, signal).await {
+        Either::Left((result, _)) => return result.map(drop),
+        Either::Right(signalled) => signalled,
+    };
+    slog::info!(log, "shutting down: draining transfers in flight"; "signal" => name,
+        "drain_timeout_s" => drain.as_secs());
+    let deadline = tokio::time::Instant::now() + drain;
+    // The servers' futures must run while they process the stop.
+    let stops = futures::future::join_all(handles.iter().map(|h| h.stop(true)));
+    let _ = futures::future::join(stops, stopped).await;
+    if tokio::time::timeout_at(deadline, state.coordinator.send(Drain))
+        .await
+        .is_err()
+    {
+        slog::warn!(
+            log,
+            "drain timeout: upstream fetches still in flight are abandoned"
+        );
     }
-    let _ = state.storage.send(Flush).await;
-    slog::info!(log, "stopped");
     Ok(())
 }
 

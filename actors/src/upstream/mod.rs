@@ -32,6 +32,8 @@ use crate::error::FetchError;
 use crate::manifest::MAX_MANIFEST_BYTES;
 use crate::metrics::{self, METRICS};
 use crate::names::{Digest, Reference, RepoName};
+/// The server-side TLS configuration [`ServerTlsSettings::server_config`] builds.
+pub use rustls::ServerConfig as ServerTlsConfig;
 
 /// Chunks buffered between an upstream body and the blob writer: bounds
 /// memory per download while keeping the socket busy.
