@@ -1,7 +1,7 @@
 //! Configuration: built-in defaults < config file < `OCIREGISTRY_*`
 //! environment variables < command-line flags.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -372,6 +372,7 @@ impl Config {
         config.admin_token()?;
         config.client_limits()?;
         config.timeouts()?;
+        config.host_rules()?;
         config.server_tls()?;
         if !matches!(config.log_format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid {
@@ -449,18 +450,14 @@ impl Config {
 
     /// The scheduled prune, when enabled: how often, and what.
     pub fn scheduled_prune(&self) -> Result<Option<(Duration, PruneSpec)>, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            key: "pruneConfig",
-            reason,
-        };
         let Some(p) = self.prune_config.as_ref().filter(|p| p.enabled) else {
             return Ok(None);
         };
-        p.spec.by().map_err(invalid)?;
-        let every = parse_duration(&p.frequency)
-            .map_err(invalid)?
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| invalid("frequency must be a positive duration".into()))?;
+        p.spec.by().map_err(|reason| ConfigError::Invalid {
+            key: "pruneConfig",
+            reason,
+        })?;
+        let every = positive_duration("pruneConfig", &p.frequency)?;
         Ok(Some((every, p.spec.clone())))
     }
 
@@ -480,14 +477,6 @@ impl Config {
 
     /// Connection limits and timeouts toward clients.
     pub fn client_limits(&self) -> Result<ClientLimits, ConfigError> {
-        let duration = |key, text: &str| {
-            parse_duration(text)
-                .map_err(|reason| ConfigError::Invalid { key, reason })?
-                .ok_or_else(|| ConfigError::Invalid {
-                    key,
-                    reason: "must be a duration".into(),
-                })
-        };
         if self.max_connections == 0 {
             return Err(ConfigError::Invalid {
                 key: "maxConnections",
@@ -496,9 +485,9 @@ impl Config {
         }
         Ok(ClientLimits {
             max_connections: self.max_connections,
-            header_timeout: duration("headerTimeout", &self.header_timeout)?,
-            keep_alive: duration("keepAlive", &self.keep_alive)?,
-            drain: duration("drainTimeout", &self.drain_timeout)?,
+            header_timeout: positive_duration("headerTimeout", &self.header_timeout)?,
+            keep_alive: positive_duration("keepAlive", &self.keep_alive)?,
+            drain: positive_duration("drainTimeout", &self.drain_timeout)?,
         })
     }
 
@@ -532,24 +521,34 @@ impl Config {
     }
 
     /// The upstream guard's name rules.
-    pub fn host_rules(&self) -> HostRules {
-        HostRules::new(self.upstreams.allow.clone(), self.upstreams.deny.clone())
+    pub fn host_rules(&self) -> Result<HostRules, ConfigError> {
+        HostRules::new(self.upstreams.allow.clone(), self.upstreams.deny.clone()).map_err(
+            |reason| ConfigError::Invalid {
+                key: "upstreams",
+                reason,
+            },
+        )
+    }
+
+    /// The names of the configured registries (trusted as written).
+    pub fn registry_names(&self) -> Result<HashSet<RegistryName>, ConfigError> {
+        self.registries
+            .iter()
+            .map(|e| {
+                RegistryName::parse(&e.name).map_err(|e2| ConfigError::Registry {
+                    name: e.name.clone(),
+                    reason: e2.to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Upstream time limits.
     pub fn timeouts(&self) -> Result<Timeouts, ConfigError> {
-        let idle = parse_duration(&self.idle_timeout)
-            .ok()
-            .flatten()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "idleTimeout",
-                reason: format!("{:?} is not a positive duration", self.idle_timeout),
-            })?;
         Ok(Timeouts {
             connect: CONNECT_TIMEOUT,
             response: self.pull_timeout(),
-            idle,
+            idle: positive_duration("idleTimeout", &self.idle_timeout)?,
         })
     }
 
@@ -655,6 +654,17 @@ fn endpoint(url: &str) -> Option<String> {
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', '@']);
     ok.then(|| trimmed.to_string())
+}
+
+/// A duration setting that must be positive (`30s`, `500ms`; not `0` or `never`).
+fn positive_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text)
+        .map_err(|reason| ConfigError::Invalid { key, reason })?
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| ConfigError::Invalid {
+            key,
+            reason: format!("{text:?} must be a positive duration"),
+        })
 }
 
 /// `pullTimeout` → `OCIREGISTRY_PULL_TIMEOUT`.

@@ -33,8 +33,6 @@ pub struct AppState {
     pub policy: Policy,
     /// Access and error log.
     pub log: slog::Logger,
-    /// The cache root (`/ready` checks that it is writable).
-    pub root: std::path::PathBuf,
 }
 
 /// The serving policy from the configuration.
@@ -117,7 +115,7 @@ async fn route_request(
         let t = namespace::resolve(name, ns.as_deref(), state.policy.default_ns.as_ref())?;
         access.registry = Some(t.registry.to_string());
         let policy = &state.policy;
-        if !policy.listed.contains(&t.registry) && !policy.hosts.permits(t.registry.as_str()) {
+        if !policy.listed.contains(&t.registry) && !policy.hosts.permits(&t.registry) {
             METRICS.guard_refusals.inc();
             return Err(ApiError::RegistryNotAllowed(t.registry.to_string()));
         }

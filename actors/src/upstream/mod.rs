@@ -413,6 +413,7 @@ impl Inner {
                     last =
                         FetchError::Unreachable(format!("{endpoint} answered {}", resp.status()));
                 }
+                Err(e @ FetchError::Guarded(_)) => return Err(e),
                 Err(e @ (FetchError::Unreachable(_) | FetchError::Timeout(_))) => {
                     slog::warn!(self.log, "upstream unreachable"; "endpoint" => endpoint, "error" => %e);
                     dial_failures += 1;
@@ -420,7 +421,7 @@ impl Inner {
                 }
                 other => {
                     self.health.borrow_mut().succeeded();
-                    METRICS.upstream_up.get_or_create(&self.label).set(1);
+                    self.set_up(1);
                     return other;
                 }
             }
@@ -428,7 +429,7 @@ impl Inner {
         if dial_failures == self.settings.endpoints.len() {
             if let Some(backoff) = self.health.borrow_mut().failed() {
                 slog::warn!(self.log, "upstream marked down"; "retry_in_s" => backoff.as_secs());
-                METRICS.upstream_up.get_or_create(&self.label).set(0);
+                self.set_up(0);
             }
         } else {
             self.health.borrow_mut().succeeded();
@@ -497,6 +498,14 @@ impl Inner {
             };
         }
         unreachable!("the loop returns on its second pass")
+    }
+
+    /// Records this registry's state in `ociregistry_upstream_up` (not for
+    /// unlisted registries: one `other` series cannot describe them all).
+    fn set_up(&self, up: i64) {
+        if !self.settings.unlisted {
+            METRICS.upstream_up.get_or_create(&self.label).set(up);
+        }
     }
 
     /// Adds the configured credentials to a request.
@@ -587,7 +596,11 @@ fn send_error(target: &str, e: awc::error::SendRequestError) -> FetchError {
         awc::error::SendRequestError::Timeout => {
             FetchError::Timeout(format!("{target}: no response headers in time"))
         }
-        e if guard::is_refusal(&e.to_string()) => FetchError::Guarded(format!("{target}: {e}")),
+        awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(e))
+            if guard::is_refusal(&e) =>
+        {
+            FetchError::Guarded(format!("{target}: {e}"))
+        }
         e => match tls_hint(&e.to_string()) {
             Some(hint) => FetchError::Unreachable(format!("{target}: {e} ({hint})")),
             None => FetchError::Unreachable(format!("{target}: {e}")),

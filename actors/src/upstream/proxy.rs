@@ -177,7 +177,11 @@ async fn connect_guarded(host: &str, port: u16) -> std::io::Result<TcpStream> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address"))))
+    let error = last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address")));
+    if super::guard::is_refusal(&error) {
+        crate::metrics::METRICS.guard_refusals.inc();
+    }
+    Err(error)
 }
 
 /// Opens a `CONNECT` tunnel to `host:port` through `proxy`.
