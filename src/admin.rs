@@ -137,7 +137,7 @@ async fn prune(state: web::Data<AdminState>, body: web::Json<serde_json::Value>)
 }
 
 async fn stats(state: web::Data<AdminState>) -> HttpResponse {
-    let cache = match state.storage.send(GetStats).await {
+    let cache = match state.storage.send(GetStats { images: true }).await {
         Ok(s) => s,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };

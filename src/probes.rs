@@ -11,36 +11,21 @@ use crate::error::ApiError;
 use crate::handlers::AppState;
 use crate::route::{self, Route};
 
-/// The file `/ready` writes and removes to prove the cache is writable.
-const READY_PROBE: &str = ".ready-probe";
-
 /// `/health`: the process answers.
 pub fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// `/ready`: the cache index is loaded (the Storage actor answers) and the
-/// cache root is writable.
+/// `/ready`: the cache index is loaded and the Storage actor answers. A
+/// full or read-only disk does not make the server unready: cached
+/// content is still served (write failures are counted in the metrics).
 pub async fn ready(state: &AppState) -> Result<HttpResponse, ApiError> {
     let stats = state
         .storage
-        .send(GetStats)
+        .send(GetStats { images: false })
         .await
         .map_err(|_| ApiError::Unavailable)?;
-    let probe = state.root.join(READY_PROBE);
-    let writable = web::block(move || {
-        std::fs::write(&probe, b"ok")?;
-        std::fs::remove_file(&probe)
-    })
-    .await;
-    match writable {
-        Ok(Ok(())) => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))
-        }
-        Ok(Err(e)) => Ok(HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "cache not writable", "error": e.to_string()}))),
-        Err(_) => Err(ApiError::Unavailable),
-    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))
 }
 
 /// The health port's only handler: `/health` and `/ready`, 404 otherwise.
@@ -55,7 +40,7 @@ pub async fn probe(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
 /// `GET /metrics`: the cache gauges are read from the Storage actor, then
 /// every metric is encoded (OpenMetrics text).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    if let Ok(stats) = state.storage.send(GetStats).await {
+    if let Ok(stats) = state.storage.send(GetStats { images: false }).await {
         METRICS.cache_blobs.set(stats.blobs as i64);
         METRICS.cache_manifests.set(stats.manifests as i64);
         METRICS.cache_bytes.set(stats.bytes as i64);

@@ -169,15 +169,10 @@ pub async fn run(
             air_gapped: config.air_gapped,
             tags: config.tag_policies()?,
             pull_timeout: config.pull_timeout(),
-            listed: config
-                .upstreams(&ProxyRules::default())?
-                .into_iter()
-                .map(|u| u.name)
-                .collect(),
-            hosts: config.host_rules(),
+            listed: config.registry_names()?,
+            hosts: config.host_rules()?,
         },
         log: log.clone(),
-        root: config.image_path.clone(),
     });
     if let Some((every, spec)) = config.scheduled_prune()? {
         actix::spawn(scheduled_prune(
@@ -192,17 +187,17 @@ pub async fn run(
     let (registry, local, scheme) = registry_server(&config, &limits, tls, &state)?;
     let mut servers = vec![registry];
     if let Some(port) = config.admin_port {
-        servers.push(admin_server(&config, port, &state, &log)?);
+        servers.push(admin_server(&config, port, &state, limits.drain, &log)?);
     }
     if let Some(port) = config.metrics {
-        let server = side_server(&config.host, port, &state, |app| {
+        let server = side_server(&config.host, port, &state, limits.drain, |app| {
             app.route("/metrics", web::get().to(crate::probes::metrics));
         })?;
         slog::info!(log, "metrics listening"; "addr" => format!("{}:{port}", config.host));
         servers.push(server);
     }
     if let Some(port) = config.health {
-        let server = side_server(&config.host, port, &state, |app| {
+        let server = side_server(&config.host, port, &state, limits.drain, |app| {
             app.default_service(web::to(crate::probes::probe));
         })?;
         slog::info!(log, "health checks listening"; "addr" => format!("{}:{port}", config.host));
@@ -239,7 +234,7 @@ fn registry_server(
     .max_connections(limits.max_connections.div_ceil(workers()))
     .client_request_timeout(limits.header_timeout)
     .keep_alive(limits.keep_alive)
-    .shutdown_timeout(limits.drain.as_secs())
+    .shutdown_timeout(drain_secs(limits.drain))
     .backlog(LISTEN_BACKLOG)
     .disable_signals();
     let listen = |e| listen_error(&config.host, config.port, e);
@@ -273,8 +268,12 @@ async fn serve_until_signal(
         Either::Left((result, _)) => return result.map(drop),
         Either::Right(signalled) => signalled,
     };
-    slog::info!(log, "shutting down: draining transfers in flight"; "signal" => name,
-        "drain_timeout_s" => drain.as_secs());
+    slog::info!(log, "shutting down: draining transfers in flight (a second signal exits now)";
+        "signal" => name, "drain_timeout_ms" => drain.as_millis() as u64);
+    actix::spawn(async {
+        shutdown_signal().await;
+        std::process::exit(1);
+    });
     let deadline = tokio::time::Instant::now() + drain;
     // The servers' futures must run while they process the stop.
     let stops = futures::future::join_all(handles.iter().map(|h| h.stop(true)));
@@ -304,6 +303,11 @@ async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
+}
+
+/// actix's shutdown timeout (whole seconds) for a drain time, rounded up.
+fn drain_secs(drain: Duration) -> u64 {
+    drain.as_secs() + u64::from(drain.subsec_nanos() > 0)
 }
 
 /// Worker threads of the registry port: one per core.
@@ -339,12 +343,14 @@ fn side_server(
     host: &str,
     port: u16,
     state: &web::Data<AppState>,
+    drain: Duration,
     routes: fn(&mut web::ServiceConfig),
 ) -> Result<actix_web::dev::Server, StartError> {
     let state = state.clone();
     Ok(
         HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
             .workers(1)
+            .shutdown_timeout(drain_secs(drain))
             .disable_signals()
             .bind((host, port))
             .map_err(|e| listen_error(host, port, e))?
@@ -403,6 +409,7 @@ fn admin_server(
     config: &Config,
     port: u16,
     state: &web::Data<AppState>,
+    drain: Duration,
     log: &slog::Logger,
 ) -> Result<actix_web::dev::Server, StartError> {
     let token = config.admin_token()?;
@@ -424,6 +431,7 @@ fn admin_server(
             .configure(admin::routes)
     })
     .workers(1)
+    .shutdown_timeout(drain_secs(drain))
     .disable_signals()
     .bind((config.admin_host.as_str(), port))
     .map_err(|e| listen_error(&config.admin_host, port, e))?

@@ -595,8 +595,10 @@ impl Handler<Prune> for Storage {
 /// Counts and sizes of the cache.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
-    /// Images (tags and untagged roots).
-    pub images: usize,
+    /// Images (tags and untagged roots), when asked for: counting them
+    /// walks the manifest graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<usize>,
     /// Manifests.
     pub manifests: usize,
     /// Blobs.
@@ -605,17 +607,20 @@ pub struct Stats {
     pub bytes: u64,
 }
 
-/// The cache's [`Stats`].
+/// The cache's [`Stats`]; `images: false` keeps it cheap (probes, metrics).
 #[derive(Message)]
 #[rtype(result = "Stats")]
-pub struct GetStats;
+pub struct GetStats {
+    /// Count images too.
+    pub images: bool,
+}
 
 impl Handler<GetStats> for Storage {
     type Result = MessageResult<GetStats>;
 
-    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: GetStats, _: &mut Self::Context) -> Self::Result {
         MessageResult(Stats {
-            images: self.index.image_count(),
+            images: msg.images.then(|| self.index.image_count()),
             manifests: self.index.manifests.len(),
             blobs: self.index.blobs.len(),
             bytes: self.index.total_bytes(),
