@@ -335,12 +335,12 @@ async fn fetch_blob(
 ) {
     if let Err(e) = stream_blob(&storage, &upstream, repo, digest, &tx).await {
         slog::warn!(log, "blob fetch failed"; "error" => %e);
-        count_write_failure(&e);
         tx.send_replace(Progress::Failed(e));
     }
 }
 
-/// Counts a fetch that failed because the cache could not be written.
+/// Counts a cache write that failed (disk full, I/O error); `e` is the
+/// error of a write, so a storage error here is never a shutdown or a read.
 fn count_write_failure(e: &FetchError) {
     if matches!(e, FetchError::Storage(_)) {
         METRICS.cache_write_failures.inc();
@@ -359,7 +359,8 @@ async fn stream_blob(
     let mut writer = match storage
         .send(BeginBlob(digest.clone()))
         .await
-        .map_err(mailbox)??
+        .map_err(mailbox)?
+        .inspect_err(count_write_failure)?
     {
         BlobStart::Cached(c) => {
             let file = Arc::new(File::open(&c.path)?);
@@ -382,7 +383,9 @@ async fn stream_blob(
         file: Arc::clone(&file),
     });
     while let Some(chunk) = body.chunks.recv().await {
-        writer.push(chunk?).await?;
+        writer.push(chunk?).await.inspect_err(|_| {
+            METRICS.cache_write_failures.inc();
+        })?;
         if let Some(size) = body.size.filter(|&s| writer.received() > s) {
             return Err(FetchError::BadResponse(format!(
                 "upstream sent more than the announced {size} bytes"
@@ -395,7 +398,10 @@ async fn stream_blob(
             }
         });
     }
-    let size = writer.finish(body.size).await?;
+    let size = writer
+        .finish(body.size)
+        .await
+        .inspect_err(count_write_failure)?;
     storage
         .send(BlobStored { digest, size })
         .await
