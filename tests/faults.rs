@@ -333,16 +333,23 @@ async fn every_broken_blob_transfer_fails_the_client_and_keeps_nothing() {
             continue;
         }
         let (status, body) = get_body(&client, &url).await;
-        assert_eq!(status, expected, "{fault:?}");
+        // A cut transfer may fail before the headers went out (a 5xx) or
+        // after (a 200 whose body is cut), depending on when it lands.
+        let failed_early = expected == StatusCode::OK && status.is_server_error();
+        assert!(status == expected || failed_early, "{fault:?}: {status}");
         match body {
             Ok(bytes) if status == StatusCode::OK => {
                 panic!("{fault:?}: a {}-byte body completed", bytes.len())
             }
-            Ok(bytes) => assert!(
-                String::from_utf8_lossy(&bytes).contains("UNAVAILABLE"),
-                "{fault:?}: {}",
-                String::from_utf8_lossy(&bytes)
-            ),
+            Ok(bytes) => {
+                let code = if failed_early {
+                    "errors"
+                } else {
+                    "UNAVAILABLE"
+                };
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(text.contains(code), "{fault:?}: {text}");
+            }
             Err(_) => {}
         }
         assert!(

@@ -38,8 +38,11 @@ async fn metrics_and_health_ports_report_what_happened() {
     let image = TestImage::oci(61, &[300_000]);
     push_image(&client(), &upstream.url(), "library/app", "1.0", &image).await;
     let (metrics_port, health_port) = (free_port(), free_port());
+    // Through upstreamMirror, registries the configuration does not list
+    // are fetched too (the test registry ignores `?ns=`).
+    let extra = format!("pullTimeout: 5000\nupstreamMirror: {}\n", upstream.url());
     let server = Server::start(
-        &docker_io_config(&upstream.url(), "pullTimeout: 5000\n"),
+        &docker_io_config(&upstream.url(), &extra),
         &[
             "--metrics",
             &metrics_port.to_string(),
@@ -67,10 +70,11 @@ async fn metrics_and_health_ports_report_what_happened() {
             layer.digest
         );
     }
-    // Registries that clients invent never become label values.
-    for name in ["invented-a.invalid", "invented-b.invalid"] {
-        let (status, _) = get_text(&format!("{}/v2/x/manifests/1?ns={name}", server.url())).await;
-        assert!(status.is_server_error(), "{name}: {status}");
+    // Registries that clients invent are counted, never as label values.
+    for name in ["invented-a.example", "invented-b.example"] {
+        let url = format!("{}/v2/library/app/manifests/1.0?ns={name}", server.url());
+        let (status, body) = get_text(&url).await;
+        assert_eq!(status, StatusCode::OK, "{name}: {body}");
     }
 
     let (status, text) = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
@@ -79,7 +83,7 @@ async fn metrics_and_health_ports_report_what_happened() {
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     assert_eq!(
         value("ociregistry_cache_requests_total{outcome=\"miss\"}"),
-        2.0
+        4.0
     );
     assert_eq!(
         value("ociregistry_cache_requests_total{outcome=\"hit\"}"),
@@ -104,6 +108,9 @@ async fn metrics_and_health_ports_report_what_happened() {
     assert!(value("ociregistry_upstream_fetch_waiters_count") >= 2.0);
     assert!(value("ociregistry_cache_blobs") >= 1.0);
     assert!(value("ociregistry_cache_size_bytes") >= layer.bytes.len() as f64);
+    assert!(
+        value("ociregistry_upstream_request_duration_seconds_count{registry=\"other\"}") >= 2.0
+    );
     assert!(
         !text.contains("invented-"),
         "unbounded label values:\n{text}"
@@ -209,6 +216,47 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
         digest_of(&res.body().limit(8 << 20).await.unwrap()),
         upstream.blob_digest()
     );
+}
+
+#[actix_web::test]
+async fn sigterm_lets_an_upstream_fetch_without_clients_finish_and_store() {
+    let blob: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 241) as u8).collect();
+    let upstream = FaultUpstream::start(blob, b"{}".to_vec());
+    upstream.push_faults(&[Fault::Gated]);
+    let mut server = Server::start(&docker_io_config(upstream.url(), ""), &[]);
+    let host_port = server.host_port();
+    let url = format!(
+        "{}/v2/library/app/blobs/{}?ns=docker.io",
+        server.url(),
+        upstream.blob_digest()
+    );
+    // The only client goes away: nothing but the drain keeps the fetch.
+    let mut res = client().get(&url).send().await.expect("headers");
+    res.next().await.expect("first bytes").unwrap();
+    drop(res);
+
+    server.terminate();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&host_port).is_err()
+        }),
+        "the listener closes on SIGTERM"
+    );
+    assert_eq!(
+        server.wait_exit(Duration::from_millis(300)),
+        None,
+        "the server waits for the upstream fetch in flight"
+    );
+    upstream.open_gate();
+    let status = server
+        .wait_exit(EXIT_DEADLINE)
+        .expect("the server exits once the fetch ended");
+    assert!(status.success(), "exit status {status}");
+
+    let hex = upstream.blob_digest().trim_start_matches("sha256:");
+    let stored = std::fs::read(server.cache_dir().join("blobs/sha256").join(hex))
+        .expect("the drained fetch was stored");
+    assert_eq!(digest_of(&stored), upstream.blob_digest());
 }
 
 /// A server config with HTTPS toward clients from `pki`.
