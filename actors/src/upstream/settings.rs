@@ -200,9 +200,7 @@ impl ServerTlsSettings {
             }
         };
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| pem_error(&self.key, e))?;
-        let mut config = builder.with_single_cert(read_certs(&self.cert)?, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+        Ok(builder.with_single_cert(read_certs(&self.cert)?, key)?)
     }
 }
 
