@@ -168,23 +168,31 @@ async fn json_logs_carry_the_request_id_of_each_response() {
     assert_eq!(access["cache"], "hit");
 }
 
-#[actix_web::test]
-async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
-    let blob: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 253) as u8).collect();
+/// A server whose upstream holds a 4 MiB blob at a gate half-way; a client
+/// has its response headers and first bytes. Returns the upstream, the
+/// server, the blob URL, that response and its first bytes.
+async fn gated_download(
+    seed: usize,
+) -> (FaultUpstream, Server, String, awc::ClientResponse, Vec<u8>) {
+    let blob: Vec<u8> = (0..4 << 20)
+        .map(|i: usize| ((i + seed) % 251) as u8)
+        .collect();
     let upstream = FaultUpstream::start(blob, b"{}".to_vec());
     upstream.push_faults(&[Fault::Gated]);
-    let mut server = Server::start(&docker_io_config(upstream.url(), ""), &[]);
-    let host_port = server.host_port();
+    let server = Server::start(&docker_io_config(upstream.url(), ""), &[]);
     let url = format!(
         "{}/v2/library/app/blobs/{}?ns=docker.io",
         server.url(),
         upstream.blob_digest()
     );
     let mut res = client().get(&url).send().await.expect("headers");
-    let mut body = res.next().await.expect("first bytes").unwrap().to_vec();
+    let first = res.next().await.expect("first bytes").unwrap().to_vec();
+    (upstream, server, url, res, first)
+}
 
-    // SIGTERM while the upstream is held: the server stops accepting but
-    // keeps the transfer going.
+/// Sends SIGTERM and waits until the server's listener is closed.
+fn terminate_and_wait_for_close(server: &Server) {
+    let host_port = server.host_port();
     server.terminate();
     assert!(
         common::wait_until(Duration::from_secs(10), || {
@@ -192,6 +200,15 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
         }),
         "the listener closes on SIGTERM"
     );
+}
+
+#[actix_web::test]
+async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
+    let (upstream, mut server, url, mut res, mut body) = gated_download(0).await;
+
+    // SIGTERM while the upstream is held: the server stops accepting but
+    // keeps the transfer going.
+    terminate_and_wait_for_close(&server);
     upstream.open_gate();
     while let Some(chunk) = res.next().await {
         body.extend_from_slice(&chunk.expect("the drained transfer completes"));
@@ -220,28 +237,11 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
 
 #[actix_web::test]
 async fn sigterm_lets_an_upstream_fetch_without_clients_finish_and_store() {
-    let blob: Vec<u8> = (0..4 << 20).map(|i: usize| (i % 241) as u8).collect();
-    let upstream = FaultUpstream::start(blob, b"{}".to_vec());
-    upstream.push_faults(&[Fault::Gated]);
-    let mut server = Server::start(&docker_io_config(upstream.url(), ""), &[]);
-    let host_port = server.host_port();
-    let url = format!(
-        "{}/v2/library/app/blobs/{}?ns=docker.io",
-        server.url(),
-        upstream.blob_digest()
-    );
+    let (upstream, mut server, _, res, _) = gated_download(7).await;
     // The only client goes away: nothing but the drain keeps the fetch.
-    let mut res = client().get(&url).send().await.expect("headers");
-    res.next().await.expect("first bytes").unwrap();
     drop(res);
 
-    server.terminate();
-    assert!(
-        common::wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(&host_port).is_err()
-        }),
-        "the listener closes on SIGTERM"
-    );
+    terminate_and_wait_for_close(&server);
     assert_eq!(
         server.wait_exit(Duration::from_millis(300)),
         None,
