@@ -618,7 +618,6 @@ impl RegistryEntry {
             proxy,
             ns: None,
             unlisted: false,
-            guarded: false,
         })
     }
 }

@@ -480,7 +480,6 @@ impl Upstreams {
                 if let Some(mirror) = mirror {
                     settings.endpoints = vec![mirror.clone()];
                     settings.ns = Some(registry.clone());
-                    settings.guarded = false;
                     settings.unlisted = !self.configured.contains_key(registry);
                 }
                 (settings, Arc::clone(&self.default_tls))

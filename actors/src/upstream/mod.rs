@@ -86,10 +86,10 @@ impl UpstreamRegistry {
                 .rustls_0_23(tls)
                 .timeout(timeouts.connect)
                 .handshake_timeout(timeouts.connect);
-            let client = if settings.proxy.is_direct() && !settings.guarded {
+            let client = if settings.proxy.is_direct() && !settings.guarded() {
                 builder.connector(connector).finish()
             } else {
-                let tcp = proxy::ProxyConnector::new(settings.proxy.clone(), settings.guarded);
+                let tcp = proxy::ProxyConnector::new(settings.proxy.clone(), settings.guarded());
                 builder.connector(connector.connector(tcp)).finish()
             };
             let log = log.new(slog::o!("upstream" => settings.name.to_string()));

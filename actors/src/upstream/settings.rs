@@ -37,9 +37,6 @@ pub struct UpstreamSettings {
     /// A registry a client chose rather than the configuration: its
     /// metrics count as `other`.
     pub unlisted: bool,
-    /// Connections skip forbidden addresses (the upstream guard): set for
-    /// unlisted registries reached directly, not through a configured mirror.
-    pub guarded: bool,
 }
 
 impl UpstreamSettings {
@@ -55,8 +52,13 @@ impl UpstreamSettings {
             proxy,
             ns: None,
             unlisted: true,
-            guarded: true,
         }
+    }
+
+    /// Whether connections pass the upstream guard: for unlisted registries
+    /// reached directly, not through a configured mirror (`ns` set).
+    pub fn guarded(&self) -> bool {
+        self.unlisted && self.ns.is_none()
     }
 }
 
