@@ -14,8 +14,6 @@ use actix_web::middleware::Next;
 use actix_web::HttpMessage;
 use ociregistry_actors::metrics::{HttpLabels, METRICS};
 
-use crate::route::{self, Route};
-
 /// Requests served since start.
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 /// Distinguishes this process's request ids from those of earlier runs.
@@ -32,6 +30,8 @@ pub struct Access {
     pub registry: Option<String>,
     /// `hit`, `miss`, `coalesced`, `upstream-error`, `error`.
     pub outcome: &'static str,
+    /// The endpoint's metrics label ([`crate::route::Route::label`]).
+    pub route: Option<&'static str>,
 }
 
 /// The id of one request: in its access line, its error lines and its
@@ -60,17 +60,22 @@ pub async fn log_request(
         .map(|s| s.log.clone());
     let method = req.method().clone();
     let path = req.uri().to_string();
-    let route = route_label(req.path());
     let client = req
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let mut res = next.call(req).await?;
     let status = res.status();
+    let access = res
+        .response()
+        .extensions()
+        .get::<Access>()
+        .cloned()
+        .unwrap_or_default();
     METRICS
         .http_requests
         .get_or_create(&HttpLabels {
-            route,
+            route: access.route.unwrap_or("other"),
             method: method_label(&method),
             status: status_class(status),
         })
@@ -80,12 +85,6 @@ pub async fn log_request(
             .insert(HeaderName::from_static("x-request-id"), v);
     }
     if let Some(log) = log {
-        let access = res
-            .response()
-            .extensions()
-            .get::<Access>()
-            .cloned()
-            .unwrap_or_default();
         slog::info!(log, "request";
             "method" => %method,
             "path" => path,
@@ -97,17 +96,6 @@ pub async fn log_request(
             "request_id" => id.0);
     }
     Ok(res)
-}
-
-/// The metrics label of a request path.
-fn route_label(path: &str) -> &'static str {
-    match route::parse(path) {
-        Route::Base => "base",
-        Route::Manifest { .. } => "manifest",
-        Route::Blob { .. } => "blob",
-        Route::Health | Route::Ready => "health",
-        Route::Unsupported(_) | Route::Unknown => "other",
-    }
 }
 
 /// The metrics label of a method.

@@ -30,6 +30,19 @@ pub enum Route<'a> {
     Unknown,
 }
 
+impl Route<'_> {
+    /// The metrics label of this endpoint.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Manifest { .. } => "manifest",
+            Route::Blob { .. } => "blob",
+            Route::Health | Route::Ready => "health",
+            Route::Unsupported(_) | Route::Unknown => "other",
+        }
+    }
+}
+
 /// Parses the raw (not percent-decoded) request path.
 pub fn parse(path: &str) -> Route<'_> {
     match path {

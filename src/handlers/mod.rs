@@ -103,6 +103,8 @@ async fn route_request(
     state: &AppState,
     access: &mut Access,
 ) -> Result<HttpResponse, ApiError> {
+    let route = route::parse(req.uri().path());
+    access.route = Some(route.label());
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ApiError::Unsupported(
             "this registry is pull-only: only GET and HEAD are served",
@@ -121,7 +123,7 @@ async fn route_request(
         }
         Ok(t)
     };
-    match route::parse(req.uri().path()) {
+    match route {
         Route::Base => Ok(HttpResponse::Ok()
             .insert_header(api_version())
             .json(serde_json::json!({}))),
