@@ -275,9 +275,9 @@ async fn import_file(
         }
         buf.truncate(n);
         len += n as u64;
-        writer.push(Bytes::from(buf)).await?;
+        writer.push(vec![Bytes::from(buf)]).await?;
     }
-    let size = writer.finish(Some(len)).await?;
+    let size = writer.verify(Some(len)).await?.persist().await?;
     storage
         .send(BlobStored {
             digest: digest.clone(),

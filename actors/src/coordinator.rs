@@ -324,7 +324,8 @@ impl Handler<FetchBlob> for PullCoordinator {
     }
 }
 
-/// Runs one blob fetch, publishing its progress; a failure is published too.
+/// Runs one blob fetch, publishing its progress; a failure is published too
+/// (once the bytes are verified, as why they are not stored).
 async fn fetch_blob(
     storage: Addr<Storage>,
     upstream: Addr<UpstreamRegistry>,
@@ -335,7 +336,10 @@ async fn fetch_blob(
 ) {
     if let Err(e) = stream_blob(&storage, &upstream, repo, digest, &tx).await {
         slog::warn!(log, "blob fetch failed"; "error" => %e);
-        tx.send_replace(Progress::Failed(e));
+        tx.send_modify(|p| match p {
+            Progress::Verified { unstored, .. } => *unstored = Some(e),
+            _ => *p = Progress::Failed(e),
+        });
     }
 }
 
@@ -382,8 +386,8 @@ async fn stream_blob(
         written: 0,
         file: Arc::clone(&file),
     });
-    while let Some(chunk) = body.chunks.recv().await {
-        writer.push(chunk?).await.inspect_err(|_| {
+    while let Some(batch) = body.chunks.recv().await {
+        writer.push(batch?).await.inspect_err(|_| {
             METRICS.cache_write_failures.inc();
         })?;
         if let Some(size) = body.size.filter(|&s| writer.received() > s) {
@@ -398,10 +402,18 @@ async fn stream_blob(
             }
         });
     }
-    let size = writer
-        .finish(body.size)
+    let verified = writer
+        .verify(body.size)
         .await
         .inspect_err(count_write_failure)?;
+    // Followers may finish now; the fsync runs after, and the index claims
+    // the blob only once it is durable.
+    tx.send_replace(Progress::Verified {
+        size: verified.size(),
+        file: Arc::clone(&file),
+        unstored: None,
+    });
+    let size = verified.persist().await.inspect_err(count_write_failure)?;
     storage
         .send(BlobStored { digest, size })
         .await

@@ -33,7 +33,18 @@ pub enum Progress {
         /// The partial file, readable with `pread` even after its rename.
         file: Arc<File>,
     },
-    /// Verified and in the cache.
+    /// Every byte verified and readable from `file`; not yet durable, so
+    /// not yet in the cache's index. Followers may finish their transfers.
+    Verified {
+        /// Final size.
+        size: u64,
+        /// The partial file, readable with `pread` even after its rename.
+        file: Arc<File>,
+        /// Why the blob could not be made durable, if it could not: its
+        /// followers still finish, the cache does not keep it.
+        unstored: Option<FetchError>,
+    },
+    /// Verified, durable and in the cache.
     Complete {
         /// Final size.
         size: u64,
@@ -58,12 +69,16 @@ impl BlobDownload {
         (tx, Self { rx })
     }
 
-    /// Waits until the fetch ends: the blob's size, or why it failed.
+    /// Waits until the fetch ends, the blob durable in the cache: its size,
+    /// or why it failed.
     pub async fn finished(mut self) -> Result<u64, FetchError> {
         loop {
             match &*self.rx.borrow_and_update() {
                 Progress::Complete { size, .. } => return Ok(*size),
-                Progress::Failed(e) => return Err(e.clone()),
+                Progress::Failed(e)
+                | Progress::Verified {
+                    unstored: Some(e), ..
+                } => return Err(e.clone()),
                 _ => {}
             }
             if self.rx.changed().await.is_err() {
@@ -89,7 +104,9 @@ impl BlobDownload {
                         progress: Some(self.rx),
                     })
                 }
-                Progress::Complete { size, file } => return Ok(BlobSource::complete(file, size)),
+                Progress::Verified { size, file, .. } | Progress::Complete { size, file } => {
+                    return Ok(BlobSource::complete(file, size))
+                }
                 Progress::Failed(e) => return Err(e),
             }
             if self.rx.changed().await.is_err() {
@@ -174,26 +191,34 @@ impl Reader {
                 return Some(self.read(readable.min(self.end)));
             }
             let rx = self.source.progress.as_mut()?;
-            if rx.changed().await.is_err() && !matches!(*rx.borrow(), Progress::Complete { .. }) {
+            if rx.changed().await.is_err()
+                && !matches!(
+                    *rx.borrow(),
+                    Progress::Verified { .. } | Progress::Complete { .. }
+                )
+            {
                 return Some(Err(std::io::Error::other(abandoned())));
             }
         }
     }
 
-    /// Bytes readable now; on completion also trims `end` to the real size.
+    /// Bytes readable now. Once every byte is verified, the reader stops
+    /// following the fetch (what happens to the cache file after no longer
+    /// concerns it) and trims `end` to the real size.
     fn readable(&mut self) -> Result<u64, FetchError> {
         let Some(rx) = self.source.progress.as_mut() else {
             return Ok(self.source.size.unwrap_or(0));
         };
-        match &*rx.borrow_and_update() {
-            Progress::Connecting => Ok(0),
-            Progress::Receiving { written, .. } => Ok(*written),
-            Progress::Complete { size, .. } => {
-                self.end = self.end.min(*size);
-                Ok(*size)
-            }
-            Progress::Failed(e) => Err(e.clone()),
-        }
+        let size = match &*rx.borrow_and_update() {
+            Progress::Connecting => return Ok(0),
+            Progress::Receiving { written, .. } => return Ok(*written),
+            Progress::Failed(e) => return Err(e.clone()),
+            Progress::Verified { size, .. } | Progress::Complete { size, .. } => *size,
+        };
+        self.source.progress = None;
+        self.source.size = Some(size);
+        self.end = self.end.min(size);
+        Ok(size)
     }
 
     /// Reads up to [`READ_CHUNK`] bytes before `limit`, in place (as nginx
@@ -275,6 +300,27 @@ mod tests {
         assert_eq!(&s.next().await.unwrap().unwrap()[..], b"ab");
         tx.send_replace(Progress::Failed(FetchError::NotFound));
         assert!(s.next().await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn verified_bytes_finish_even_if_persisting_fails() {
+        let file = temp_file(b"abcdef");
+        let (tx, dl) = BlobDownload::new();
+        tx.send_replace(Progress::Receiving {
+            size: None,
+            written: 2,
+            file: Arc::clone(&file),
+        });
+        let mut s = Box::pin(dl.clone().ready().await.unwrap().stream(0, None));
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"ab");
+        tx.send_replace(Progress::Verified {
+            size: 6,
+            file,
+            unstored: Some(FetchError::Storage("disk full".into())),
+        });
+        assert_eq!(&s.next().await.unwrap().unwrap()[..], b"cdef");
+        assert!(s.next().await.is_none());
+        assert!(dl.finished().await.is_err(), "not durable, not finished");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! Streams one blob into `<digest>.partial`, hashing as bytes arrive, and
-//! renames it into place only once the digest checked.
+//! Streams one blob into `<digest>.partial`, hashing as bytes arrive; once
+//! the digest checked, releases the last bytes to readers, then fsyncs and
+//! renames the file into place.
 //!
 //! Hashing runs on a thread of its own, beside the writes: SHA-256 is the
 //! slowest step of a download on a fast link, and it need not delay the
@@ -10,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,16 +19,13 @@ use super::layout::{commit, partial_of, Layout};
 use crate::error::FetchError;
 use crate::names::Digest;
 
-/// Bytes gathered before one write: fewer, larger writes mean fewer wake-ups
-/// of the readers following the file.
-const WRITE_BATCH: usize = 256 * 1024;
-/// Chunks queued for the hashing thread before `push` waits for it.
+/// Batches queued for the hashing thread before `push` waits for it.
 const HASH_QUEUE: usize = 16;
 
-/// A blob being written. Dropping it before [`BlobWriter::finish`] succeeds
-/// deletes the partial file.
+/// A blob being written. Dropping it, or the [`VerifiedBlob`] it becomes,
+/// before [`VerifiedBlob::persist`] succeeds deletes the partial file.
 ///
-/// The bytes received last are held back in memory and reach the file only
+/// The batch received last is held back in memory and reaches the file only
 /// after the digest matched, so readers following the file can never read a
 /// complete body whose digest is wrong.
 #[derive(Debug)]
@@ -41,14 +39,13 @@ pub struct BlobWriter {
     /// The open partial file; shared with readers, who `pread` from it.
     file: Arc<File>,
     /// Every byte received goes to the hashing thread through here.
-    to_hasher: Option<mpsc::Sender<Bytes>>,
+    to_hasher: Option<mpsc::Sender<Vec<Bytes>>>,
     /// The hashing thread's digest once `to_hasher` is closed.
     hashed: Option<oneshot::Receiver<Digest>>,
     /// Bytes on disk, readable by followers.
     written: u64,
-    /// The most recent bytes, not yet on disk (at most about [`WRITE_BATCH`]
-    /// plus one chunk).
-    pending: BytesMut,
+    /// The most recent batch of chunks, not yet on disk.
+    pending: Vec<Bytes>,
     /// Set once the blob is renamed into place; keeps `Drop` from deleting it.
     committed: bool,
 }
@@ -64,14 +61,14 @@ impl BlobWriter {
             .create(true)
             .truncate(true)
             .open(&partial)?;
-        let (to_hasher, mut chunks) = mpsc::channel::<Bytes>(HASH_QUEUE);
+        let (to_hasher, mut batches) = mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
         let (done, hashed) = oneshot::channel();
         std::thread::Builder::new()
             .name("blob-hash".into())
             .spawn(move || {
                 let mut hasher = Sha256::new();
-                while let Some(chunk) = chunks.blocking_recv() {
-                    hasher.update(&chunk);
+                while let Some(batch) = batches.blocking_recv() {
+                    batch.iter().for_each(|chunk| hasher.update(chunk));
                 }
                 let _ = done.send(Digest::from_hasher(hasher));
             })?;
@@ -83,7 +80,7 @@ impl BlobWriter {
             to_hasher: Some(to_hasher),
             hashed: Some(hashed),
             written: 0,
-            pending: BytesMut::new(),
+            pending: Vec::new(),
             committed: false,
         })
     }
@@ -98,38 +95,45 @@ impl BlobWriter {
         self.written
     }
 
-    /// Bytes received so far (on disk plus the held-back chunk).
+    /// Bytes received so far (on disk plus the held-back batch).
     pub fn received(&self) -> u64 {
-        self.written + self.pending.len() as u64
+        self.written + self.pending.iter().map(|c| c.len() as u64).sum::<u64>()
     }
 
-    /// Hands `chunk` to the hashing thread (waiting while it is
-    /// [`HASH_QUEUE`] chunks behind); once a batch of earlier bytes has
-    /// gathered, writes that batch and keeps `chunk` back.
+    /// Hands `batch` (chunks that arrived together) to the hashing thread,
+    /// waiting while it is [`HASH_QUEUE`] batches behind, writes the batch
+    /// held back before it and keeps `batch` back.
     ///
     /// Writes go to the page cache with `pwrite`; they are short and are not
-    /// worth a thread hop each. Durability comes from the fsync in `finish`.
-    pub async fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
+    /// worth a thread hop each. Durability comes from the fsync in
+    /// [`VerifiedBlob::persist`].
+    pub async fn push(&mut self, batch: Vec<Bytes>) -> std::io::Result<()> {
         let hasher = self
             .to_hasher
             .as_ref()
             .ok_or_else(|| std::io::Error::other("blob already finished"))?;
         hasher
-            .send(chunk.clone())
+            .send(batch.clone())
             .await
             .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
-        if self.pending.len() >= WRITE_BATCH {
-            self.file.write_all_at(&self.pending, self.written)?;
-            self.written += self.pending.len() as u64;
-            self.pending.clear();
+        let held = std::mem::replace(&mut self.pending, batch);
+        self.write(&held)
+    }
+
+    /// Writes `chunks` at the end of what is on disk.
+    fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
+        for chunk in chunks {
+            self.file.write_all_at(chunk, self.written)?;
+            self.written += chunk.len() as u64;
         }
-        self.pending.extend_from_slice(&chunk);
         Ok(())
     }
 
     /// Checks the length (when announced) and the digest, then writes the
-    /// last chunk, fsyncs and renames the file into place. Returns the size.
-    pub async fn finish(mut self, expected_len: Option<u64>) -> Result<u64, FetchError> {
+    /// held-back bytes: from here every byte of the file is verified and
+    /// readable. The blob is not durable or in place until
+    /// [`VerifiedBlob::persist`].
+    pub async fn verify(mut self, expected_len: Option<u64>) -> Result<VerifiedBlob, FetchError> {
         let received = self.received();
         if let Some(len) = expected_len.filter(|&l| l != received) {
             return Err(FetchError::BadResponse(format!(
@@ -150,19 +154,35 @@ impl BlobWriter {
                 actual,
             });
         }
-        let (file, partial, path) = (self.file(), self.partial.clone(), self.path.clone());
-        let last = std::mem::take(&mut self.pending).freeze();
-        let offset = self.written;
+        let held = std::mem::take(&mut self.pending);
+        self.write(&held)?;
+        Ok(VerifiedBlob(self))
+    }
+}
+
+/// A blob whose bytes are all verified and readable from its partial file,
+/// not yet durable. Dropping it deletes the partial file.
+#[derive(Debug)]
+pub struct VerifiedBlob(BlobWriter);
+
+impl VerifiedBlob {
+    /// The blob's size.
+    pub fn size(&self) -> u64 {
+        self.0.written
+    }
+
+    /// Fsyncs the file and renames it into place. Returns the size.
+    pub async fn persist(mut self) -> Result<u64, FetchError> {
+        let w = &mut self.0;
+        let (file, partial, path) = (Arc::clone(&w.file), w.partial.clone(), w.path.clone());
         tokio::task::spawn_blocking(move || {
-            file.write_all_at(&last, offset)?;
             file.sync_all()?;
             commit(&partial, &path)
         })
         .await
         .map_err(|e| FetchError::Storage(e.to_string()))??;
-        self.written = received;
-        self.committed = true;
-        Ok(received)
+        w.committed = true;
+        Ok(w.written)
     }
 }
 
@@ -193,20 +213,28 @@ mod tests {
     #[tokio::test]
     async fn verified_blob_is_renamed_into_place_and_last_bytes_held_back() {
         let (layout, dir) = layout();
-        let batch = Bytes::from(vec![7u8; WRITE_BATCH]);
+        let batch = Bytes::from(vec![7u8; 1000]);
         let tail = Bytes::from_static(b"tail");
         let whole = [&batch[..], &tail[..]].concat();
         let digest = Digest::of(&whole);
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
-        w.push(batch.clone()).await.unwrap();
-        assert_eq!(w.written(), 0, "a partial batch waits in memory");
-        w.push(tail).await.unwrap();
-        assert_eq!(w.written(), WRITE_BATCH as u64, "a full batch is written");
+        w.push(vec![batch.clone()]).await.unwrap();
+        assert_eq!(w.written(), 0, "the last batch waits in memory");
+        w.push(vec![tail]).await.unwrap();
+        assert_eq!(w.written(), 1000, "the batch before it is written");
         assert_eq!(w.received(), whole.len() as u64);
+        let verified = w.verify(Some(whole.len() as u64)).await.unwrap();
+        let partial = partial_of(&layout.blob(&digest));
         assert_eq!(
-            w.finish(Some(whole.len() as u64)).await.unwrap(),
-            whole.len() as u64
+            std::fs::read(&partial).unwrap(),
+            whole,
+            "verified bytes are readable"
         );
+        assert!(
+            !layout.blob(&digest).exists(),
+            "not in place before persist"
+        );
+        assert_eq!(verified.persist().await.unwrap(), whole.len() as u64);
         assert_eq!(std::fs::read(layout.blob(&digest)).unwrap(), whole);
         assert!(!partial_of(&layout.blob(&digest)).exists());
         std::fs::remove_dir_all(dir).unwrap();
@@ -217,15 +245,17 @@ mod tests {
         let (layout, dir) = layout();
         let digest = Digest::of(b"expected");
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
-        w.push(Bytes::from_static(b"unexpected")).await.unwrap();
+        w.push(vec![Bytes::from_static(b"unexpected")])
+            .await
+            .unwrap();
         assert!(matches!(
-            w.finish(None).await,
+            w.verify(None).await,
             Err(FetchError::DigestMismatch { .. })
         ));
         let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
-        w.push(Bytes::from_static(b"expected")).await.unwrap();
+        w.push(vec![Bytes::from_static(b"expected")]).await.unwrap();
         assert!(matches!(
-            w.finish(Some(9)).await,
+            w.verify(Some(9)).await,
             Err(FetchError::BadResponse(_))
         ));
         assert!(!layout.blob(&digest).exists());

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use regex::Regex;
 
-pub use blob_writer::BlobWriter;
+pub use blob_writer::{BlobWriter, VerifiedBlob};
 pub use index::{unix, ImageInfo, PruneBy, PruneReport};
 use index::{Index, Origin, Plan, TagEntry, TagKey};
 use journal::{Journal, Record};
@@ -434,8 +434,8 @@ impl Handler<PutBlob> for Storage {
             };
             let mut writer = writer?;
             let len = msg.bytes.len() as u64;
-            writer.push(msg.bytes).await?;
-            writer.finish(Some(len)).await.map(Some)
+            writer.push(vec![msg.bytes]).await?;
+            writer.verify(Some(len)).await?.persist().await.map(Some)
         };
         Box::pin(store.into_actor(self).map(move |res, act, _| {
             if let Some(size) = res? {

@@ -35,10 +35,10 @@ use crate::names::{Digest, Reference, RepoName};
 /// The server-side TLS configuration [`ServerTlsSettings::server_config`] builds.
 pub use rustls::ServerConfig as ServerTlsConfig;
 
-/// Chunks buffered between an upstream body and the blob writer: bounds
+/// Batches buffered between an upstream body and the blob writer: bounds
 /// memory per download while keeping the socket busy.
-const BODY_CHANNEL_CHUNKS: usize = 16;
-/// Bytes gathered from an upstream body before they are passed on.
+const BODY_CHANNEL_BATCHES: usize = 16;
+/// Most bytes passed on in one batch of an upstream body's chunks.
 const BODY_BATCH: usize = 256 * 1024;
 /// Largest token-server answer read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
@@ -262,8 +262,9 @@ pub struct OpenBlob {
 pub struct BlobBody {
     /// The announced `Content-Length`.
     pub size: Option<u64>,
-    /// Body chunks; an `Err` ends the transfer (reset, stall).
-    pub chunks: mpsc::Receiver<Result<Bytes, FetchError>>,
+    /// Body chunks, in batches of those that arrived together (up to 256
+    /// KiB, never copied); an `Err` ends the transfer (reset, stall).
+    pub chunks: mpsc::Receiver<Result<Vec<Bytes>, FetchError>>,
 }
 
 impl Handler<OpenBlob> for UpstreamRegistry {
@@ -276,7 +277,7 @@ impl Handler<OpenBlob> for UpstreamRegistry {
             let resp = inner.get(&path, "*/*", &msg.repo).await?;
             check_status(&resp)?;
             let size = content_length(&resp);
-            let (tx, chunks) = mpsc::channel(BODY_CHANNEL_CHUNKS);
+            let (tx, chunks) = mpsc::channel(BODY_CHANNEL_BATCHES);
             let fetched = METRICS.upstream_bytes.get_or_create(&inner.label).clone();
             actix::spawn(pump(resp, tx, inner.settings.timeouts.idle, fetched));
             Ok(BlobBody { size, chunks })
@@ -287,11 +288,11 @@ impl Handler<OpenBlob> for UpstreamRegistry {
 /// Forwards an upstream body into `tx`, cutting it when a chunk takes
 /// longer than `idle` (a stalled transfer), however long the whole takes.
 /// Chunks already received are sent together, up to [`BODY_BATCH`] bytes,
-/// so the work per message downstream (hash, write, wake readers) is paid
-/// per batch rather than per socket read.
+/// so the work per message downstream (thread wake-ups, waking readers) is
+/// paid per batch rather than per socket read.
 async fn pump<S>(
     mut body: S,
-    tx: mpsc::Sender<Result<Bytes, FetchError>>,
+    tx: mpsc::Sender<Result<Vec<Bytes>, FetchError>>,
     idle: std::time::Duration,
     fetched: prometheus_client::metrics::counter::Counter,
 ) where
@@ -314,7 +315,7 @@ async fn pump<S>(
             }
         };
         let (batch, end) = gather(chunk, &mut body);
-        fetched.inc_by(batch.len() as u64);
+        fetched.inc_by(batch.iter().map(|c| c.len() as u64).sum());
         if tx.send(Ok(batch)).await.is_err() {
             return;
         }
@@ -334,29 +335,27 @@ fn interrupted(e: awc::error::PayloadError) -> FetchError {
     FetchError::Unreachable(format!("transfer interrupted: {e}"))
 }
 
-/// Appends the chunks `body` has ready now to `first`, up to [`BODY_BATCH`]
-/// bytes. Returns the batch and, if the body ended meanwhile, how: `Ok`
-/// at its end, `Err` when it broke.
-fn gather<S>(first: Bytes, body: &mut S) -> (Bytes, Option<Result<(), FetchError>>)
+/// Batches `first` with the chunks `body` has ready now, up to
+/// [`BODY_BATCH`] bytes. Returns the batch and, if the body ended
+/// meanwhile, how: `Ok` at its end, `Err` when it broke.
+fn gather<S>(first: Bytes, body: &mut S) -> (Vec<Bytes>, Option<Result<(), FetchError>>)
 where
     S: futures::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
-    if first.len() >= BODY_BATCH {
-        return (first, None);
-    }
-    let mut batch = bytes::BytesMut::with_capacity(BODY_BATCH);
-    batch.extend_from_slice(&first);
-    while batch.len() < BODY_BATCH {
+    let mut len = first.len();
+    let mut batch = vec![first];
+    while len < BODY_BATCH {
         match body.next().now_or_never() {
-            Some(Some(Ok(chunk))) => batch.extend_from_slice(&chunk),
-            Some(Some(Err(e))) => {
-                return (batch.freeze(), Some(Err(interrupted(e))));
+            Some(Some(Ok(chunk))) => {
+                len += chunk.len();
+                batch.push(chunk);
             }
-            Some(None) => return (batch.freeze(), Some(Ok(()))),
+            Some(Some(Err(e))) => return (batch, Some(Err(interrupted(e)))),
+            Some(None) => return (batch, Some(Ok(()))),
             None => break,
         }
     }
-    (batch.freeze(), None)
+    (batch, None)
 }
 
 impl Inner {
