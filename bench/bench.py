@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -649,6 +650,12 @@ class ForeignCpu:
 FOREIGN = None
 
 
+def children_cpu():
+    """CPU seconds (user + system) used so far by this process's waited-for children."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def foreign_cpu():
     return FOREIGN.seconds() if FOREIGN else 0.0
 
@@ -1050,7 +1057,9 @@ class Bench:
                 off = self.upstream.offset()
                 cpu0 = proc_cpu(srv.pid)
                 f0 = foreign_cpu()
+                c0 = children_cpu()
                 results, wall = barrier_herd(cmds, work)
+                clients = children_cpu() - c0
                 foreign = foreign_cpu() - f0
                 cpu1 = proc_cpu(srv.pid)
                 text = self.upstream.settle(off)
@@ -1065,7 +1074,7 @@ class Bench:
                                                 for d in img["blobs"]),
                      "upstream_requests": count_requests(text),
                      "server_cpu_s": (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
-                     "hwm_kb": srv.hwm_kb(), "foreign_cpu_s": foreign}
+                     "clients_cpu_s": clients, "hwm_kb": srv.hwm_kb(), "foreign_cpu_s": foreign}
                 out["runs"].setdefault(key, []).append(r)
                 log(f"  herd image N={n} {key}: upstream blob GETs {gets} (ideal {len(img['blobs'])}), "
                     f"wall {wall:.2f}s, ok {ok}/{n}")

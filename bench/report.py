@@ -135,8 +135,8 @@ def write(results, docs, smoke=False):
     if s2:
         det = [f"### 2. Herd, image: {s2['n']} concurrent cold `skopeo copy` of `multilayer` "
                f"({s2['blobs']} blobs, {size_label(s2['bytes'])})", "",
-               "| server | upstream blob GETs (each run) | upstream blob HEADs | all upstream requests | wall (each run) | server CPU s | other work's CPU s | clients OK |",
-               "|---|---|---|---|---|---|---|---|"]
+               "| server | upstream blob GETs (each run) | upstream blob HEADs | all upstream requests | wall (each run) | server CPU s | clients' CPU s | other work's CPU s | clients OK |",
+               "|---|---|---|---|---|---|---|---|---|"]
         agg = {}
         for key in ("oci", "dist", "oci_warm"):
             rs = s2["runs"].get(key, [])
@@ -147,6 +147,7 @@ def write(results, docs, smoke=False):
                        f"{', '.join(str(r['upstream_blob_heads']) for r in rs)} | "
                        f"{', '.join(str(r['upstream_requests']) for r in rs)} | "
                        f"{', '.join(fs(r['wall']) for r in rs)} | {fnum(med([r.get('server_cpu_s') for r in rs]), 1)} | "
+                       f"{fnum(med([r.get('clients_cpu_s') for r in rs]), 1)} | "
                        f"{foreign([r.get('foreign_cpu_s') for r in rs])} | "
                        f"{', '.join(str(r['ok']) + '/' + str(r['n']) for r in rs)} |")
         o, d = agg["oci"], agg["dist"]
