@@ -1093,14 +1093,19 @@ class Bench:
                 dest = os.path.join(self.scratch, "pull")
                 shutil.rmtree(dest, ignore_errors=True)
                 self.wait_quiet()
+                mirror_pid = None if srv == "direct" else srv.pid
+                cpu0 = [children_cpu(), proc_cpu(self.upstream.pid), proc_cpu(mirror_pid)]
                 t0 = time.monotonic()
                 r = subprocess.run(skopeo_cmd(self, ref, dest), capture_output=True, text=True, timeout=LIMIT["client"])
                 t = time.monotonic() - t0
+                cpu = [b - a if a is not None and b is not None else None for a, b in
+                       zip(cpu0, [children_cpu(), proc_cpu(self.upstream.pid), proc_cpu(mirror_pid)])]
                 shutil.rmtree(dest, ignore_errors=True)
                 key = "direct" if srv == "direct" else srv.key
                 if r.returncode:
                     raise ScenarioFailed(f"skopeo pull via {key} failed: {r.stderr[-300:]}")
-                out["runs"].setdefault(key, []).append({"time": t})
+                out["runs"].setdefault(key, []).append(
+                    {"time": t, "client_cpu_s": cpu[0], "upstream_cpu_s": cpu[1], "server_cpu_s": cpu[2]})
                 log(f"  cold pull {key}: {t:.2f}s")
                 if srv != "direct":
                     srv.stop()

@@ -171,9 +171,12 @@ def write(results, docs, smoke=False):
     if s3:
         t = {k: med([r["time"] for r in s3["runs"].get(k, [])]) for k in ("direct", "oci", "dist")}
         det = ["### 3. Cold single pull of `large` with `skopeo copy` (mirror cache reset before each run)", "",
-               "| path | time (each run) | median | ÷ direct |", "|---|---|---|---|"]
+               "| path | time (each run) | median | ÷ direct | CPU s per pull (median): skopeo / upstream / mirror |",
+               "|---|---|---|---|---|"]
         for k in ("direct", "oci", "dist"):
-            det.append(f"| {label(k)} | {', '.join(fs(r['time']) for r in s3['runs'].get(k, []))} | {fs(t[k])} | {ratio(t[k], t['direct'])} |")
+            rs = s3["runs"].get(k, [])
+            cpu = " / ".join(fnum(med([r.get(c) for r in rs]), 2) for c in ("client_cpu_s", "upstream_cpu_s", "server_cpu_s"))
+            det.append(f"| {label(k)} | {', '.join(fs(r['time']) for r in rs)} | {fs(t[k])} | {ratio(t[k], t['direct'])} | {cpu} |")
         details.append("\n".join(det))
         if t["oci"] is not None:
             rows.append(("3", "cold pull ÷ direct from upstream", "≤ 1.05×", ratio(t["oci"], t["direct"]),
