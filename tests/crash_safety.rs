@@ -532,14 +532,15 @@ fn sigkill_at_random_points_under_load_always_restarts_clean() {
 
     // Everything once more with the upstream up: exactly the pushed bytes.
     pull_all_exact(&server, &images, false, "final pull, upstream up");
+    // Then from the cache alone, also across a restart.
+    upstream.stop();
+    pull_all_exact(&server, &images, true, "upstream stopped");
+    server.shut_down();
     assert_eq!(
         store.complete_blobs(&cache, "after the final pull").len(),
         blob_count,
         "every blob is cached after the final pull"
     );
-    // Then from the cache alone, also across a restart.
-    upstream.stop();
-    pull_all_exact(&server, &images, true, "upstream stopped");
     server.restart();
     pull_all_exact(&server, &images, true, "upstream stopped, after a restart");
 

@@ -6,12 +6,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use awc::http::StatusCode;
 use common::{
     client, digest_of, docker_io_config, free_port, push_image, skopeo, Fault, FaultUpstream, Pki,
-    Server, TestImage, Upstream,
+    Server, TestImage, Upstream, POLL_INTERVAL,
 };
 use futures::StreamExt;
 
@@ -77,8 +77,18 @@ async fn metrics_and_health_ports_report_what_happened() {
         assert_eq!(status, StatusCode::OK, "{name}: {body}");
     }
 
-    let (status, text) = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
-    assert_eq!(status, StatusCode::OK);
+    // The blob's fetch ends (fsync, index) just after its client has the
+    // last byte: the figures are read once nothing is in flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (status, text) = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+        assert_eq!(status, StatusCode::OK);
+        let idle = metric(&text, "ociregistry_upstream_fetches_in_flight") == Some(0.0);
+        if idle || Instant::now() >= deadline {
+            break text;
+        }
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    };
     let value =
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     assert_eq!(

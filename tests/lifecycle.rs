@@ -77,7 +77,7 @@ async fn list_and_prune_from_the_cli_keep_what_other_images_use() {
         .cli(&["prune", "--type", "pattern", "--expr", "dropme"])
         .status
         .success());
-    server.kill();
+    server.shut_down();
 
     let dry = server.cli(&[
         "prune",

@@ -151,6 +151,7 @@ async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_afte
     upstream.stop();
     pull_all(&server, &mut ctr, &images);
 
+    server.shut_down();
     server.restart();
     pull_all(&server, &mut ctr, &images);
 

@@ -147,6 +147,12 @@ impl BlobSource {
         self.size
     }
 
+    /// True while bytes are still to come from upstream; false once every
+    /// byte is verified and readable.
+    pub fn downloading(&self) -> bool {
+        self.progress.is_some()
+    }
+
     /// Streams bytes `start..end` (`end` = `None`: to the end), following
     /// the download when there is one. The stream fails, and the client's
     /// connection is cut, if the download fails.

@@ -53,8 +53,15 @@ pub async fn serve(
             })
             .await
             .map_err(|_| ApiError::Unavailable)?;
-        access.outcome = if joined.joined { "coalesced" } else { "miss" };
-        within(&state.policy, joined.value.ready(), Content::Blob).await?
+        let source = within(&state.policy, joined.value.ready(), Content::Blob).await?;
+        // A request that joins a fetch whose bytes are all verified (the
+        // fsync and indexing may still run) is answered from local bytes.
+        access.outcome = match (joined.joined, source.downloading()) {
+            (false, _) => "miss",
+            (true, true) => "coalesced",
+            (true, false) => "hit",
+        };
+        source
     };
     respond(req, source, &digest)
 }

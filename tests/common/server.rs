@@ -15,6 +15,9 @@ use super::{append_file, kill_child, log_tail, wait_until, STARTUP_DEADLINE};
 /// connections.
 const LISTENING_PREFIX: &str = "ociregistry listening on ";
 
+/// How long a graceful shutdown may take in tests.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
 /// How long a server that failed to start gets to exit on its own before it
 /// is killed, so that its exit status can be reported.
 const EXIT_GRACE: Duration = Duration::from_secs(1);
@@ -183,6 +186,16 @@ impl Server {
         assert!(sent.success(), "kill -TERM failed");
     }
 
+    /// Shuts the server down gracefully (SIGTERM: fetches in flight are
+    /// stored first) and asserts that it exits successfully.
+    pub fn shut_down(&mut self) {
+        self.terminate();
+        let status = self
+            .wait_exit(SHUTDOWN_DEADLINE)
+            .unwrap_or_else(|| panic!("no exit within {SHUTDOWN_DEADLINE:?} of SIGTERM"));
+        assert!(status.success(), "exit status {status}");
+    }
+
     /// Waits up to `deadline` for the server to exit; `None` if it still runs.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
@@ -197,7 +210,7 @@ impl Server {
         status
     }
 
-    /// Kills the server, then starts it again with the same config, arguments
+    /// Kills the server (if it still runs), then starts it again with the same config, arguments
     /// and cache directory, on a new port.
     pub fn restart(&mut self) {
         self.kill();
