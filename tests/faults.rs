@@ -96,6 +96,10 @@ async fn reset_mid_blob_aborts_the_client_and_keeps_nothing_then_refetches() {
         2,
         "the failed fetch is not remembered"
     );
+    assert!(common::wait_stored(
+        &server.cache_dir(),
+        upstream.blob_digest()
+    ));
     let files = cached_files(&server.cache_dir(), upstream.blob_digest());
     assert_eq!(
         files,
@@ -467,6 +471,10 @@ async fn a_client_that_stops_reading_does_not_hold_the_fetch_hostage() {
         .blob_digest()
         .trim_start_matches("sha256:")
         .to_string();
+    assert!(common::wait_stored(
+        &server.cache_dir(),
+        upstream.blob_digest()
+    ));
     assert_eq!(
         cached_files(&server.cache_dir(), upstream.blob_digest()),
         vec![hex],

@@ -263,9 +263,11 @@ async fn sigterm_lets_an_upstream_fetch_without_clients_finish_and_store() {
         .expect("the server exits once the fetch ended");
     assert!(status.success(), "exit status {status}");
 
-    let hex = upstream.blob_digest().trim_start_matches("sha256:");
-    let stored = std::fs::read(server.cache_dir().join("blobs/sha256").join(hex))
-        .expect("the drained fetch was stored");
+    let stored = std::fs::read(common::stored_blob(
+        &server.cache_dir(),
+        upstream.blob_digest(),
+    ))
+    .expect("the drained fetch was stored");
     assert_eq!(digest_of(&stored), upstream.blob_digest());
 }
 

@@ -31,15 +31,16 @@ async fn pull(server: &Server, repo: &str, img: &TestImage) {
             digest_of(&res.body().limit(8 << 20).await.unwrap()),
             blob.digest
         );
+        assert!(
+            common::wait_stored(&server.cache_dir(), &blob.digest),
+            "{repo}: {} is stored",
+            blob.digest
+        );
     }
 }
 
 fn blob_cached(server: &Server, digest: &str) -> bool {
-    server
-        .cache_dir()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-        .exists()
+    common::stored_blob(&server.cache_dir(), digest).exists()
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -223,12 +224,9 @@ async fn the_admin_api_needs_its_token_and_prunes_only_when_asked() {
         after.json::<serde_json::Value>().await.unwrap(),
         serde_json::json!([])
     );
-    let layer = server
-        .cache_dir()
-        .join("blobs/sha256")
-        .join(img.layers[0].digest.trim_start_matches("sha256:"));
+    let layer = &img.layers[0].digest;
     assert!(
-        common::wait_until(Duration::from_secs(5), || !layer.exists()),
+        common::wait_until(Duration::from_secs(5), || !blob_cached(&server, layer)),
         "files are deleted too"
     );
 }

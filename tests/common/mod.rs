@@ -19,7 +19,7 @@ pub mod upstream;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,9 @@ pub use upstream::{AccessLogEntry, Upstream};
 
 /// How long helpers wait for a process to become ready.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// How long a fetch may take to store a blob once its clients have it.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Interval between two readiness probes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
@@ -181,6 +184,21 @@ pub fn wait_until(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Where the cache under `cache` keeps the complete blob `digest`.
+pub fn stored_blob(cache: &Path, digest: &str) -> PathBuf {
+    cache
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// Waits until the blob `digest` is stored under `cache`: a fetch fsyncs and
+/// renames it just after its clients have the last byte. Returns whether it
+/// was within [`STORE_DEADLINE`].
+pub fn wait_stored(cache: &Path, digest: &str) -> bool {
+    let path = stored_blob(cache, digest);
+    wait_until(STORE_DEADLINE, || path.exists())
 }
 
 /// The last `lines` lines of the file at `path` (empty if unreadable).
