@@ -15,9 +15,6 @@ use common::{
 };
 use futures::StreamExt;
 
-/// How long a SIGTERM'd server may take to exit once its transfers ended.
-const EXIT_DEADLINE: Duration = Duration::from_secs(20);
-
 /// The value of one series (`name{labels}`) in an exposition, if present.
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -224,10 +221,7 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
         body.extend_from_slice(&chunk.expect("the drained transfer completes"));
     }
     assert_eq!(digest_of(&body), upstream.blob_digest());
-    let status = server
-        .wait_exit(EXIT_DEADLINE)
-        .expect("the server exits after draining");
-    assert!(status.success(), "exit status {status}");
+    server.wait_clean_exit("after draining");
     assert!(server.log_contents().contains("shutting down"));
 
     // What the drained fetch stored is complete: served air-gapped.
@@ -258,10 +252,7 @@ async fn sigterm_lets_an_upstream_fetch_without_clients_finish_and_store() {
         "the server waits for the upstream fetch in flight"
     );
     upstream.open_gate();
-    let status = server
-        .wait_exit(EXIT_DEADLINE)
-        .expect("the server exits once the fetch ended");
-    assert!(status.success(), "exit status {status}");
+    server.wait_clean_exit("once the fetch ended");
 
     let stored = std::fs::read(common::stored_blob(
         &server.cache_dir(),

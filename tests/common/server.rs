@@ -15,7 +15,7 @@ use super::{append_file, kill_child, log_tail, wait_until, STARTUP_DEADLINE};
 /// connections.
 const LISTENING_PREFIX: &str = "ociregistry listening on ";
 
-/// How long a graceful shutdown may take in tests.
+/// How long a graceful shutdown may take once the server's transfers ended.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
 
 /// How long a server that failed to start gets to exit on its own before it
@@ -190,10 +190,16 @@ impl Server {
     /// stored first) and asserts that it exits successfully.
     pub fn shut_down(&mut self) {
         self.terminate();
+        self.wait_clean_exit("after SIGTERM");
+    }
+
+    /// Asserts that the server exits with status 0 within
+    /// [`SHUTDOWN_DEADLINE`]; `when` completes the failure message.
+    pub fn wait_clean_exit(&mut self, when: &str) {
         let status = self
             .wait_exit(SHUTDOWN_DEADLINE)
-            .unwrap_or_else(|| panic!("no exit within {SHUTDOWN_DEADLINE:?} of SIGTERM"));
-        assert!(status.success(), "exit status {status}");
+            .unwrap_or_else(|| panic!("no exit within {SHUTDOWN_DEADLINE:?} {when}"));
+        assert!(status.success(), "exit status {status} {when}");
     }
 
     /// Waits up to `deadline` for the server to exit; `None` if it still runs.
