@@ -6,20 +6,32 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use awc::http::StatusCode;
 use common::{
     client, digest_of, docker_io_config, free_port, push_image, skopeo, Fault, FaultUpstream, Pki,
-    Server, TestImage, Upstream, POLL_INTERVAL,
+    RawConn, Server, TestImage, Upstream, STORE_DEADLINE,
 };
 use futures::StreamExt;
+
+/// How long a read from the metrics port may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The value of one series (`name{labels}`) in an exposition, if present.
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The exposition the metrics port serves.
+fn scrape(metrics_port: u16) -> String {
+    let mut conn = RawConn::connect(&format!("127.0.0.1:{metrics_port}"), IO_TIMEOUT)
+        .expect("connect to the metrics port");
+    let (head, body) = conn.get("/metrics", &[]).expect("GET /metrics");
+    assert_eq!(head.status, 200, "GET /metrics");
+    String::from_utf8(body).expect("a UTF-8 exposition")
 }
 
 /// GETs `url`, returning the status and the body as text.
@@ -76,16 +88,11 @@ async fn metrics_and_health_ports_report_what_happened() {
 
     // The blob's fetch ends (fsync, index) just after its client has the
     // last byte: the figures are read once nothing is in flight.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let (status, text) = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
-        assert_eq!(status, StatusCode::OK);
-        let idle = metric(&text, "ociregistry_upstream_fetches_in_flight") == Some(0.0);
-        if idle || Instant::now() >= deadline {
-            break text;
-        }
-        actix_web::rt::time::sleep(POLL_INTERVAL).await;
-    };
+    let mut text = String::new();
+    common::wait_until(STORE_DEADLINE, || {
+        text = scrape(metrics_port);
+        metric(&text, "ociregistry_upstream_fetches_in_flight") == Some(0.0)
+    });
     let value =
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     assert_eq!(
@@ -542,7 +549,7 @@ async fn a_full_disk_keeps_serving_the_cache_and_fails_misses_cleanly() {
         .filter(|n| n.contains(big_layer.digest.trim_start_matches("sha256:")))
         .collect();
     assert!(leftovers.is_empty(), "left on disk: {leftovers:?}");
-    let (_, text) = get_text(&format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+    let text = scrape(metrics_port);
     assert!(
         metric(&text, "ociregistry_cache_write_failures_total").unwrap_or(0.0) >= 1.0,
         "{text}"
