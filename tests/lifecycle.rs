@@ -78,7 +78,7 @@ async fn list_and_prune_from_the_cli_keep_what_other_images_use() {
         .cli(&["prune", "--type", "pattern", "--expr", "dropme"])
         .status
         .success());
-    server.shut_down();
+    server.kill();
 
     let dry = server.cli(&[
         "prune",
