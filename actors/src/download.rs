@@ -147,8 +147,8 @@ impl BlobSource {
         self.size
     }
 
-    /// True while bytes are still to come from upstream; false once every
-    /// byte is verified and readable.
+    /// True when this source follows a download that was still receiving
+    /// when the source was made; false when every byte was verified then.
     pub fn downloading(&self) -> bool {
         self.progress.is_some()
     }

@@ -216,8 +216,8 @@ impl Server {
         status
     }
 
-    /// Kills the server (if it still runs), then starts it again with the same config, arguments
-    /// and cache directory, on a new port.
+    /// Kills the server (if it still runs), then starts it again with the
+    /// same config, arguments and cache directory, on a new port.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
