@@ -76,7 +76,7 @@ impl ApiError {
                 FetchError::TooManyRequests { .. } => {
                     ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS)
                 }
-                FetchError::Unreachable(_) | FetchError::Timeout(_) => {
+                FetchError::Unreachable(_) | FetchError::Timeout(_) | FetchError::Stopping => {
                     ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
                 }
                 FetchError::DigestMismatch { .. } | FetchError::BadResponse(_) => {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, RegistryName, RepoName, Tag};
-use ociregistry_actors::storage::{PutBlob, PutManifest, Storage};
+use ociregistry_actors::storage::{CommitManifest, PutBlob, Storage};
 use serde_json::json;
 
 /// Where the image is published.
@@ -75,8 +75,7 @@ async fn put_blob(storage: &Addr<Storage>, bytes: Vec<u8>) -> Result<Digest, Fet
             digest: digest.clone(),
             bytes: Bytes::from(bytes),
         })
-        .await
-        .map_err(|e| FetchError::Storage(e.to_string()))??;
+        .await??;
     Ok(digest)
 }
 
@@ -95,14 +94,13 @@ async fn put_manifest(
         bytes,
     });
     storage
-        .send(PutManifest {
+        .send(CommitManifest {
             registry: registry.clone(),
             repo: repo.clone(),
             tag,
             manifest: Arc::clone(&manifest),
         })
-        .await
-        .map_err(|e| FetchError::Storage(e.to_string()))??;
+        .await??;
     Ok(manifest)
 }
 

@@ -223,7 +223,7 @@ impl Loader {
             repo: image.repo.clone(),
             reference: reference.clone(),
         };
-        if let Some(cached) = self.storage.send(lookup).await.map_err(internal)? {
+        if let Some(cached) = self.storage.send(lookup).await? {
             return Ok(cached.manifest);
         }
         let fetch = FetchManifest {
@@ -233,7 +233,7 @@ impl Loader {
             accept: DEFAULT_ACCEPT.to_string(),
             cached: None,
         };
-        Ok(self.coordinator.send(fetch).await.map_err(internal)??.value)
+        Ok(self.coordinator.send(fetch).await??.value)
     }
 
     /// Fetches a blob unless cached; `Some(size)` when it was fetched.
@@ -241,8 +241,7 @@ impl Loader {
         if self
             .storage
             .send(LookupBlob(digest.clone()))
-            .await
-            .map_err(internal)?
+            .await?
             .is_some()
         {
             return Ok(None);
@@ -252,14 +251,9 @@ impl Loader {
             repo: image.repo.clone(),
             digest,
         };
-        let joined = self.coordinator.send(fetch).await.map_err(internal)?;
+        let joined = self.coordinator.send(fetch).await?;
         joined.value.finished().await.map(Some)
     }
-}
-
-/// An actor is gone (shutting down).
-fn internal(e: actix::MailboxError) -> FetchError {
-    FetchError::Storage(e.to_string())
 }
 
 #[cfg(test)]

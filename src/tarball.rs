@@ -15,7 +15,7 @@ use bytes::Bytes;
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, Reference};
-use ociregistry_actors::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage};
+use ociregistry_actors::storage::{BeginBlob, BlobStart, CommitBlob, CommitManifest, Storage};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -227,16 +227,13 @@ async fn put_manifest(
         (Reference::Tag(t), true) => Some(t.clone()),
         _ => None,
     };
-    let put = PutManifest {
+    let put = CommitManifest {
         registry: name.registry.clone(),
         repo: name.repo.clone(),
         tag,
         manifest: Arc::new(manifest),
     };
-    storage
-        .send(put)
-        .await
-        .map_err(|e| FetchError::Storage(e.to_string()))?
+    storage.send(put).await?
 }
 
 /// The digest and size of a file.
@@ -254,12 +251,7 @@ async fn import_file(
     digest: &Digest,
     path: &Path,
 ) -> Result<(), FetchError> {
-    let internal = |e: actix::MailboxError| FetchError::Storage(e.to_string());
-    let mut writer = match storage
-        .send(BeginBlob(digest.clone()))
-        .await
-        .map_err(internal)??
-    {
+    let mut writer = match storage.send(BeginBlob(digest.clone())).await?? {
         BlobStart::Cached(_) => return Ok(()),
         BlobStart::Writer(w) => w,
     };
@@ -277,12 +269,7 @@ async fn import_file(
         len += n as u64;
         writer.push(vec![Bytes::from(buf)]).await?;
     }
-    let size = writer.verify(Some(len)).await?.persist().await?;
-    storage
-        .send(BlobStored {
-            digest: digest.clone(),
-            size,
-        })
-        .await
-        .map_err(internal)
+    let verified = writer.verify(Some(len)).await?;
+    storage.send(CommitBlob(verified)).await??;
+    Ok(())
 }

@@ -248,7 +248,12 @@ fn downloaded(cache: &Path, blobs: &[(String, u64)]) -> u64 {
             if dir.join(hex).exists() {
                 *len
             } else {
-                std::fs::metadata(dir.join(format!("{hex}.partial"))).map_or(0, |m| m.len())
+                partials(&dir)
+                    .into_iter()
+                    .filter(|(p, _)| p.file_name().unwrap().to_string_lossy().starts_with(hex))
+                    .map(|(_, len)| len)
+                    .max()
+                    .unwrap_or(0)
             }
         })
         .sum()

@@ -286,13 +286,10 @@ async fn a_crash_mid_download_restarts_clean() {
         .await
         .unwrap();
     res.next().await.expect("first bytes").expect("chunk");
-    let partial = format!(
-        "{}.partial",
-        upstream.blob_digest().trim_start_matches("sha256:")
-    );
-    assert_eq!(
-        cached_files(&server.cache_dir(), upstream.blob_digest()),
-        vec![partial]
+    let files = cached_files(&server.cache_dir(), upstream.blob_digest());
+    assert!(
+        files.len() == 1 && files[0].ends_with(".partial"),
+        "one partial file while downloading: {files:?}"
     );
 
     server.restart(); // SIGKILL, then start again on the same cache

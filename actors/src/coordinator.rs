@@ -18,7 +18,7 @@ use crate::error::FetchError;
 use crate::manifest::Manifest;
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
-use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage, TagConfirmed};
+use crate::storage::{BeginBlob, BlobStart, CommitBlob, CommitManifest, Storage, TagConfirmed};
 use crate::upstream::{
     GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamHealth,
     UpstreamRegistry, UpstreamSettings,
@@ -188,14 +188,14 @@ async fn fetch_manifest(
             reference: reference.clone(),
             accept: accept.clone(),
         };
-        if upstream.send(head).await.map_err(mailbox)?? == Some(cached.digest.clone()) {
+        if upstream.send(head).await?? == Some(cached.digest.clone()) {
             let confirmed = TagConfirmed {
                 registry,
                 repo,
                 tag: tag.clone(),
                 digest: cached.digest.clone(),
             };
-            storage.send(confirmed).await.map_err(mailbox)?;
+            storage.send(confirmed).await?;
             return Ok(cached);
         }
     }
@@ -205,8 +205,7 @@ async fn fetch_manifest(
             reference: reference.clone(),
             accept,
         })
-        .await
-        .map_err(mailbox)??;
+        .await??;
     let manifest = Arc::new(Manifest::verify(
         &reference,
         resp.bytes,
@@ -218,14 +217,13 @@ async fn fetch_manifest(
         Reference::Digest(_) => None,
     };
     let stored = storage
-        .send(PutManifest {
+        .send(CommitManifest {
             registry,
             repo,
             tag,
             manifest: Arc::clone(&manifest),
         })
-        .await
-        .map_err(mailbox)?;
+        .await?;
     // Verified bytes are served even when the cache cannot keep them.
     if let Err(e) = stored {
         count_write_failure(&e);
@@ -362,8 +360,7 @@ async fn stream_blob(
 ) -> Result<(), FetchError> {
     let mut writer = match storage
         .send(BeginBlob(digest.clone()))
-        .await
-        .map_err(mailbox)?
+        .await?
         .inspect_err(count_write_failure)?
     {
         BlobStart::Cached(c) => {
@@ -378,8 +375,7 @@ async fn stream_blob(
             repo,
             digest: digest.clone(),
         })
-        .await
-        .map_err(mailbox)??;
+        .await??;
     let file = writer.file();
     tx.send_replace(Progress::Receiving {
         size: body.size,
@@ -406,25 +402,19 @@ async fn stream_blob(
         .verify(body.size)
         .await
         .inspect_err(count_write_failure)?;
-    // Followers may finish now; the fsync runs after, and the index claims
-    // the blob only once it is durable.
+    // Followers may finish now; Storage fsyncs and renames after, and its
+    // index claims the blob only once it is durable.
     tx.send_replace(Progress::Verified {
         size: verified.size(),
         file: Arc::clone(&file),
         unstored: None,
     });
-    let size = verified.persist().await.inspect_err(count_write_failure)?;
-    storage
-        .send(BlobStored { digest, size })
-        .await
-        .map_err(mailbox)?;
+    let size = storage
+        .send(CommitBlob(verified))
+        .await?
+        .inspect_err(count_write_failure)?;
     tx.send_replace(Progress::Complete { size, file });
     Ok(())
-}
-
-/// An actor's mailbox closed: the server is shutting down.
-fn mailbox(e: MailboxError) -> FetchError {
-    FetchError::Storage(format!("internal actor unavailable: {e}"))
 }
 
 /// How registries that the configuration does not list are reached.

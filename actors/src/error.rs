@@ -49,6 +49,15 @@ pub enum FetchError {
     /// The cache could not be written or read.
     #[error("storage: {0}")]
     Storage(String),
+    /// An internal actor is gone: the server is stopping.
+    #[error("server shutting down")]
+    Stopping,
+}
+
+impl From<actix::MailboxError> for FetchError {
+    fn from(_: actix::MailboxError) -> Self {
+        Self::Stopping
+    }
 }
 
 impl From<std::io::Error> for FetchError {

@@ -1,6 +1,7 @@
-//! Streams one blob into `<digest>.partial`, hashing as bytes arrive; once
-//! the digest checked, releases the last bytes to readers, then fsyncs and
-//! renames the file into place.
+//! Streams one blob into a partial file of its own, hashing as bytes
+//! arrive; once the digest checked, releases the last bytes to readers.
+//! Storage alone makes it durable and puts it in place
+//! ([`VerifiedBlob::persist`], called by its `CommitBlob` handler).
 //!
 //! Hashing runs on a thread of its own, beside the writes: SHA-256 is the
 //! slowest step of a download on a fast link, and it need not delay the
@@ -9,13 +10,14 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::layout::{commit, partial_of, Layout};
+use super::layout::{commit, unique_partial, Layout};
 use crate::error::FetchError;
 use crate::names::Digest;
 
@@ -32,7 +34,9 @@ const HASH_QUEUE: usize = 16;
 pub struct BlobWriter {
     /// The digest the bytes must hash to.
     digest: Digest,
-    /// `<digest>.partial`, where bytes land.
+    /// This writer's entry in Storage's table of writes in progress.
+    ticket: Arc<WriteTicket>,
+    /// `<digest>.<n>.partial`, where bytes land; no other writer uses it.
     partial: PathBuf,
     /// The final, content-addressed path.
     path: PathBuf,
@@ -50,16 +54,35 @@ pub struct BlobWriter {
     committed: bool,
 }
 
+/// What Storage knows of a write in progress; the writer holds it, Storage
+/// keeps a weak reference, so a dropped writer leaves the table by itself.
+#[derive(Debug, Default)]
+pub(super) struct WriteTicket {
+    /// Bytes received so far (they occupy the partial file or soon will).
+    received: AtomicU64,
+}
+
+impl WriteTicket {
+    /// Bytes received so far.
+    pub(super) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
 impl BlobWriter {
-    /// Creates (or truncates) the partial file for `digest`.
-    pub(crate) fn create(layout: &Layout, digest: Digest) -> std::io::Result<Self> {
+    /// Creates a new partial file of its own for `digest`; only Storage
+    /// starts writers, and it keeps `ticket`'s weak twin.
+    pub(super) fn create(
+        layout: &Layout,
+        digest: Digest,
+        ticket: Arc<WriteTicket>,
+    ) -> std::io::Result<Self> {
         let path = layout.blob(&digest);
-        let partial = partial_of(&path);
+        let partial = unique_partial(&path);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&partial)?;
         let (to_hasher, mut batches) = mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
         let (done, hashed) = oneshot::channel();
@@ -74,6 +97,7 @@ impl BlobWriter {
             })?;
         Ok(Self {
             digest,
+            ticket,
             partial,
             path,
             file: Arc::new(file),
@@ -117,7 +141,11 @@ impl BlobWriter {
             .await
             .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
         let held = std::mem::replace(&mut self.pending, batch);
-        self.write(&held)
+        self.write(&held)?;
+        self.ticket
+            .received
+            .store(self.received(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Writes `chunks` at the end of what is on disk.
@@ -171,8 +199,14 @@ impl VerifiedBlob {
         self.0.written
     }
 
-    /// Fsyncs the file and renames it into place. Returns the size.
-    pub async fn persist(mut self) -> Result<u64, FetchError> {
+    /// The digest it verified against.
+    pub fn digest(&self) -> &Digest {
+        &self.0.digest
+    }
+
+    /// Fsyncs the file and renames it into place. Returns the size. Only
+    /// Storage calls it, so the index learns of every blob in place.
+    pub(super) async fn persist(mut self) -> Result<u64, FetchError> {
         let w = &mut self.0;
         let (file, partial, path) = (Arc::clone(&w.file), w.partial.clone(), w.path.clone());
         tokio::task::spawn_blocking(move || {
@@ -217,14 +251,14 @@ mod tests {
         let tail = Bytes::from_static(b"tail");
         let whole = [&batch[..], &tail[..]].concat();
         let digest = Digest::of(&whole);
-        let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
+        let mut w = BlobWriter::create(&layout, digest.clone(), Arc::default()).unwrap();
         w.push(vec![batch.clone()]).await.unwrap();
         assert_eq!(w.written(), 0, "the last batch waits in memory");
         w.push(vec![tail]).await.unwrap();
         assert_eq!(w.written(), 1000, "the batch before it is written");
         assert_eq!(w.received(), whole.len() as u64);
         let verified = w.verify(Some(whole.len() as u64)).await.unwrap();
-        let partial = partial_of(&layout.blob(&digest));
+        let partial = verified.0.partial.clone();
         assert_eq!(
             std::fs::read(&partial).unwrap(),
             whole,
@@ -236,7 +270,7 @@ mod tests {
         );
         assert_eq!(verified.persist().await.unwrap(), whole.len() as u64);
         assert_eq!(std::fs::read(layout.blob(&digest)).unwrap(), whole);
-        assert!(!partial_of(&layout.blob(&digest)).exists());
+        assert!(!partial.exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -244,7 +278,7 @@ mod tests {
     async fn wrong_bytes_or_length_leave_nothing() {
         let (layout, dir) = layout();
         let digest = Digest::of(b"expected");
-        let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
+        let mut w = BlobWriter::create(&layout, digest.clone(), Arc::default()).unwrap();
         w.push(vec![Bytes::from_static(b"unexpected")])
             .await
             .unwrap();
@@ -252,14 +286,14 @@ mod tests {
             w.verify(None).await,
             Err(FetchError::DigestMismatch { .. })
         ));
-        let mut w = BlobWriter::create(&layout, digest.clone()).unwrap();
+        let mut w = BlobWriter::create(&layout, digest.clone(), Arc::default()).unwrap();
         w.push(vec![Bytes::from_static(b"expected")]).await.unwrap();
         assert!(matches!(
             w.verify(Some(9)).await,
             Err(FetchError::BadResponse(_))
         ));
         assert!(!layout.blob(&digest).exists());
-        assert!(!partial_of(&layout.blob(&digest)).exists());
+        assert_eq!(std::fs::read_dir(layout.blob_dir()).unwrap().count(), 0);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

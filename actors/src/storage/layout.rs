@@ -2,6 +2,7 @@
 //! validated [`Digest`], so nothing outside the root can be named.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::names::Digest;
 
@@ -64,19 +65,26 @@ impl Layout {
     }
 }
 
-/// `path` with [`PARTIAL_SUFFIX`] appended.
-pub fn partial_of(path: &Path) -> PathBuf {
+/// A partial file for `path` that no other writer uses:
+/// `<path>.<n>.partial`, `n` counting the writers this process started.
+/// Two writers of one name (two tags of one manifest, an import beside a
+/// download) therefore never truncate or rename each other's file.
+pub fn unique_partial(path: &Path) -> PathBuf {
+    static WRITERS: AtomicU64 = AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, Ordering::Relaxed);
     let mut name = path.as_os_str().to_owned();
-    name.push(PARTIAL_SUFFIX);
+    name.push(format!(".{n}{PARTIAL_SUFFIX}"));
     PathBuf::from(name)
 }
 
 /// Writes `bytes` to `path` so that `path` either does not exist or holds all
-/// of them: write a partial file, fsync it, rename it into place, fsync the directory.
+/// of them: write a partial file of its own, fsync it, rename it into
+/// place, fsync the directory. Writers of one path may run at once; the
+/// last rename wins.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let partial = partial_of(path);
-    let mut f = std::fs::File::create(&partial)?;
+    let partial = unique_partial(path);
+    let mut f = std::fs::File::create_new(&partial)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);

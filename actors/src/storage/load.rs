@@ -17,6 +17,7 @@ use crate::names::{Digest, RegistryName, RepoName, Tag};
 /// crash left half-written; without, only reads (safe beside a running server).
 pub fn load(layout: &Layout, clean: bool, log: &slog::Logger) -> std::io::Result<Index> {
     if clean {
+        remove_partials(layout.root())?;
         remove_partials(&layout.blob_dir())?;
         remove_partials(&layout.manifest_dir())?;
     }

@@ -10,14 +10,17 @@ mod journal;
 mod layout;
 mod load;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use regex::Regex;
 
+use blob_writer::WriteTicket;
 pub use blob_writer::{BlobWriter, VerifiedBlob};
 pub use index::{unix, ImageInfo, PruneBy, PruneReport};
 use index::{Index, Origin, Plan, TagEntry, TagKey};
@@ -57,6 +60,12 @@ pub struct Storage {
     index: Index,
     /// Pins and size limit.
     retention: Retention,
+    /// Blob writers handed out and not yet dropped: their partial files
+    /// count toward `maxCacheSize`.
+    writes: Vec<Weak<WriteTicket>>,
+    /// Manifest files being written, so that a second commit of one digest
+    /// waits for the first instead of writing it again.
+    manifest_writes: HashMap<Digest, ManifestWrite>,
     /// Last-pulled times changed since they were saved.
     pulled_dirty: bool,
     /// Where problems are reported.
@@ -83,6 +92,8 @@ impl Storage {
             journal,
             index,
             retention,
+            writes: Vec::new(),
+            manifest_writes: HashMap::new(),
             pulled_dirty: false,
             log,
         })
@@ -174,10 +185,11 @@ impl Storage {
         let Some(max) = self.retention.max_size else {
             return;
         };
-        if self.index.total_bytes() <= max {
+        let writing = self.bytes_being_written();
+        if self.index.total_bytes() + writing <= max {
             return;
         }
-        let low_water = max / 100 * LOW_WATER_PERCENT;
+        let low_water = (max / 100 * LOW_WATER_PERCENT).saturating_sub(writing);
         let plan = self.index.plan(
             &PruneBy::Size(low_water),
             None,
@@ -200,12 +212,22 @@ impl Actor for Storage {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        self.flush_pulled();
+        self.flush_pulled_now();
         Running::Stop
     }
 }
 
 impl Storage {
+    /// Saves last-pulled times now if they changed (the runtime may be
+    /// stopping, so not on the blocking pool).
+    fn flush_pulled_now(&mut self) {
+        if std::mem::take(&mut self.pulled_dirty) {
+            if let Err(e) = load::write_pulled(&self.layout, &self.index.pulled) {
+                slog::warn!(self.log, "could not save last-pulled times"; "error" => %e);
+            }
+        }
+    }
+
     /// Saves last-pulled times if they changed (one small file, in the background).
     fn flush_pulled(&mut self) {
         if !self.pulled_dirty {
@@ -235,11 +257,7 @@ impl Handler<Flush> for Storage {
     type Result = ();
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) {
-        if std::mem::take(&mut self.pulled_dirty) {
-            if let Err(e) = load::write_pulled(&self.layout, &self.index.pulled) {
-                slog::warn!(self.log, "could not save last-pulled times"; "error" => %e);
-            }
-        }
+        self.flush_pulled_now();
     }
 }
 
@@ -361,17 +379,19 @@ impl Handler<TagConfirmed> for Storage {
     }
 }
 
-/// What starting a blob fetch found: already cached (another fetch
+/// What starting a blob write found: already cached (another write
 /// finished first), or a fresh writer.
 #[derive(Debug)]
 pub enum BlobStart {
     /// Complete already; serve it.
     Cached(CachedBlob),
-    /// Stream the upstream body into this writer.
+    /// Stream the bytes into this writer, then send [`CommitBlob`].
     Writer(Box<BlobWriter>),
 }
 
-/// Begins storing a blob unless it is already complete.
+/// Begins storing a blob unless it is already complete. Every writer gets
+/// a partial file of its own, so writers of one digest (an import beside a
+/// download) never touch each other's bytes.
 #[derive(Message)]
 #[rtype(result = "Result<BlobStart, FetchError>")]
 pub struct BeginBlob(pub Digest);
@@ -383,34 +403,58 @@ impl Handler<BeginBlob> for Storage {
         if let Some(cached) = self.cached_blob(&msg.0) {
             return Ok(BlobStart::Cached(cached));
         }
-        Ok(BlobStart::Writer(Box::new(BlobWriter::create(
-            &self.layout,
-            msg.0,
-        )?)))
+        Ok(BlobStart::Writer(Box::new(self.begin_write(msg.0)?)))
     }
 }
 
-/// A [`BlobWriter`] finished: the blob is complete at its final path.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct BlobStored {
-    /// Its digest.
-    pub digest: Digest,
-    /// Its size.
-    pub size: u64,
+impl Storage {
+    /// A new writer for `digest`, tracked until it is dropped.
+    fn begin_write(&mut self, digest: Digest) -> std::io::Result<BlobWriter> {
+        let ticket = Arc::new(WriteTicket::default());
+        self.writes.retain(|w| w.strong_count() > 0);
+        self.writes.push(Arc::downgrade(&ticket));
+        BlobWriter::create(&self.layout, digest, ticket)
+    }
+
+    /// Bytes held by writes in progress (forgetting finished ones).
+    fn bytes_being_written(&mut self) -> u64 {
+        self.writes.retain(|w| w.strong_count() > 0);
+        self.writes
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|t| t.received())
+            .sum()
+    }
 }
 
-impl Handler<BlobStored> for Storage {
-    type Result = ();
+/// Makes a verified blob durable and puts it in place and in the index:
+/// the one way a blob enters the cache. Idempotent: when the digest is
+/// already cached (another writer committed first) it is a no-op and the
+/// blob's partial file is deleted; two commits running at once rename
+/// identical, verified bytes, and either result is the same blob.
+#[derive(Message)]
+#[rtype(result = "Result<u64, FetchError>")]
+pub struct CommitBlob(pub VerifiedBlob);
 
-    fn handle(&mut self, msg: BlobStored, _: &mut Self::Context) {
-        self.index.blobs.insert(msg.digest, msg.size);
-        self.evict_if_needed();
+impl Handler<CommitBlob> for Storage {
+    type Result = ResponseActFuture<Self, Result<u64, FetchError>>;
+
+    fn handle(&mut self, msg: CommitBlob, _: &mut Self::Context) -> Self::Result {
+        let digest = msg.0.digest().clone();
+        if let Some(cached) = self.cached_blob(&digest) {
+            return Box::pin(fut::ready(Ok(cached.size)));
+        }
+        Box::pin(msg.0.persist().into_actor(self).map(move |res, act, _| {
+            let size = res?;
+            act.index.blobs.insert(digest, size);
+            act.evict_if_needed();
+            Ok(size)
+        }))
     }
 }
 
 /// Stores a whole blob held in memory (small embedded content), verified
-/// like any download.
+/// and committed like any download.
 #[derive(Message)]
 #[rtype(result = "Result<(), FetchError>")]
 pub struct PutBlob {
@@ -421,35 +465,36 @@ pub struct PutBlob {
 }
 
 impl Handler<PutBlob> for Storage {
-    type Result = ResponseActFuture<Self, Result<(), FetchError>>;
+    type Result = ResponseFuture<Result<(), FetchError>>;
 
-    fn handle(&mut self, msg: PutBlob, _: &mut Self::Context) -> Self::Result {
-        let writer = match self.cached_blob(&msg.digest) {
-            Some(_) => None,
-            None => Some(BlobWriter::create(&self.layout, msg.digest.clone())),
-        };
-        let store = async move {
-            let Some(writer) = writer else {
-                return Ok(None);
-            };
+    fn handle(&mut self, msg: PutBlob, ctx: &mut Self::Context) -> Self::Result {
+        if self.cached_blob(&msg.digest).is_some() {
+            return Box::pin(async { Ok(()) });
+        }
+        let (writer, storage) = (self.begin_write(msg.digest), ctx.address());
+        Box::pin(async move {
             let mut writer = writer?;
             let len = msg.bytes.len() as u64;
             writer.push(vec![msg.bytes]).await?;
-            writer.verify(Some(len)).await?.persist().await.map(Some)
-        };
-        Box::pin(store.into_actor(self).map(move |res, act, _| {
-            if let Some(size) = res? {
-                act.index.blobs.insert(msg.digest, size);
-            }
+            let verified = writer.verify(Some(len)).await?;
+            storage.send(CommitBlob(verified)).await??;
             Ok(())
-        }))
+        })
     }
 }
 
-/// Stores a verified manifest and, when fetched by tag, points the tag at it.
+/// A manifest file and its journal record being written; every commit of
+/// that digest meanwhile waits for it.
+type ManifestWrite = Shared<BoxFuture<'static, Result<(), FetchError>>>;
+
+/// Stores a verified manifest and, when fetched by tag, points the tag at
+/// it: the one way a manifest or tag enters the cache. Idempotent for the
+/// content: a manifest already stored is not written again, and commits of
+/// one digest at once (two tags, an import beside a fetch) write its file
+/// once; each then records its own tag.
 #[derive(Message)]
 #[rtype(result = "Result<(), FetchError>")]
-pub struct PutManifest {
+pub struct CommitManifest {
     /// Registry host.
     pub registry: RegistryName,
     /// Repository name.
@@ -460,39 +505,23 @@ pub struct PutManifest {
     pub manifest: Arc<Manifest>,
 }
 
-impl Handler<PutManifest> for Storage {
+impl Handler<CommitManifest> for Storage {
     type Result = ResponseActFuture<Self, Result<(), FetchError>>;
 
-    fn handle(&mut self, msg: PutManifest, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: CommitManifest, ctx: &mut Self::Context) -> Self::Result {
         let now = SystemTime::now();
         let digest = msg.manifest.digest.clone();
-        let origin = Origin {
-            registry: msg.registry.to_string(),
-            repo: msg.repo.to_string(),
-            stored: now,
-        };
         let key = msg.tag.map(|tag| TagKey {
-            registry: msg.registry,
-            repo: msg.repo,
+            registry: msg.registry.clone(),
+            repo: msg.repo.clone(),
             tag,
         });
-        let new_manifest = !self.index.manifests.contains_key(&digest);
         let new_tag = key
             .as_ref()
             .filter(|k| self.index.tags.get(*k).is_none_or(|e| e.digest != digest))
             .cloned();
         if let Some(entry) = key.as_ref().and_then(|k| self.index.tags.get_mut(k)) {
             entry.checked = now;
-        }
-        let mut records = Vec::new();
-        if new_manifest {
-            records.push(Record::Manifest {
-                digest: digest.to_string(),
-                media_type: msg.manifest.media_type.clone(),
-                registry: origin.registry.clone(),
-                repo: origin.repo.clone(),
-                stored: unix(now),
-            });
         }
         let tag_record = new_tag.as_ref().map(|k| Record::Tag {
             registry: k.registry.to_string(),
@@ -501,36 +530,39 @@ impl Handler<PutManifest> for Storage {
             digest: digest.to_string(),
             seen: unix(now),
         });
-        records.extend(tag_record.clone());
-        let (journal, path, manifest) = (
-            Arc::clone(&self.journal),
-            self.layout.manifest(&digest),
-            Arc::clone(&msg.manifest),
-        );
+        let origin = Origin {
+            registry: msg.registry.to_string(),
+            repo: msg.repo.to_string(),
+            stored: now,
+        };
+        let stored = match self.index.manifests.contains_key(&digest) {
+            true => None,
+            false => Some(self.manifest_write(&msg.manifest, &origin, ctx)),
+        };
+        let new_manifest = stored.is_some().then_some((msg.manifest, origin));
+        let journal = Arc::clone(&self.journal);
+        let tag_records: Vec<Record> = tag_record.iter().cloned().collect();
         let persist = async move {
-            if records.is_empty() {
+            if let Some(stored) = stored {
+                stored.await?;
+            }
+            if tag_records.is_empty() {
                 return Ok(());
             }
-            tokio::task::spawn_blocking(move || {
-                if new_manifest {
-                    write_atomically(&path, &manifest.bytes)?;
-                }
-                journal.append(&records)
-            })
-            .await
-            .map_err(|e| FetchError::Storage(e.to_string()))?
-            .map_err(FetchError::from)
+            tokio::task::spawn_blocking(move || journal.append(&tag_records))
+                .await
+                .map_err(|e| FetchError::Storage(e.to_string()))?
+                .map_err(FetchError::from)
         };
         Box::pin(persist.into_actor(self).map(move |res, act, _| {
             if let Err(e) = &res {
                 slog::error!(act.log, "storing manifest failed"; "digest" => %digest, "error" => %e);
                 return res;
             }
-            act.touch(&digest);
-            if new_manifest {
-                act.index.origins.insert(digest.clone(), origin);
-                act.index.manifests.insert(digest.clone(), msg.manifest);
+            if let Some((manifest, origin)) = new_manifest {
+                act.index_manifest(manifest, origin);
             }
+            act.touch(&digest);
             if let (Some(k), Some(record)) = (new_tag, tag_record) {
                 act.index.history.push(record);
                 let entry = TagEntry {
@@ -543,6 +575,64 @@ impl Handler<PutManifest> for Storage {
             act.evict_if_needed();
             res
         }))
+    }
+}
+
+impl Storage {
+    /// The write of `manifest`'s file and journal record: the one in
+    /// progress, or a new one that enters the index when durable.
+    fn manifest_write(
+        &mut self,
+        manifest: &Arc<Manifest>,
+        origin: &Origin,
+        ctx: &mut Context<Self>,
+    ) -> ManifestWrite {
+        let digest = &manifest.digest;
+        if let Some(write) = self.manifest_writes.get(digest) {
+            return write.clone();
+        }
+        let record = Record::Manifest {
+            digest: digest.to_string(),
+            media_type: manifest.media_type.clone(),
+            registry: origin.registry.clone(),
+            repo: origin.repo.clone(),
+            stored: unix(origin.stored),
+        };
+        let (journal, path, bytes) = (
+            Arc::clone(&self.journal),
+            self.layout.manifest(digest),
+            manifest.bytes.clone(),
+        );
+        let write = async move {
+            tokio::task::spawn_blocking(move || {
+                write_atomically(&path, &bytes)?;
+                journal.append(&[record])
+            })
+            .await
+            .map_err(|e| FetchError::Storage(e.to_string()))?
+            .map_err(FetchError::from)
+        }
+        .boxed()
+        .shared();
+        self.manifest_writes.insert(digest.clone(), write.clone());
+        let (manifest, origin) = (Arc::clone(manifest), origin.clone());
+        ctx.spawn(write.clone().into_actor(self).map(move |res, act, _| {
+            act.manifest_writes.remove(&manifest.digest);
+            if res.is_ok() {
+                act.index_manifest(manifest, origin);
+            }
+        }));
+        write
+    }
+
+    /// Indexes a durable manifest unless it is indexed already (the write
+    /// and each of its commits all try; the first one wins).
+    fn index_manifest(&mut self, manifest: Arc<Manifest>, origin: Origin) {
+        let digest = &manifest.digest;
+        if !self.index.manifests.contains_key(digest) {
+            self.index.origins.insert(digest.clone(), origin);
+            self.index.manifests.insert(digest.clone(), manifest);
+        }
     }
 }
 

@@ -1,0 +1,122 @@
+//! Two writers of one cache entry at once: a blob written by two writers
+//! (a tarball import beside a client's fetch), a manifest stored under two
+//! tags at once. Neither may corrupt or fail the other.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use ociregistry_actors::manifest::Manifest;
+use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName, Tag};
+use ociregistry_actors::storage::{
+    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, LookupManifest, Retention,
+    Storage,
+};
+
+fn storage(dir: &tempfile::TempDir) -> Addr<Storage> {
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    Storage::open(dir.path(), Retention::default(), log)
+        .unwrap()
+        .start()
+}
+
+fn writer(start: BlobStart) -> Box<ociregistry_actors::storage::BlobWriter> {
+    match start {
+        BlobStart::Writer(w) => w,
+        BlobStart::Cached(_) => panic!("not cached yet"),
+    }
+}
+
+#[actix::test]
+async fn a_second_writer_of_a_blob_leaves_the_first_ones_bytes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(&dir);
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
+    let digest = Digest::of(&data);
+    let (head, tail) = data.split_at(1 << 20);
+    let mut first = writer(
+        storage
+            .send(BeginBlob(digest.clone()))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    first
+        .push(vec![Bytes::copy_from_slice(head)])
+        .await
+        .unwrap();
+    first
+        .push(vec![Bytes::copy_from_slice(tail)])
+        .await
+        .unwrap();
+    assert_eq!(first.written(), head.len() as u64);
+    let followed = first.file();
+
+    let mut second = writer(
+        storage
+            .send(BeginBlob(digest.clone()))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let mut seen = vec![0; head.len()];
+    followed.read_exact_at(&mut seen, 0).unwrap();
+    assert!(seen == head, "the first writer's published bytes changed");
+
+    second.push(vec![Bytes::from(data.clone())]).await.unwrap();
+    for w in [first, second] {
+        let verified = w.verify(Some(data.len() as u64)).await.unwrap();
+        let committed = storage.send(CommitBlob(verified)).await.unwrap();
+        assert_eq!(committed, Ok(data.len() as u64), "every commit succeeds");
+    }
+    let cached = storage
+        .send(LookupBlob(digest.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(std::fs::read(cached.path).unwrap(), data);
+}
+
+#[actix::test]
+async fn one_manifest_stored_under_two_tags_at_once_keeps_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(&dir);
+    let registry = RegistryName::parse("registry.test").unwrap();
+    let repo = RepoName::parse("app").unwrap();
+    for round in 0..50 {
+        let bytes = Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[],"annotations":{{"round":"{round}"}}}}"#
+        ));
+        let digest = Digest::of(&bytes);
+        let manifest =
+            Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None, None).unwrap());
+        let tags = [format!("a{round}"), format!("b{round}")].map(|t| Tag::parse(&t).unwrap());
+        let puts = tags.clone().map(|tag| {
+            storage.send(CommitManifest {
+                registry: registry.clone(),
+                repo: repo.clone(),
+                tag: Some(tag),
+                manifest: Arc::clone(&manifest),
+            })
+        });
+        for (result, tag) in futures::future::join_all(puts).await.into_iter().zip(&tags) {
+            assert_eq!(result.unwrap(), Ok(()), "storing under {tag} failed");
+        }
+        for tag in tags {
+            let found = storage
+                .send(LookupManifest {
+                    registry: registry.clone(),
+                    repo: repo.clone(),
+                    reference: Reference::Tag(tag.clone()),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                found.map(|f| f.manifest),
+                Some(Arc::clone(&manifest)),
+                "{tag}"
+            );
+        }
+    }
+}
