@@ -224,9 +224,12 @@ async fn fetch_manifest(
             manifest: Arc::clone(&manifest),
         })
         .await?;
-    // Verified bytes are served even when the cache cannot keep them.
-    if let Err(e) = stored {
-        count_write_failure(&e);
+    // Verified bytes are served even when the disk cannot keep them; a
+    // manifest Storage refuses (beyond the nesting bounds) is not served.
+    match stored {
+        Err(e @ FetchError::Storage(_)) => count_write_failure(&e),
+        Err(refused) => return Err(refused),
+        Ok(()) => {}
     }
     Ok(manifest)
 }

@@ -6,6 +6,7 @@
 //! they reach: their manifests (an index cascades to its platform
 //! manifests) and the blobs no kept manifest references.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use super::journal::Record;
+use crate::error::FetchError;
 use crate::manifest::Manifest;
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
@@ -50,13 +52,23 @@ pub struct Origin {
     pub stored: SystemTime,
 }
 
+/// Most manifests on one chain of nested indexes (an index counts, and so
+/// does the image manifest at the end). Real images use two or three.
+pub const MAX_INDEX_DEPTH: usize = 8;
+/// Most entries in one index. Real indexes list a few platforms and their
+/// attestations.
+pub const MAX_INDEX_ENTRIES: usize = 1024;
+
 /// The whole in-memory state of the cache.
 #[derive(Debug, Default)]
 pub struct Index {
     /// Complete blobs and their sizes.
     pub blobs: HashMap<Digest, u64>,
-    /// Every stored manifest.
+    /// Every stored manifest; added with [`Index::insert_manifest`].
     pub manifests: HashMap<Digest, Arc<Manifest>>,
+    /// The stored indexes listing each manifest digest (the reverse of
+    /// [`Manifest::children`]), kept for the nesting bound.
+    parents: HashMap<Digest, Vec<Digest>>,
     /// Where each manifest came from.
     pub origins: HashMap<Digest, Origin>,
     /// Tag index.
@@ -191,16 +203,129 @@ impl Index {
         manifests.chain(self.history.iter().cloned()).collect()
     }
 
-    /// Every manifest reachable from `start` (itself included).
-    fn reach(&self, start: &Digest, seen: &mut HashSet<Digest>) {
-        if !seen.insert(start.clone()) {
+    /// Indexes a manifest (a no-op when it is indexed already).
+    pub fn insert_manifest(&mut self, manifest: Arc<Manifest>, origin: Origin) {
+        let Entry::Vacant(slot) = self.manifests.entry(manifest.digest.clone()) else {
             return;
+        };
+        for child in manifest.children() {
+            let parents = self.parents.entry(child.digest).or_default();
+            parents.push(manifest.digest.clone());
         }
-        if let Some(m) = self.manifests.get(start) {
-            for child in m.references() {
-                if self.manifests.contains_key(&child) {
-                    self.reach(&child, seen);
+        self.origins.insert(manifest.digest.clone(), origin);
+        slot.insert(manifest);
+    }
+
+    /// Removes a manifest from the index.
+    fn remove_manifest(&mut self, digest: &Digest) {
+        let Some(manifest) = self.manifests.remove(digest) else {
+            return;
+        };
+        for child in manifest.children() {
+            if let Entry::Occupied(mut parents) = self.parents.entry(child.digest) {
+                parents.get_mut().retain(|p| p != digest);
+                if parents.get().is_empty() {
+                    parents.remove();
                 }
+            }
+        }
+        self.origins.remove(digest);
+        self.pulled.remove(digest);
+    }
+
+    /// Refuses a manifest that would exceed [`MAX_INDEX_ENTRIES`], or make a
+    /// chain of nested indexes through it longer than [`MAX_INDEX_DEPTH`],
+    /// counting what is stored above and below it.
+    pub fn admit(&self, manifest: &Manifest) -> Result<(), FetchError> {
+        let children = manifest.children();
+        if children.len() > MAX_INDEX_ENTRIES {
+            return Err(FetchError::BadResponse(format!(
+                "index of {} entries exceeds the limit of {MAX_INDEX_ENTRIES}",
+                children.len()
+            )));
+        }
+        let longest = |starts: Vec<Digest>, dir: Direction| {
+            let mut memo = HashMap::new();
+            starts
+                .into_iter()
+                .map(|d| self.longest_chain(d, dir, &mut memo))
+                .max()
+                .unwrap_or(0)
+        };
+        let below = children.into_iter().map(|c| c.digest);
+        let below = longest(
+            below.filter(|d| self.manifests.contains_key(d)).collect(),
+            Direction::Down,
+        );
+        let above = self
+            .parents
+            .get(&manifest.digest)
+            .cloned()
+            .unwrap_or_default();
+        let depth = longest(above, Direction::Up) + 1 + below;
+        if depth > MAX_INDEX_DEPTH {
+            return Err(FetchError::BadResponse(format!(
+                "indexes nested {depth} deep exceed the limit of {MAX_INDEX_DEPTH}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stored manifests one step from `digest`: the entries of an
+    /// index (down), or the indexes listing it (up).
+    fn neighbours(&self, digest: &Digest, dir: Direction) -> Vec<Digest> {
+        match dir {
+            Direction::Down => self.manifests.get(digest).map_or_else(Vec::new, |m| {
+                let children = m.children().into_iter().map(|c| c.digest);
+                children
+                    .filter(|c| self.manifests.contains_key(c))
+                    .collect()
+            }),
+            Direction::Up => self.parents.get(digest).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Manifests on the longest chain from the stored manifest `start` in
+    /// `dir` (itself included). Iterative, each manifest visited once.
+    fn longest_chain(
+        &self,
+        start: Digest,
+        dir: Direction,
+        memo: &mut HashMap<Digest, usize>,
+    ) -> usize {
+        let mut stack = vec![(start.clone(), false)];
+        let mut open = HashSet::new();
+        while let Some((digest, expanded)) = stack.pop() {
+            if memo.contains_key(&digest) {
+                continue;
+            }
+            let next = self.neighbours(&digest, dir);
+            if expanded {
+                let best = next.iter().filter_map(|n| memo.get(n)).max();
+                memo.insert(digest.clone(), 1 + best.copied().unwrap_or(0));
+                open.remove(&digest);
+            } else if open.insert(digest.clone()) {
+                stack.push((digest, true));
+                let unseen = next
+                    .into_iter()
+                    .filter(|n| !memo.contains_key(n) && !open.contains(n));
+                stack.extend(unseen.map(|n| (n, false)));
+            }
+        }
+        memo.get(&start).copied().unwrap_or(0)
+    }
+
+    /// Every manifest reachable from `start` (itself included). Iterative:
+    /// no stored graph can exhaust the stack.
+    fn reach(&self, start: &Digest, seen: &mut HashSet<Digest>) {
+        let mut stack = vec![start.clone()];
+        while let Some(digest) = stack.pop() {
+            if !seen.insert(digest.clone()) {
+                continue;
+            }
+            if let Some(m) = self.manifests.get(&digest) {
+                let next = m.references().into_iter();
+                stack.extend(next.filter(|c| self.manifests.contains_key(c) && !seen.contains(c)));
             }
         }
     }
@@ -382,9 +507,7 @@ impl Index {
     /// saying which tags went.
     pub fn forget(&mut self, plan: &Plan, now: SystemTime) -> Vec<Record> {
         for d in &plan.manifests {
-            self.manifests.remove(d);
-            self.origins.remove(d);
-            self.pulled.remove(d);
+            self.remove_manifest(d);
         }
         for b in &plan.blobs {
             self.blobs.remove(b);
@@ -404,6 +527,15 @@ impl Index {
     }
 }
 
+/// Which way a chain of nested indexes is followed.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    /// From an index to its entries.
+    Down,
+    /// From a manifest to the indexes listing it.
+    Up,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,28 +547,30 @@ mod tests {
         json: serde_json::Value,
         pulled_secs_ago: Option<u64>,
     ) -> Digest {
-        let bytes = Bytes::from(serde_json::to_vec(&json).unwrap());
-        let m = Manifest {
-            digest: Digest::of(&bytes),
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            bytes,
-        };
+        let m = unstored(&json);
         let d = m.digest.clone();
-        index.origins.insert(
-            d.clone(),
-            Origin {
-                registry: "docker.io".into(),
-                repo: "library/x".into(),
-                stored: UNIX_EPOCH + Duration::from_secs(1_000),
-            },
-        );
+        let origin = Origin {
+            registry: "docker.io".into(),
+            repo: "library/x".into(),
+            stored: UNIX_EPOCH + Duration::from_secs(1_000),
+        };
         if let Some(ago) = pulled_secs_ago {
             index
                 .pulled
                 .insert(d.clone(), SystemTime::now() - Duration::from_secs(ago));
         }
-        index.manifests.insert(d.clone(), Arc::new(m));
+        index.insert_manifest(Arc::new(m), origin);
         d
+    }
+
+    /// A manifest of these JSON bytes, not in any index.
+    fn unstored(json: &serde_json::Value) -> Manifest {
+        let bytes = Bytes::from(serde_json::to_vec(json).unwrap());
+        Manifest {
+            digest: Digest::of(&bytes),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes,
+        }
     }
 
     fn blob(index: &mut Index, name: &str, size: u64) -> Digest {
@@ -466,6 +600,89 @@ mod tests {
             checked: created,
         };
         index.tags.insert(key, entry);
+    }
+
+    /// An index listing `child` (one platform entry).
+    fn nest(index: &mut Index, child: &Digest) -> Digest {
+        let entry =
+            json!({"digest": child.as_str(), "platform": {"os": "linux", "architecture": "amd64"}});
+        manifest(index, json!({"manifests": [entry]}), None)
+    }
+
+    #[test]
+    fn graph_walks_survive_a_chain_of_fifty_thousand_indexes() {
+        let mut index = Index::default();
+        let layer = blob(&mut index, "layer", 10);
+        let mut top = image(&mut index, &[&layer], None);
+        for _ in 0..50_000 {
+            top = nest(&mut index, &top);
+        }
+        tag(&mut index, "deep", &top);
+        assert_eq!(index.image_count(), 1);
+        let images = index.images(&[]);
+        assert_eq!(images.len(), 1);
+        assert!(images[0].size > 10);
+        let plan = index.plan(&PruneBy::Size(0), None, &[], SystemTime::now());
+        assert_eq!(plan.manifests.len(), 50_001);
+        assert_eq!(plan.blobs, vec![layer]);
+    }
+
+    #[test]
+    fn nesting_is_bounded_from_above_and_below() {
+        let mut index = Index::default();
+        let layer = blob(&mut index, "layer", 10);
+        // Stored bottom-up: each new index sits on everything below it.
+        let mut top = image(&mut index, &[&layer], None);
+        for _ in 1..MAX_INDEX_DEPTH {
+            top = nest(&mut index, &top);
+        }
+        let over = json!({"manifests": [{"digest": top.as_str()}]});
+        let over = unstored(&over);
+        assert!(matches!(
+            index.admit(&over),
+            Err(FetchError::BadResponse(_))
+        ));
+
+        // Stored top-down: each new manifest sits under what lists it.
+        let mut index = Index::default();
+        let leaf = json!({"layers": [{"digest": layer.as_str()}]});
+        let leaf = unstored(&leaf);
+        let mut chain = vec![leaf];
+        for _ in 1..=MAX_INDEX_DEPTH {
+            let below = &chain[chain.len() - 1];
+            chain.push(unstored(
+                &json!({"manifests": [{"digest": below.digest.as_str()}]}),
+            ));
+        }
+        let origin = || Origin {
+            registry: String::new(),
+            repo: String::new(),
+            stored: UNIX_EPOCH,
+        };
+        let (bottom, rest) = chain.split_first().unwrap();
+        for m in rest.iter().rev() {
+            index.admit(m).unwrap();
+            index.insert_manifest(Arc::new(m.clone()), origin());
+        }
+        assert!(matches!(
+            index.admit(bottom),
+            Err(FetchError::BadResponse(_))
+        ));
+        // One level less fits.
+        index.remove_manifest(&rest[rest.len() - 1].digest);
+        index.admit(bottom).unwrap();
+    }
+
+    #[test]
+    fn an_index_with_too_many_entries_is_refused() {
+        let entries: Vec<_> = (0..=MAX_INDEX_ENTRIES)
+            .map(|i| json!({"digest": Digest::of(&i.to_be_bytes()).as_str()}))
+            .collect();
+        let wide = unstored(&json!({"manifests": entries}));
+        assert!(matches!(
+            Index::default().admit(&wide),
+            Err(FetchError::BadResponse(_))
+        ));
     }
 
     #[test]

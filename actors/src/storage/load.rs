@@ -21,10 +21,8 @@ pub fn load(layout: &Layout, clean: bool, log: &slog::Logger) -> std::io::Result
         remove_partials(&layout.blob_dir())?;
         remove_partials(&layout.manifest_dir())?;
     }
-    let mut index = Index {
-        blobs: scan_blobs(layout, log)?,
-        ..Index::default()
-    };
+    let mut index = Index::default();
+    index.blobs = scan_blobs(layout, log)?;
     for record in Journal::load(&layout.journal())? {
         replay(&mut index, layout, record, log);
     }
@@ -51,8 +49,7 @@ fn replay(index: &mut Index, layout: &Layout, record: Record, log: &slog::Logger
                     repo: repo.clone(),
                     stored: at(*stored),
                 };
-                index.origins.insert(m.digest.clone(), origin);
-                index.manifests.insert(m.digest.clone(), Arc::new(m));
+                index.insert_manifest(Arc::new(m), origin);
             }
             Err(e) => {
                 slog::warn!(log, "dropping cached manifest"; "digest" => digest, "reason" => e)

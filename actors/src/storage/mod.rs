@@ -22,7 +22,7 @@ use regex::Regex;
 
 use blob_writer::WriteTicket;
 pub use blob_writer::{BlobWriter, VerifiedBlob};
-pub use index::{unix, ImageInfo, PruneBy, PruneReport};
+pub use index::{unix, ImageInfo, PruneBy, PruneReport, MAX_INDEX_DEPTH, MAX_INDEX_ENTRIES};
 use index::{Index, Origin, Plan, TagEntry, TagKey};
 use journal::{Journal, Record};
 use layout::write_atomically;
@@ -511,6 +511,18 @@ impl Handler<CommitManifest> for Storage {
     fn handle(&mut self, msg: CommitManifest, ctx: &mut Self::Context) -> Self::Result {
         let now = SystemTime::now();
         let digest = msg.manifest.digest.clone();
+        let origin = Origin {
+            registry: msg.registry.to_string(),
+            repo: msg.repo.to_string(),
+            stored: now,
+        };
+        let stored = match self.index.manifests.contains_key(&digest) {
+            true => None,
+            false => match self.index.admit(&msg.manifest) {
+                Ok(()) => Some(self.manifest_write(&msg.manifest, &origin, ctx)),
+                Err(e) => return Box::pin(fut::ready(Err(e))),
+            },
+        };
         let key = msg.tag.map(|tag| TagKey {
             registry: msg.registry.clone(),
             repo: msg.repo.clone(),
@@ -530,15 +542,6 @@ impl Handler<CommitManifest> for Storage {
             digest: digest.to_string(),
             seen: unix(now),
         });
-        let origin = Origin {
-            registry: msg.registry.to_string(),
-            repo: msg.repo.to_string(),
-            stored: now,
-        };
-        let stored = match self.index.manifests.contains_key(&digest) {
-            true => None,
-            false => Some(self.manifest_write(&msg.manifest, &origin, ctx)),
-        };
         let new_manifest = stored.is_some().then_some((msg.manifest, origin));
         let journal = Arc::clone(&self.journal);
         let tag_records: Vec<Record> = tag_record.iter().cloned().collect();
@@ -560,7 +563,7 @@ impl Handler<CommitManifest> for Storage {
                 return res;
             }
             if let Some((manifest, origin)) = new_manifest {
-                act.index_manifest(manifest, origin);
+                act.index.insert_manifest(manifest, origin);
             }
             act.touch(&digest);
             if let (Some(k), Some(record)) = (new_tag, tag_record) {
@@ -619,20 +622,10 @@ impl Storage {
         ctx.spawn(write.clone().into_actor(self).map(move |res, act, _| {
             act.manifest_writes.remove(&manifest.digest);
             if res.is_ok() {
-                act.index_manifest(manifest, origin);
+                act.index.insert_manifest(manifest, origin);
             }
         }));
         write
-    }
-
-    /// Indexes a durable manifest unless it is indexed already (the write
-    /// and each of its commits all try; the first one wins).
-    fn index_manifest(&mut self, manifest: Arc<Manifest>, origin: Origin) {
-        let digest = &manifest.digest;
-        if !self.index.manifests.contains_key(digest) {
-            self.index.origins.insert(digest.clone(), origin);
-            self.index.manifests.insert(digest.clone(), manifest);
-        }
     }
 }
 

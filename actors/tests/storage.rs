@@ -1,17 +1,19 @@
-//! Two writers of one cache entry at once: a blob written by two writers
-//! (a tarball import beside a client's fetch), a manifest stored under two
-//! tags at once. Neither may corrupt or fail the other.
+//! Storage in process, on a temporary directory: writers of one cache
+//! entry at once (a blob written by a tarball import beside a client's
+//! fetch, a manifest stored under two tags at once) neither corrupt nor
+//! fail each other; what the cache refuses to keep.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName, Tag};
 use ociregistry_actors::storage::{
-    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, LookupManifest, Retention,
-    Storage,
+    BeginBlob, BlobStart, CommitBlob, CommitManifest, GetStats, LookupBlob, LookupManifest,
+    Retention, Storage, MAX_INDEX_DEPTH,
 };
 
 fn storage(dir: &tempfile::TempDir) -> Addr<Storage> {
@@ -119,4 +121,47 @@ async fn one_manifest_stored_under_two_tags_at_once_keeps_both() {
             );
         }
     }
+}
+
+#[actix::test]
+async fn indexes_nested_beyond_the_bound_are_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(&dir);
+    let commit = |manifest: &Arc<Manifest>| {
+        storage.send(CommitManifest {
+            registry: RegistryName::parse("registry.test").unwrap(),
+            repo: RepoName::parse("deep").unwrap(),
+            tag: None,
+            manifest: Arc::clone(manifest),
+        })
+    };
+    let parse = |json: String| {
+        let bytes = Bytes::from(json);
+        let digest = Digest::of(&bytes);
+        Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None, None).unwrap())
+    };
+    let mut below = parse(r#"{"schemaVersion":2,"layers":[]}"#.to_string());
+    for depth in 1..=MAX_INDEX_DEPTH + 1 {
+        let result = commit(&below).await.unwrap();
+        if depth <= MAX_INDEX_DEPTH {
+            assert_eq!(result, Ok(()), "depth {depth}");
+        } else {
+            assert!(
+                matches!(result, Err(FetchError::BadResponse(_))),
+                "depth {depth}: {result:?}"
+            );
+        }
+        below = parse(format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}"}}]}}"#,
+            below.digest
+        ));
+    }
+    let stats = storage.send(GetStats { images: true }).await.unwrap();
+    assert_eq!(stats.manifests, MAX_INDEX_DEPTH);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("manifests/sha256"))
+            .unwrap()
+            .count(),
+        MAX_INDEX_DEPTH
+    );
 }
