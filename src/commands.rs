@@ -1,6 +1,6 @@
 //! The subcommands: `serve`, `load`, `list`, `prune`.
 
-use ociregistry_actors::storage::{unix, ImageInfo, Prune, PruneReport, Storage};
+use ociregistry_actors::storage::{unix, ImageInfo, Layout, Prune, PruneReport, Storage};
 use regex::Regex;
 
 use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
@@ -36,10 +36,12 @@ pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), 
                 let names = tarball::import(
                     &cache.storage,
                     &path,
-                    &config.image_path,
+                    &Layout::new(&config.image_path).scratch(),
                     resolve_ref.as_ref(),
+                    config.import_limit().map_err(|e| e.to_string())?,
                 )
-                .await?;
+                .await
+                .map_err(|e| e.to_string())?;
                 println!(
                     "loaded {} images from {}: {}",
                     names.len(),

@@ -41,6 +41,7 @@ const KEYS: &[&str] = &[
     "tagTtl",
     "staleWhileRevalidate",
     "maxCacheSize",
+    "maxImportSize",
     "pins",
     "pruneConfig",
     "adminPort",
@@ -136,6 +137,8 @@ pub struct Config {
     /// Evict least recently pulled images above this size (`50Gi`).
     #[serde(default)]
     pub max_cache_size: Option<String>,
+    /// Most bytes `load` and `--preload-images` take from one tarball (`64Gi`).
+    pub max_import_size: String,
     /// Image-name patterns never pruned or evicted.
     #[serde(default)]
     pub pins: Vec<String>,
@@ -368,6 +371,7 @@ impl Config {
         }
         config.tag_policies()?;
         config.retention()?;
+        config.import_limit()?;
         config.scheduled_prune()?;
         config.admin_token()?;
         config.client_limits()?;
@@ -430,6 +434,14 @@ impl Config {
             default,
             per_registry,
             always_pull_latest: self.always_pull_latest,
+        })
+    }
+
+    /// Most bytes taken from one tarball.
+    pub fn import_limit(&self) -> Result<u64, ConfigError> {
+        parse_size(&self.max_import_size).map_err(|reason| ConfigError::Invalid {
+            key: "maxImportSize",
+            reason,
         })
     }
 

@@ -9,7 +9,7 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 use futures::future::Either;
 use ociregistry_actors::coordinator::{Drain, PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
-use ociregistry_actors::storage::{Flush, Prune, Storage};
+use ociregistry_actors::storage::{Flush, Layout, Prune, Storage};
 use ociregistry_actors::upstream::{require_native_roots, ProxyRules, ServerTlsConfig, TlsError};
 
 use crate::admin::{self, AdminState};
@@ -157,7 +157,8 @@ pub async fn run(
             storage.clone(),
             coordinator.clone(),
             source,
-            config.image_path.clone(),
+            Layout::new(&config.image_path).scratch(),
+            config.import_limit()?,
             log.clone(),
         ));
     }
@@ -443,7 +444,8 @@ async fn preload_in_background(
     storage: actix::Addr<Storage>,
     coordinator: actix::Addr<PullCoordinator>,
     source: Source,
-    root: PathBuf,
+    scratch: PathBuf,
+    limit: u64,
     log: slog::Logger,
 ) {
     match source {
@@ -457,11 +459,13 @@ async fn preload_in_background(
             let summary = loader.load_all(images, PRELOAD_CONCURRENCY).await;
             slog::info!(log, "preload finished"; "loaded" => summary.loaded, "failed" => summary.failed);
         }
-        Source::Tarball(path) => match crate::tarball::import(&storage, &path, &root, None).await {
-            Ok(names) => slog::info!(log, "preload finished"; "images" => names.join(", ")),
-            Err(e) => {
-                slog::error!(log, "preload failed"; "tarball" => %path.display(), "error" => e)
+        Source::Tarball(path) => {
+            match crate::tarball::import(&storage, &path, &scratch, None, limit).await {
+                Ok(names) => slog::info!(log, "preload finished"; "images" => names.join(", ")),
+                Err(e) => {
+                    slog::error!(log, "preload failed"; "tarball" => %path.display(), "error" => %e)
+                }
             }
-        },
+        }
     }
 }

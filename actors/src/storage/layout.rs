@@ -58,6 +58,11 @@ impl Layout {
         self.root.join("pulled.json")
     }
 
+    /// Scratch space of tarball imports (emptied at start-up).
+    pub fn scratch(&self) -> PathBuf {
+        self.root.join(".import")
+    }
+
     /// Creates the directories of the layout.
     pub fn create_dirs(&self) -> std::io::Result<()> {
         std::fs::create_dir_all(self.blob_dir())?;

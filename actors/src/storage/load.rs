@@ -1,5 +1,5 @@
-//! Loading the cache from disk at start-up: leftover partial files are
-//! removed, blobs indexed, the journal replayed, every manifest re-verified.
+//! Loading the cache from disk at start-up: leftover partial files and
+//! import scratch space are removed, blobs indexed, the journal replayed, every manifest re-verified.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::names::{Digest, RegistryName, RepoName, Tag};
 /// crash left half-written; without, only reads (safe beside a running server).
 pub fn load(layout: &Layout, clean: bool, log: &slog::Logger) -> std::io::Result<Index> {
     if clean {
+        remove_scratch(layout)?;
         remove_partials(layout.root())?;
         remove_partials(&layout.blob_dir())?;
         remove_partials(&layout.manifest_dir())?;
@@ -131,6 +132,21 @@ fn scan_blobs(layout: &Layout, log: &slog::Logger) -> std::io::Result<HashMap<Di
         }
     }
     Ok(blobs)
+}
+
+/// Deletes the import scratch space, and the `.import-<pid>` directories
+/// that imports of earlier versions could leave in the root.
+fn remove_scratch(layout: &Layout) -> std::io::Result<()> {
+    let scratch = layout.scratch();
+    let prefix = scratch.file_name().unwrap_or_default().to_string_lossy();
+    for entry in std::fs::read_dir(layout.root())? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&*prefix) && entry.file_type()?.is_dir()
+        {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the `*.partial` files a crash left in `dir`.
