@@ -15,6 +15,7 @@ use ociregistry_actors::metrics::METRICS;
 use ociregistry_actors::storage::{GetStats, ListImages, Prune, Storage};
 use regex::Regex;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::prune::PruneSpec;
 
@@ -64,12 +65,14 @@ pub async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    // Digests compared in constant time: neither the content nor the
+    // length of the token leaks through timing.
+    let (given, token) = (Sha256::digest(given), Sha256::digest(token));
+    let same = given
+        .iter()
+        .zip(token.iter())
+        .fold(0, |acc, (a, b)| acc | (a ^ b))
+        == 0;
     if same {
         return next
             .call(req)

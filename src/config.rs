@@ -473,17 +473,33 @@ impl Config {
         Ok(Some((every, p.spec.clone())))
     }
 
-    /// The admin API's token, from `adminToken` or `adminTokenFile`.
+    /// The admin API's token, from `adminToken` or `adminTokenFile`. An
+    /// empty or blank token is an error (it would open the API by
+    /// mistake); without a token the admin API may listen on loopback only.
     pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
-        match (&self.admin_token, &self.admin_token_file) {
-            (Some(t), _) => Ok(Some(t.clone())),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|t| Some(t.trim().to_string()))
-                .map_err(|e| ConfigError::Invalid {
-                    key: "adminTokenFile",
-                    reason: format!("{}: {e}", path.display()),
-                }),
-            (None, None) => Ok(None),
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        let (key, token) = match (&self.admin_token, &self.admin_token_file) {
+            (Some(t), _) => ("adminToken", Some(t.trim().to_string())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| invalid("adminTokenFile", format!("{}: {e}", path.display())))?;
+                ("adminTokenFile", Some(text.trim().to_string()))
+            }
+            (None, None) => ("adminToken", None),
+        };
+        match token {
+            Some(t) if t.is_empty() => Err(invalid(
+                key,
+                "is empty: set a token, or unset it to keep the admin API on loopback".into(),
+            )),
+            None if self.admin_port.is_some() && !is_loopback(&self.admin_host) => Err(invalid(
+                "adminHost",
+                format!(
+                    "{}: without adminToken the admin API listens on loopback only",
+                    self.admin_host
+                ),
+            )),
+            token => Ok(token),
         }
     }
 
@@ -657,6 +673,15 @@ impl AuthEntry {
     }
 }
 
+/// Whether a listen address is loopback only (`localhost`, 127/8, `::1`).
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A URL reduced to `scheme://host[:port]` (a trailing `/` is dropped).
 fn endpoint(url: &str) -> Option<String> {
     let trimmed = url.trim_end_matches('/');
@@ -740,6 +765,42 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// A configuration from YAML text on top of the defaults.
+    fn parsed(yaml: &str) -> Config {
+        config::Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Yaml))
+            .add_source(File::from_str(yaml, FileFormat::Yaml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_empty_admin_token_or_a_tokenless_admin_api_off_loopback_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        for bad in [
+            "adminPort: 9\nadminToken: ''".to_string(),
+            "adminPort: 9\nadminToken: '  '".to_string(),
+            format!("adminPort: 9\nadminTokenFile: {}", empty.display()),
+            "adminPort: 9\nadminHost: 0.0.0.0".to_string(),
+            "adminPort: 9\nadminHost: 10.1.2.3".to_string(),
+        ] {
+            assert!(parsed(&bad).admin_token().is_err(), "{bad}");
+        }
+        for good in [
+            "adminPort: 9",
+            "adminPort: 9\nadminHost: '::1'",
+            "adminPort: 9\nadminHost: localhost",
+            "adminPort: 9\nadminHost: 0.0.0.0\nadminToken: s3cret",
+            "adminHost: 0.0.0.0",
+        ] {
+            assert!(parsed(good).admin_token().is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -416,7 +416,7 @@ fn admin_server(
     let token = config.admin_token()?;
     let addr = format!("{}:{port}", config.admin_host);
     if token.is_none() {
-        slog::warn!(log, "the admin API has no token: anyone who reaches it can prune"; "addr" => &addr);
+        slog::warn!(log, "the admin API has no token: it listens on loopback only, and any local process can prune"; "addr" => &addr);
     }
     let admin = web::Data::new(AdminState {
         storage: state.storage.clone(),
