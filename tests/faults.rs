@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 
 use awc::http::StatusCode;
-use common::{client, digest_of, docker_io_config, Fault, FaultUpstream, RawConn, Server};
+use common::{
+    client, digest_of, docker_io_config, wait_stored, Fault, FaultUpstream, RawConn, Server,
+};
 use futures::StreamExt;
 
 /// A blob big enough to arrive in many chunks.
@@ -479,4 +481,53 @@ async fn a_client_that_stops_reading_does_not_hold_the_fetch_hostage() {
     );
     assert_eq!(upstream.blob_gets(), 1);
     drop(stalled);
+}
+
+#[actix_web::test]
+async fn a_fetch_from_another_registry_never_holds_or_fails_a_client() {
+    // Two registries serve the same blob; the other one holds its transfer
+    // half-way and then resets it.
+    let (good, other) = (
+        FaultUpstream::start(blob(), manifest()),
+        FaultUpstream::start(blob(), manifest()),
+    );
+    other.push_faults(&[Fault::GatedReset]);
+    let config = format!(
+        "pullTimeout: 10000\nregistries:\n  - name: docker.io\n    urls: [{}]\n  - name: other.test\n    urls: [{}]\n",
+        good.url(),
+        other.url()
+    );
+    let server = Server::start(&config, &[]);
+    let client = client();
+    let digest = good.blob_digest();
+    let mut held = client
+        .get(format!(
+            "{}/v2/library/app/blobs/{digest}?ns=other.test",
+            server.url()
+        ))
+        .send()
+        .await
+        .expect("headers from the held fetch");
+    let first = held.next().await.expect("first bytes").expect("chunk");
+
+    // While that fetch is held, a client of docker.io gets the whole blob.
+    let deadline = std::time::Duration::from_secs(20);
+    let own = tokio::time::timeout(deadline, get_body(&client, &blob_url(&server, digest)))
+        .await
+        .expect("the docker.io client waited on the other registry's fetch");
+    assert_eq!(own.0, StatusCode::OK);
+    assert_eq!(digest_of(&own.1.expect("whole body")), digest);
+    assert_eq!(good.blob_gets(), 1);
+    assert!(wait_stored(&server.cache_dir(), digest));
+
+    // The held fetch fails; the cache keeps the verified blob, served whole.
+    other.open_gate();
+    let rest = held.body().limit(64 << 20).await;
+    assert!(
+        rest.map_or(true, |r| first.len() + r.len() < BLOB_LEN),
+        "the reset transfer was cut"
+    );
+    let again = get_body(&client, &blob_url(&server, digest)).await;
+    assert_eq!(digest_of(&again.1.expect("cached body")), digest);
+    assert_eq!(good.blob_gets(), 1, "served from the cache");
 }

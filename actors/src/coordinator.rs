@@ -1,7 +1,11 @@
 //! The PullCoordinator actor: single-flight for every upstream fetch.
 //!
-//! Manifests are keyed by (registry, repo, reference), blobs by digest alone
-//! (base layers are shared across images and registries). Handlers are
+//! Manifests are keyed by (registry, repo, reference), blobs by (registry,
+//! digest): a client never waits on, or fails with, a fetch from a
+//! registry other than the one it asked. Blobs are cached by digest alone
+//! (base layers are shared across images and registries): fetches of one
+//! digest from two registries may run at once, and the first verified one
+//! is committed (Storage makes the second commit a no-op). Handlers are
 //! synchronous: they join an existing flight or register a new one and spawn
 //! its future on the actor's context; no handler awaits network or disk I/O.
 
@@ -37,8 +41,8 @@ pub struct PullCoordinator {
     upstreams: Upstreams,
     /// Manifest fetches in flight.
     manifests: HashMap<ManifestKey, Flight<ManifestFlight>>,
-    /// Blob fetches in flight, by digest.
-    blobs: HashMap<Digest, Flight<BlobDownload>>,
+    /// Blob fetches in flight, by registry and digest.
+    blobs: HashMap<(RegistryName, Digest), Flight<BlobDownload>>,
     /// Failed blob fetches are logged here (their clients may already
     /// have a 200 and only see the transfer cut).
     log: slog::Logger,
@@ -295,7 +299,8 @@ impl Handler<FetchBlob> for PullCoordinator {
     type Result = MessageResult<FetchBlob>;
 
     fn handle(&mut self, msg: FetchBlob, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(download) = self.blobs.get_mut(&msg.digest) {
+        let key = (msg.registry.clone(), msg.digest.clone());
+        if let Some(download) = self.blobs.get_mut(&key) {
             return MessageResult(Joined {
                 value: download.join(),
                 joined: true,
@@ -303,10 +308,9 @@ impl Handler<FetchBlob> for PullCoordinator {
         }
         let (tx, download) = BlobDownload::new();
         self.blobs
-            .insert(msg.digest.clone(), Flight::start(download.clone()));
+            .insert(key.clone(), Flight::start(download.clone()));
         let upstream = self.upstreams.get(&msg.registry);
-        let digest = msg.digest.clone();
-        let log = self.log.new(slog::o!("digest" => digest.to_string()));
+        let log = self.log.new(slog::o!("digest" => msg.digest.to_string()));
         let fetch = fetch_blob(
             self.storage.clone(),
             upstream,
@@ -316,7 +320,7 @@ impl Handler<FetchBlob> for PullCoordinator {
             log,
         );
         ctx.spawn(fetch.into_actor(self).map(move |(), act, _| {
-            act.blobs.remove(&digest).into_iter().for_each(Flight::end);
+            act.blobs.remove(&key).into_iter().for_each(Flight::end);
         }));
         MessageResult(Joined {
             value: download,
