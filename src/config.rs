@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use config::{File, FileFormat};
+use ociregistry_actors::coordinator::FetchLimits;
 use ociregistry_actors::names::{NameError, RegistryName};
 use ociregistry_actors::storage::Retention;
 use ociregistry_actors::upstream::guard::HostRules;
@@ -58,6 +59,9 @@ const KEYS: &[&str] = &[
     "headerTimeout",
     "keepAlive",
     "idleTimeout",
+    "maxBlobSize",
+    "maxFetches",
+    "maxFetchesPerRegistry",
 ];
 /// Keys of a `registries` entry (snake_case spellings are accepted too).
 const REGISTRY_KEYS: &[&str] = &[
@@ -182,6 +186,12 @@ pub struct Config {
     /// Longest pause between two chunks of an upstream body before the
     /// transfer counts as stalled.
     pub idle_timeout: String,
+    /// Largest blob fetched from an upstream (`64Gi`).
+    pub max_blob_size: String,
+    /// Most upstream fetches in flight at once.
+    pub max_fetches: usize,
+    /// Most upstream fetches in flight at once from one registry.
+    pub max_fetches_per_registry: usize,
 }
 
 /// `serverTlsConfig`.
@@ -376,6 +386,7 @@ impl Config {
         config.admin_token()?;
         config.client_limits()?;
         config.timeouts()?;
+        config.fetch_limits()?;
         config.host_rules()?;
         config.server_tls()?;
         if !matches!(config.log_format.as_str(), "text" | "json") {
@@ -577,6 +588,24 @@ impl Config {
             connect: CONNECT_TIMEOUT,
             response: self.pull_timeout(),
             idle: positive_duration("idleTimeout", &self.idle_timeout)?,
+        })
+    }
+
+    /// Bounds on upstream fetches.
+    pub fn fetch_limits(&self) -> Result<FetchLimits, ConfigError> {
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        let at_least_one = |key, n: usize| match n {
+            0 => Err(invalid(key, "must be at least 1".into())),
+            n => Ok(n),
+        };
+        Ok(FetchLimits {
+            max_blob_size: parse_size(&self.max_blob_size)
+                .map_err(|e| invalid("maxBlobSize", e))?,
+            max_fetches: at_least_one("maxFetches", self.max_fetches)?,
+            max_fetches_per_registry: at_least_one(
+                "maxFetchesPerRegistry",
+                self.max_fetches_per_registry,
+            )?,
         })
     }
 

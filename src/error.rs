@@ -76,9 +76,10 @@ impl ApiError {
                 FetchError::TooManyRequests { .. } => {
                     ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS)
                 }
-                FetchError::Unreachable(_) | FetchError::Timeout(_) | FetchError::Stopping => {
-                    ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
-                }
+                FetchError::Unreachable(_)
+                | FetchError::Timeout(_)
+                | FetchError::Busy(_)
+                | FetchError::Stopping => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
                 FetchError::DigestMismatch { .. } | FetchError::BadResponse(_) => {
                     ("UNKNOWN", StatusCode::BAD_GATEWAY)
                 }
@@ -135,6 +136,12 @@ impl ResponseError for ApiError {
                 if let Ok(v) = HeaderValue::from_str(r) {
                     res.insert_header((header::RETRY_AFTER, v));
                 }
+            }
+            Self::Upstream {
+                source: FetchError::Busy(_),
+                ..
+            } => {
+                res.insert_header((header::RETRY_AFTER, "1"));
             }
             Self::Unsupported(_) => {
                 res.insert_header((header::ALLOW, "GET, HEAD"));

@@ -122,8 +122,13 @@ impl Cache {
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_string()),
         };
-        let coordinator =
-            PullCoordinator::start(storage.clone(), upstreams, unlisted, log.clone())?;
+        let coordinator = PullCoordinator::start(
+            storage.clone(),
+            upstreams,
+            unlisted,
+            config.fetch_limits()?,
+            log.clone(),
+        )?;
         Ok(Self {
             storage,
             coordinator,

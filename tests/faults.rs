@@ -531,3 +531,82 @@ async fn a_fetch_from_another_registry_never_holds_or_fails_a_client() {
     assert_eq!(digest_of(&again.1.expect("cached body")), digest);
     assert_eq!(good.blob_gets(), 1, "served from the cache");
 }
+
+#[actix_web::test]
+async fn a_blob_over_max_blob_size_is_refused_or_cut_and_never_kept() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    let server = fresh_server(&upstream, "maxBlobSize: 1Mi\n");
+    let client = client();
+    let url = blob_url(&server, upstream.blob_digest());
+    // Announced larger than the limit: refused before anything is written.
+    let (status, _) = get_body(&client, &url).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(cached_files(&server.cache_dir(), upstream.blob_digest()).is_empty());
+    // No length announced: cut once past the limit.
+    upstream.push_faults(&[Fault::ExtraBytes]);
+    let (status, body) = get_body(&client, &url).await;
+    assert!(status.is_server_error() || body.is_err(), "{status}");
+    assert!(cached_files(&server.cache_dir(), upstream.blob_digest()).is_empty());
+    assert_eq!(upstream.blob_gets(), 2);
+}
+
+#[actix_web::test]
+async fn nothing_is_written_before_the_upstream_answers() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::Hang]);
+    let server = fresh_server(&upstream, "pullTimeout: 30000\n");
+    let path = format!(
+        "/v2/library/app/blobs/{}?ns=docker.io",
+        upstream.blob_digest()
+    );
+    let timeout = std::time::Duration::from_secs(30);
+    let mut conn = RawConn::connect(&server.host_port(), timeout).unwrap();
+    conn.write_request("GET", &path, &[]).unwrap();
+    let asked = || upstream.blob_gets() == 1;
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(10),
+        asked
+    ));
+    assert_eq!(
+        cached_files(&server.cache_dir(), upstream.blob_digest()),
+        Vec::<String>::new(),
+        "a partial file exists while the upstream has not answered"
+    );
+}
+
+#[actix_web::test]
+async fn a_new_fetch_beyond_the_registry_limit_is_503_and_joins_still_work() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::Gated]);
+    let server = fresh_server(&upstream, "maxFetchesPerRegistry: 1\n");
+    let client = client();
+    let url = blob_url(&server, upstream.blob_digest());
+    let mut held = client.get(&url).send().await.expect("headers");
+    held.next().await.expect("first bytes").expect("chunk");
+
+    let manifest_url = format!("{}/v2/library/app/manifests/1?ns=docker.io", server.url());
+    let busy = client.get(&manifest_url).send().await.expect("an answer");
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.headers().get("retry-after").unwrap(), "1");
+    assert_eq!(
+        upstream.manifest_gets(),
+        0,
+        "the refused fetch never reached the upstream"
+    );
+    let mut joined = client
+        .get(&url)
+        .send()
+        .await
+        .expect("a join is no new fetch");
+    assert_eq!(joined.status(), StatusCode::OK);
+
+    upstream.open_gate();
+    assert_eq!(
+        digest_of(&joined.body().limit(64 << 20).await.unwrap()),
+        upstream.blob_digest()
+    );
+    drop(held);
+    assert!(wait_stored(&server.cache_dir(), upstream.blob_digest()));
+    let (status, _) = get_body(&client, &manifest_url).await;
+    assert_eq!(status, StatusCode::OK, "room again once the fetch ended");
+}

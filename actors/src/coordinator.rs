@@ -9,7 +9,7 @@
 //! synchronous: they join an existing flight or register a new one and spawn
 //! its future on the actor's context; no handler awaits network or disk I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
 
@@ -22,7 +22,9 @@ use crate::error::FetchError;
 use crate::manifest::Manifest;
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
-use crate::storage::{BeginBlob, BlobStart, CommitBlob, CommitManifest, Storage, TagConfirmed};
+use crate::storage::{
+    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, Storage, TagConfirmed,
+};
 use crate::upstream::{
     GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamHealth,
     UpstreamRegistry, UpstreamSettings,
@@ -33,10 +35,23 @@ type ManifestKey = (RegistryName, RepoName, Reference);
 /// A manifest flight: every waiter polls a clone.
 type ManifestFlight = Shared<LocalBoxFuture<'static, Result<Arc<Manifest>, FetchError>>>;
 
+/// Bounds on the upstream fetches the coordinator runs.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// Largest blob fetched; a longer body is cut and not stored.
+    pub max_blob_size: u64,
+    /// Most fetches (manifests and blobs) in flight at once.
+    pub max_fetches: usize,
+    /// Most fetches in flight at once from one registry.
+    pub max_fetches_per_registry: usize,
+}
+
 /// The PullCoordinator actor. See the module documentation.
 pub struct PullCoordinator {
     /// Where fetched content is persisted.
     storage: Addr<Storage>,
+    /// Bounds on fetches.
+    limits: FetchLimits,
     /// Upstream actors, started on first use.
     upstreams: Upstreams,
     /// Manifest fetches in flight.
@@ -58,18 +73,35 @@ impl PullCoordinator {
         storage: Addr<Storage>,
         configured: Vec<UpstreamSettings>,
         unlisted: Unlisted,
+        limits: FetchLimits,
         log: slog::Logger,
     ) -> Result<Addr<Self>, TlsError> {
         let upstreams = Upstreams::new(configured, unlisted, log.clone())?;
         let arbiter = Arbiter::new();
         Ok(Self::start_in_arbiter(&arbiter.handle(), move |_| Self {
             storage,
+            limits,
             upstreams,
             manifests: HashMap::new(),
             blobs: HashMap::new(),
             log,
             _thread: arbiter,
         }))
+    }
+}
+
+impl PullCoordinator {
+    /// Whether a new fetch from `registry` may start now.
+    fn admit(&self, registry: &RegistryName) -> Result<(), FetchError> {
+        if self.manifests.len() + self.blobs.len() >= self.limits.max_fetches {
+            return Err(FetchError::Busy("maxFetches"));
+        }
+        let manifests = self.manifests.keys().filter(|(r, ..)| r == registry);
+        let blobs = self.blobs.keys().filter(|(r, _)| r == registry);
+        if manifests.count() + blobs.count() >= self.limits.max_fetches_per_registry {
+            return Err(FetchError::Busy("maxFetchesPerRegistry"));
+        }
+        Ok(())
     }
 }
 
@@ -154,6 +186,9 @@ impl Handler<FetchManifest> for PullCoordinator {
                     joined: true,
                 })
             });
+        }
+        if let Err(e) = self.admit(&msg.registry) {
+            return Box::pin(async { Err(e) });
         }
         let upstream = self.upstreams.get(&msg.registry);
         let flight = fetch_manifest(self.storage.clone(), upstream, msg)
@@ -306,19 +341,24 @@ impl Handler<FetchBlob> for PullCoordinator {
                 joined: true,
             });
         }
+        if let Err(e) = self.admit(&msg.registry) {
+            return MessageResult(Joined {
+                value: BlobDownload::failed(e),
+                joined: false,
+            });
+        }
         let (tx, download) = BlobDownload::new();
         self.blobs
             .insert(key.clone(), Flight::start(download.clone()));
         let upstream = self.upstreams.get(&msg.registry);
         let log = self.log.new(slog::o!("digest" => msg.digest.to_string()));
-        let fetch = fetch_blob(
-            self.storage.clone(),
+        let fetch = BlobFetch {
+            storage: self.storage.clone(),
             upstream,
-            msg.repo,
-            msg.digest,
+            max_size: self.limits.max_blob_size,
             tx,
-            log,
-        );
+        }
+        .run(msg.repo, msg.digest, log);
         ctx.spawn(fetch.into_actor(self).map(move |(), act, _| {
             act.blobs.remove(&key).into_iter().for_each(Flight::end);
         }));
@@ -326,25 +366,6 @@ impl Handler<FetchBlob> for PullCoordinator {
             value: download,
             joined: false,
         })
-    }
-}
-
-/// Runs one blob fetch, publishing its progress; a failure is published too
-/// (once the bytes are verified, as why they are not stored).
-async fn fetch_blob(
-    storage: Addr<Storage>,
-    upstream: Addr<UpstreamRegistry>,
-    repo: RepoName,
-    digest: Digest,
-    tx: watch::Sender<Progress>,
-    log: slog::Logger,
-) {
-    if let Err(e) = stream_blob(&storage, &upstream, repo, digest, &tx).await {
-        slog::warn!(log, "blob fetch failed"; "error" => %e);
-        tx.send_modify(|p| match p {
-            Progress::Verified { unstored, .. } => *unstored = Some(e),
-            _ => *p = Progress::Failed(e),
-        });
     }
 }
 
@@ -356,72 +377,116 @@ fn count_write_failure(e: &FetchError) {
     }
 }
 
-/// Streams the upstream body into the cache, hashing as it lands, and
-/// publishes how far followers may read.
-async fn stream_blob(
-    storage: &Addr<Storage>,
-    upstream: &Addr<UpstreamRegistry>,
-    repo: RepoName,
-    digest: Digest,
-    tx: &watch::Sender<Progress>,
-) -> Result<(), FetchError> {
-    let mut writer = match storage
-        .send(BeginBlob(digest.clone()))
-        .await?
-        .inspect_err(count_write_failure)?
-    {
-        BlobStart::Cached(c) => {
-            let file = Arc::new(File::open(&c.path)?);
-            tx.send_replace(Progress::Complete { size: c.size, file });
-            return Ok(());
+/// One blob fetch: where it stores, where it fetches from, its size bound
+/// and the progress it publishes.
+struct BlobFetch {
+    /// The cache.
+    storage: Addr<Storage>,
+    /// The registry's actor.
+    upstream: Addr<UpstreamRegistry>,
+    /// Largest body accepted.
+    max_size: u64,
+    /// Progress for followers.
+    tx: watch::Sender<Progress>,
+}
+
+impl BlobFetch {
+    /// Runs the fetch, publishing its progress; a failure is published too
+    /// (once the bytes are verified, as why they are not stored).
+    async fn run(self, repo: RepoName, digest: Digest, log: slog::Logger) {
+        if let Err(e) = self.stream(repo, digest).await {
+            slog::warn!(log, "blob fetch failed"; "error" => %e);
+            self.tx.send_modify(|p| match p {
+                Progress::Verified { unstored, .. } => *unstored = Some(e),
+                _ => *p = Progress::Failed(e),
+            });
         }
-        BlobStart::Writer(w) => w,
-    };
-    let mut body = upstream
-        .send(OpenBlob {
-            repo,
-            digest: digest.clone(),
-        })
-        .await??;
-    let file = writer.file();
-    tx.send_replace(Progress::Receiving {
-        size: body.size,
-        written: 0,
-        file: Arc::clone(&file),
-    });
-    while let Some(batch) = body.chunks.recv().await {
-        writer.push(batch?).await.inspect_err(|_| {
-            METRICS.cache_write_failures.inc();
-        })?;
-        if let Some(size) = body.size.filter(|&s| writer.received() > s) {
-            return Err(FetchError::BadResponse(format!(
-                "upstream sent more than the announced {size} bytes"
-            )));
-        }
-        let now = writer.written();
-        tx.send_modify(|p| {
-            if let Progress::Receiving { written, .. } = p {
-                *written = now;
-            }
-        });
     }
-    let verified = writer
-        .verify(body.size)
-        .await
-        .inspect_err(count_write_failure)?;
-    // Followers may finish now; Storage fsyncs and renames after, and its
-    // index claims the blob only once it is durable.
-    tx.send_replace(Progress::Verified {
-        size: verified.size(),
-        file: Arc::clone(&file),
-        unstored: None,
-    });
-    let size = storage
-        .send(CommitBlob(verified))
-        .await?
-        .inspect_err(count_write_failure)?;
-    tx.send_replace(Progress::Complete { size, file });
-    Ok(())
+
+    /// Streams the upstream body into the cache, hashing as it lands, and
+    /// publishes how far followers may read. Nothing is created on disk
+    /// before the upstream has answered.
+    async fn stream(&self, repo: RepoName, digest: Digest) -> Result<(), FetchError> {
+        if let Some(cached) = self.storage.send(LookupBlob(digest.clone())).await? {
+            return self.complete(cached.path, cached.size);
+        }
+        let mut body = self
+            .upstream
+            .send(OpenBlob {
+                repo,
+                digest: digest.clone(),
+            })
+            .await??;
+        if let Some(size) = body.size.filter(|&s| s > self.max_size) {
+            return Err(too_large(size, self.max_size));
+        }
+        let mut writer = match self
+            .storage
+            .send(BeginBlob(digest))
+            .await?
+            .inspect_err(count_write_failure)?
+        {
+            BlobStart::Cached(c) => return self.complete(c.path, c.size),
+            BlobStart::Writer(w) => w,
+        };
+        let file = writer.file();
+        self.tx.send_replace(Progress::Receiving {
+            size: body.size,
+            written: 0,
+            file: Arc::clone(&file),
+        });
+        while let Some(batch) = body.chunks.recv().await {
+            writer.push(batch?).await.inspect_err(|_| {
+                METRICS.cache_write_failures.inc();
+            })?;
+            if let Some(size) = body.size.filter(|&s| writer.received() > s) {
+                return Err(FetchError::BadResponse(format!(
+                    "upstream sent more than the announced {size} bytes"
+                )));
+            }
+            if writer.received() > self.max_size {
+                return Err(too_large(writer.received(), self.max_size));
+            }
+            let now = writer.written();
+            self.tx.send_modify(|p| {
+                if let Progress::Receiving { written, .. } = p {
+                    *written = now;
+                }
+            });
+        }
+        let verified = writer
+            .verify(body.size)
+            .await
+            .inspect_err(count_write_failure)?;
+        // Followers may finish now; Storage fsyncs and renames after, and
+        // its index claims the blob only once it is durable.
+        self.tx.send_replace(Progress::Verified {
+            size: verified.size(),
+            file: Arc::clone(&file),
+            unstored: None,
+        });
+        let size = self
+            .storage
+            .send(CommitBlob(verified))
+            .await?
+            .inspect_err(count_write_failure)?;
+        self.tx.send_replace(Progress::Complete { size, file });
+        Ok(())
+    }
+
+    /// Publishes a blob that is in the cache already.
+    fn complete(&self, path: std::path::PathBuf, size: u64) -> Result<(), FetchError> {
+        let file = Arc::new(File::open(path)?);
+        self.tx.send_replace(Progress::Complete { size, file });
+        Ok(())
+    }
+}
+
+/// The error for a blob over `maxBlobSize`.
+fn too_large(size: u64, max: u64) -> FetchError {
+    FetchError::BadResponse(format!(
+        "blob of {size} bytes or more exceeds maxBlobSize ({max} bytes)"
+    ))
 }
 
 /// How registries that the configuration does not list are reached.
@@ -436,6 +501,9 @@ pub struct Unlisted {
     pub mirror: Option<String>,
 }
 
+/// Most actors kept for registries the configuration does not list.
+pub const MAX_UNLISTED_ACTORS: usize = 64;
+
 /// The upstream actors, one per registry, spread over a few arbiters.
 struct Upstreams {
     /// Settings and TLS configuration of the configured registries.
@@ -448,6 +516,9 @@ struct Upstreams {
     arbiters: Vec<Arbiter>,
     /// Actors started so far.
     started: HashMap<RegistryName, Addr<UpstreamRegistry>>,
+    /// The started registries that are not configured, least recently
+    /// used first; at most [`MAX_UNLISTED_ACTORS`] are kept.
+    unlisted_lru: VecDeque<RegistryName>,
     /// Logger handed to each actor.
     log: slog::Logger,
 }
@@ -471,12 +542,24 @@ impl Upstreams {
             unlisted,
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             started: HashMap::new(),
+            unlisted_lru: VecDeque::new(),
             log,
         })
     }
 
-    /// The actor for `registry`, started on first use.
+    /// The actor for `registry`, started on first use. Clients can name
+    /// any number of unlisted registries: beyond [`MAX_UNLISTED_ACTORS`],
+    /// the least recently used one is forgotten (its fetches in flight
+    /// keep it alive until they end).
     fn get(&mut self, registry: &RegistryName) -> Addr<UpstreamRegistry> {
+        if !self.configured.contains_key(registry) {
+            self.unlisted_lru.retain(|r| r != registry);
+            self.unlisted_lru.push_back(registry.clone());
+            if self.unlisted_lru.len() > MAX_UNLISTED_ACTORS {
+                let oldest = self.unlisted_lru.pop_front();
+                oldest.and_then(|r| self.started.remove(&r));
+            }
+        }
         if let Some(addr) = self.started.get(registry).filter(|a| a.connected()) {
             return addr.clone();
         }

@@ -69,6 +69,13 @@ impl BlobDownload {
         (tx, Self { rx })
     }
 
+    /// A fetch that failed before it began (it was refused).
+    pub(crate) fn failed(error: FetchError) -> Self {
+        let (tx, download) = Self::new();
+        tx.send_replace(Progress::Failed(error));
+        download
+    }
+
     /// Waits until the fetch ends, the blob durable in the cache: its size,
     /// or why it failed.
     pub async fn finished(mut self) -> Result<u64, FetchError> {

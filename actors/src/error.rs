@@ -49,6 +49,10 @@ pub enum FetchError {
     /// The cache could not be written or read.
     #[error("storage: {0}")]
     Storage(String),
+    /// Too many upstream fetches are in flight (in all, or for this
+    /// registry); the client may retry shortly.
+    #[error("too many upstream fetches in flight ({0}); retry shortly")]
+    Busy(&'static str),
     /// An internal actor is gone: the server is stopping.
     #[error("server shutting down")]
     Stopping,

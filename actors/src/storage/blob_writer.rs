@@ -3,9 +3,12 @@
 //! Storage alone makes it durable and puts it in place
 //! ([`VerifiedBlob::persist`], called by its `CommitBlob` handler).
 //!
-//! Hashing runs on a thread of its own, beside the writes: SHA-256 is the
-//! slowest step of a download on a fast link, and it need not delay the
-//! bytes readers follow, only the last ones (which wait for the digest).
+//! Hashing runs on a thread of the blocking pool (bounded, shared with
+//! every other blocking task), beside the writes: SHA-256 is the slowest
+//! step of a download on a fast link, and it need not delay the bytes
+//! readers follow, only the last ones (which wait for the digest). Writers
+//! exist only for fetches whose upstream has answered, and fetches are
+//! bounded (`maxFetches`), so hashing threads are too.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -86,15 +89,13 @@ impl BlobWriter {
             .open(&partial)?;
         let (to_hasher, mut batches) = mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
         let (done, hashed) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("blob-hash".into())
-            .spawn(move || {
-                let mut hasher = Sha256::new();
-                while let Some(batch) = batches.blocking_recv() {
-                    batch.iter().for_each(|chunk| hasher.update(chunk));
-                }
-                let _ = done.send(Digest::from_hasher(hasher));
-            })?;
+        tokio::task::spawn_blocking(move || {
+            let mut hasher = Sha256::new();
+            while let Some(batch) = batches.blocking_recv() {
+                batch.iter().for_each(|chunk| hasher.update(chunk));
+            }
+            let _ = done.send(Digest::from_hasher(hasher));
+        });
         Ok(Self {
             digest,
             ticket,
