@@ -9,6 +9,9 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Tokens are renewed up to this long before they expire (a tenth of a
 /// short token's lifetime).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+/// Longest a token is reused, whatever lifetime the token server names
+/// (an `expires_in` near `u64::MAX` would overflow `Instant`).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A parsed `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +159,10 @@ impl TokenCache {
             .map(|(t, _)| t.as_str())
     }
 
-    /// Remembers `token` for `scope` for `ttl` (minus a safety margin).
+    /// Remembers `token` for `scope` for `ttl` (minus a safety margin, and
+    /// at most [`MAX_TOKEN_TTL`]).
     pub fn put(&mut self, scope: &str, token: String, ttl: Duration) {
+        let ttl = ttl.min(MAX_TOKEN_TTL);
         let now = Instant::now();
         self.tokens.retain(|_, (_, until)| *until > now);
         let until = now + ttl.saturating_sub(EXPIRY_MARGIN.min(ttl / 10));
@@ -223,6 +228,18 @@ mod tests {
             ),
             "https://r/jwt/auth?account=a b&scope=repository%3Ax+y%3Apull"
         );
+    }
+
+    #[test]
+    fn an_enormous_token_lifetime_is_clamped() {
+        let t: TokenResponse =
+            serde_json::from_str(&format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX)).unwrap();
+        let (token, ttl) = t.into_token().unwrap();
+        let mut cache = TokenCache::default();
+        cache.put("s", token, ttl);
+        assert_eq!(cache.get("s"), Some("t"));
+        cache.put("s2", "u".into(), Duration::MAX);
+        assert_eq!(cache.get("s2"), Some("u"));
     }
 
     #[test]
