@@ -19,6 +19,7 @@ use crate::manifest::Manifest;
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{BeginBlob, BlobStart, BlobStored, PutManifest, Storage, TagConfirmed};
+use crate::upstream::guard::HostRules;
 use crate::upstream::{
     GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamHealth,
     UpstreamRegistry, UpstreamSettings,
@@ -437,6 +438,8 @@ pub struct Unlisted {
     /// Another ociregistry that every registry is fetched through (`?ns=`),
     /// configured ones included.
     pub mirror: Option<String>,
+    /// The upstream guard for registries reached directly.
+    pub guard: Arc<HostRules>,
 }
 
 /// The upstream actors, one per registry, spread over a few arbiters.
@@ -487,12 +490,17 @@ impl Upstreams {
         let (settings, tls) = match (&u.mirror, self.configured.get(registry)) {
             (None, Some(configured)) => configured.clone(),
             (mirror, _) => {
-                let mut settings =
-                    UpstreamSettings::unlisted(registry.clone(), u.timeouts, u.proxy.clone());
+                let mut settings = UpstreamSettings::unlisted(
+                    registry.clone(),
+                    u.timeouts,
+                    u.proxy.clone(),
+                    Arc::clone(&u.guard),
+                );
                 if let Some(mirror) = mirror {
                     settings.endpoints = vec![mirror.clone()];
                     settings.ns = Some(registry.clone());
                     settings.unlisted = !self.configured.contains_key(registry);
+                    settings.guard = None;
                 }
                 (settings, Arc::clone(&self.default_tls))
             }

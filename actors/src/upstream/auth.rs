@@ -106,6 +106,34 @@ pub fn token_url(realm: &str, service: Option<&str>, scope: &str) -> String {
     url
 }
 
+/// Why a token realm is not asked for a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RealmError {
+    /// Not an absolute http(s) URL.
+    #[error("the registry's token realm is not an absolute http(s) URL")]
+    NotUrl,
+    /// Plain http for a registry that is not both configured and plain http.
+    #[error("the registry's token realm is plain http, which only a configured plain-http registry may use")]
+    PlainHttp,
+}
+
+/// Whether the realm `endpoint` named may be asked for a token: https, or
+/// plain http when the registry is `trusted` (configured) and `endpoint`
+/// itself is plain http. Credentials and tokens never cross plain http
+/// for an https registry.
+pub fn check_realm(realm: &str, endpoint: &str, trusted: bool) -> Result<(), RealmError> {
+    let uri: awc::http::Uri = realm.parse().map_err(|_| RealmError::NotUrl)?;
+    if uri.host().is_none() {
+        return Err(RealmError::NotUrl);
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if trusted && endpoint.starts_with("http://") => Ok(()),
+        Some("http") => Err(RealmError::PlainHttp),
+        _ => Err(RealmError::NotUrl),
+    }
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -228,6 +256,42 @@ mod tests {
             ),
             "https://r/jwt/auth?account=a b&scope=repository%3Ax+y%3Apull"
         );
+    }
+
+    #[test]
+    fn realms_must_be_https_unless_a_configured_registry_is_plain_http() {
+        let https = "https://registry.example";
+        let http = "http://registry.internal:5000";
+        assert_eq!(
+            check_realm("https://auth.example/token?x=y", https, false),
+            Ok(())
+        );
+        assert_eq!(
+            check_realm("https://[::1]:8443/token", https, false),
+            Ok(())
+        );
+        assert_eq!(
+            check_realm("http://10.0.0.5/internal/issue?x=y", https, false),
+            Err(RealmError::PlainHttp)
+        );
+        assert_eq!(
+            check_realm("http://auth.example/token", https, true),
+            Err(RealmError::PlainHttp),
+            "credentials never go plain for an https registry"
+        );
+        assert_eq!(
+            check_realm("http://auth.example/token", http, false),
+            Err(RealmError::PlainHttp),
+            "an unlisted registry never gets a plain realm"
+        );
+        assert_eq!(check_realm("http://[::1]:5001/token", http, true), Ok(()));
+        for bad in ["file:///etc/passwd", "/token", "ftp://x/t", "", "https://"] {
+            assert_eq!(
+                check_realm(bad, https, true),
+                Err(RealmError::NotUrl),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
