@@ -409,25 +409,34 @@ async fn ipv6_literal_token_realms_and_redirects_work() {
     // The realm is the IPv6 host's /token; the redirect goes to the same
     // host (the blob is found by its digest at the end of the path).
     registry.set_target(&format!("{}/token", v6.url()));
-    registry.push_faults(&[Fault::Challenge, Fault::Redirect]);
-    let server = Server::start(&config(registry.url(), ""), &[]);
-
-    let url = format!(
-        "{}/v2/{REPO}/blobs/{}?ns=docker.io",
-        server.url(),
-        digest_of(&blob)
-    );
-    let mut res = client().get(url).send().await.unwrap();
-    let body = res.body().await.unwrap();
-    assert_eq!(
-        res.status(),
-        StatusCode::OK,
-        "{}\n{}",
-        String::from_utf8_lossy(&body),
-        server.log_contents()
-    );
-    assert_eq!(digest_of(&body), digest_of(&blob));
-    assert_eq!(v6.requests(), 2, "the token and the blob");
+    let (proxy, tunnels) = connect_proxy();
+    let direct = [];
+    let nothing_proxied = [("HTTP_PROXY", proxy.as_str()), ("NO_PROXY", "*")];
+    let loopback_not_proxied = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("NO_PROXY", "127.0.0.1,::1"),
+    ];
+    let rounds = [&direct[..], &nothing_proxied, &loopback_not_proxied];
+    for (round, envs) in rounds.into_iter().enumerate() {
+        registry.push_faults(&[Fault::Challenge, Fault::Redirect]);
+        let server = Server::start_env(&config(registry.url(), ""), &[], envs);
+        let url = format!(
+            "{}/v2/{REPO}/blobs/{}?ns=docker.io",
+            server.url(),
+            digest_of(&blob)
+        );
+        let mut res = client().get(url).send().await.unwrap();
+        let body = res.body().await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{envs:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(digest_of(&body), digest_of(&blob));
+        assert_eq!(v6.requests(), 2 * (round + 1), "the token and the blob");
+    }
+    assert_eq!(tunnels.load(Ordering::SeqCst), 0);
 }
 
 #[actix_web::test]

@@ -74,11 +74,7 @@ impl ProxyRules {
             .trim_end_matches(']')
             .to_ascii_lowercase();
         let bypass = self.no_proxy.iter().any(|rule| {
-            let rule = rule
-                .split(':')
-                .next()
-                .unwrap_or(rule)
-                .trim_start_matches("*.");
+            let rule = without_port(rule).trim_start_matches("*.");
             let rule = rule.trim_start_matches('.');
             rule == "*" || host == rule || host.ends_with(&format!(".{rule}"))
         });
@@ -89,6 +85,18 @@ impl ProxyRules {
             "https" => self.https.as_deref(),
             _ => self.http.as_deref(),
         }
+    }
+}
+
+/// The host of a `NO_PROXY` entry: `host[:port]`, `[v6][:port]` or a bare
+/// IPv6 address (`::1`).
+fn without_port(rule: &str) -> &str {
+    if let Some(bracketed) = rule.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    match rule.split_once(':') {
+        Some((host, port)) if !port.contains(':') => host,
+        _ => rule,
     }
 }
 
@@ -269,6 +277,19 @@ mod tests {
         assert_eq!(rules.proxy_for("https", "a.corp"), None);
         assert_eq!(rules.proxy_for("https", "10.0.0.1"), None);
         assert_eq!(rules.proxy_for("https", "notinternal.example"), Some("p:2"));
+        let v6 = ProxyRules {
+            no_proxy: vec![
+                "::1".into(),
+                "[fd00::5]:5000".into(),
+                "r.example:443".into(),
+            ],
+            ..rules.clone()
+        };
+        assert_eq!(v6.proxy_for("http", "[::1]"), None);
+        assert_eq!(v6.proxy_for("http", "::1"), None);
+        assert_eq!(v6.proxy_for("http", "fd00::5"), None);
+        assert_eq!(v6.proxy_for("https", "r.example"), None);
+        assert_eq!(v6.proxy_for("http", "::2"), Some("p:1"));
         let all = ProxyRules {
             no_proxy: vec!["*".into()],
             ..rules
