@@ -351,7 +351,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// Why the guard refused a connection; carried inside the `io::Error` the
-/// connector fails with, so [`is_refusal`] can find it again. Logged, never
+/// connector fails with, so [`refusal_in`] can find it again. Logged, never
 /// shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
