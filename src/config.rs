@@ -9,7 +9,7 @@ use config::{File, FileFormat};
 use ociregistry_actors::coordinator::FetchLimits;
 use ociregistry_actors::names::{NameError, RegistryName};
 use ociregistry_actors::storage::Retention;
-use ociregistry_actors::upstream::guard::HostRules;
+use ociregistry_actors::upstream::guard::{HostRules, Network, DEFAULT_DENY_NETWORKS};
 use ociregistry_actors::upstream::{
     default_endpoint, Credentials, ProxyRules, ServerTlsSettings, Timeouts, TlsSettings,
     UpstreamSettings,
@@ -215,15 +215,23 @@ fn default_client_auth() -> String {
     "none".into()
 }
 
-/// `upstreams`: globs on the registry names clients may ask for.
+/// `upstreams`: the upstream guard for registries the configuration does
+/// not list.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UpstreamRules {
     /// A registry clients name must match one of these.
     #[serde(default = "allow_all")]
     pub allow: Vec<String>,
-    /// ... and none of these.
+    /// ... and none of these, nor may any host dialled for it.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Networks (CIDR) no connection for such a registry may reach.
+    #[serde(
+        default = "default_deny_networks",
+        rename = "denyNetworks",
+        alias = "deny_networks"
+    )]
+    pub deny_networks: Vec<String>,
 }
 
 impl Default for UpstreamRules {
@@ -231,6 +239,7 @@ impl Default for UpstreamRules {
         Self {
             allow: allow_all(),
             deny: Vec::new(),
+            deny_networks: default_deny_networks(),
         }
     }
 }
@@ -238,6 +247,14 @@ impl Default for UpstreamRules {
 /// `upstreams.allow` when absent.
 fn allow_all() -> Vec<String> {
     vec!["*".into()]
+}
+
+/// `upstreams.denyNetworks` when absent.
+fn default_deny_networks() -> Vec<String> {
+    DEFAULT_DENY_NETWORKS
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
 }
 
 /// Limits toward clients.
@@ -559,9 +576,20 @@ impl Config {
         }))
     }
 
-    /// The upstream guard's name rules.
+    /// The upstream guard: name globs and denied networks.
     pub fn host_rules(&self) -> Result<HostRules, ConfigError> {
-        HostRules::new(self.upstreams.allow.clone(), self.upstreams.deny.clone()).map_err(
+        let networks = self
+            .upstreams
+            .deny_networks
+            .iter()
+            .map(|n| n.parse::<Network>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "upstreams.denyNetworks",
+                reason: e.to_string(),
+            })?;
+        let upstreams = &self.upstreams;
+        HostRules::new(upstreams.allow.clone(), upstreams.deny.clone(), networks).map_err(
             |reason| ConfigError::Invalid {
                 key: "upstreams",
                 reason,
@@ -675,6 +703,7 @@ impl RegistryEntry {
             proxy,
             ns: None,
             unlisted: false,
+            guard: None,
         })
     }
 }
@@ -829,6 +858,43 @@ mod tests {
             "adminHost: 0.0.0.0",
         ] {
             assert!(parsed(good).admin_token().is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn deny_networks_default_and_a_bad_one_stops_start_up() {
+        use clap::Parser;
+        let load = |yaml: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("config.yaml");
+            std::fs::write(&file, yaml).unwrap();
+            let file = file.to_str().unwrap().to_string();
+            Config::load(&Cli::parse_from([
+                "ociregistry",
+                "--config-file",
+                &file,
+                "serve",
+            ]))
+        };
+        let defaults = load("port: 1\n").unwrap().config;
+        assert_eq!(defaults.upstreams.deny_networks, default_deny_networks());
+        let set = load("upstreams:\n  denyNetworks: [127.0.0.2/32, 'fd00::/8']\n").unwrap();
+        assert_eq!(set.config.upstreams.deny_networks.len(), 2);
+        assert_eq!(
+            set.config.upstreams.allow,
+            allow_all(),
+            "the other keys keep their defaults"
+        );
+        for (bad, says) in [
+            ("10.0.0.1/8", "write 10.0.0.0/8"),
+            ("10.0.0.0/40", "prefix is longer"),
+            ("intranet", "not an IP address or CIDR network"),
+        ] {
+            let err = load(&format!("upstreams:\n  denyNetworks: ['{bad}']\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("upstreams.denyNetworks: "), "{err}");
+            assert!(err.contains(says), "{err}");
         }
     }
 

@@ -72,7 +72,7 @@ impl ApiError {
             Self::Upstream { source, content } => match source {
                 FetchError::NotFound => (unknown(*content), StatusCode::NOT_FOUND),
                 FetchError::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
-                FetchError::Denied | FetchError::Guarded(_) => ("DENIED", StatusCode::FORBIDDEN),
+                FetchError::Denied | FetchError::Guarded => ("DENIED", StatusCode::FORBIDDEN),
                 FetchError::TooManyRequests { .. } => {
                     ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS)
                 }
@@ -207,7 +207,7 @@ mod tests {
             (ApiError::RegistryNotAllowed("x".into()), "DENIED", 403),
             (
                 ApiError::Upstream {
-                    source: FetchError::Guarded("169.254.169.254".into()),
+                    source: FetchError::Guarded,
                     content: Content::Blob,
                 },
                 "DENIED",

@@ -121,6 +121,7 @@ impl Cache {
                 .upstream_mirror
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_string()),
+            guard: std::sync::Arc::new(config.host_rules()?),
         };
         let coordinator = PullCoordinator::start(
             storage.clone(),

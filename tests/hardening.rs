@@ -478,6 +478,141 @@ async fn the_upstream_guard_refuses_what_clients_choose() {
     assert!(body.contains("quay.io"), "{body}");
 }
 
+/// A manifest, for hostile registries to serve.
+const MANIFEST: &[u8] = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+
+/// Asserts a refusal the client sees names none of `hidden`.
+fn assert_hides(body: &str, hidden: &[&str]) {
+    for h in hidden {
+        assert!(!body.contains(h), "{h:?} in {body}");
+    }
+}
+
+#[actix_web::test]
+async fn redirects_and_token_realms_of_unlisted_registries_stay_off_denied_names_and_networks() {
+    let pki = Pki::generate();
+    let blob = b"a layer".to_vec();
+    // An unlisted HTTPS registry on 127.0.0.1 that clients may use, an
+    // internal service on a denied network, and a host on an allowed
+    // network that only a denied name leads to.
+    let hostile = FaultUpstream::start_on(
+        "127.0.0.1:0",
+        Some(pki.server_tls()),
+        blob.clone(),
+        MANIFEST.to_vec(),
+    );
+    let internal = FaultUpstream::start_on("127.0.0.2:0", None, blob.clone(), MANIFEST.to_vec());
+    let named = FaultUpstream::start(blob.clone(), MANIFEST.to_vec());
+    let named_port = named.host_port().rsplit(':').next().unwrap().to_string();
+    let config = "upstreams:\n  deny: [localhost]\n  denyNetworks: [127.0.0.2/32]\n";
+    let ca = pki.path("ca.pem");
+    let server = Server::start_env(
+        config,
+        &["--pull-timeout", "5000"],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    let ns = hostile.host_port();
+    let manifest = |tag: &str| format!("{}/v2/library/app/manifests/{tag}?ns={ns}", server.url());
+    let blob_url = format!(
+        "{}/v2/library/app/blobs/{}?ns={ns}",
+        server.url(),
+        digest_of(&blob)
+    );
+
+    let (status, body) = get_text(&manifest("control")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the unlisted registry itself: {body}"
+    );
+
+    let internal_url = internal.url().to_string();
+    let hops = [
+        (Fault::Redirect, internal_url.clone(), StatusCode::FORBIDDEN),
+        (
+            Fault::Redirect,
+            format!("http://localhost:{named_port}"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Fault::Challenge,
+            format!("{internal_url}/internal/issue?x=y").replace("http:", "https:"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Fault::Challenge,
+            format!("https://localhost:{named_port}/token"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Fault::Challenge,
+            format!("{}/token", named.url()),
+            StatusCode::BAD_GATEWAY,
+        ),
+    ];
+    for (i, (fault, target, expected)) in hops.iter().enumerate() {
+        hostile.set_target(target);
+        for url in [manifest(&format!("t{i}")), blob_url.clone()] {
+            hostile.push_faults(&[*fault]);
+            let (status, body) = get_text(&url).await;
+            assert_eq!(status, *expected, "{fault:?} to {target}: {body}");
+            assert_hides(&body, &["127.0.0.2", &named_port, "localhost"]);
+        }
+    }
+    assert_eq!(internal.requests(), 0, "the denied network was reached");
+    assert_eq!(named.requests(), 0, "the denied name was reached");
+    assert_eq!(
+        hostile.authorizations(),
+        Vec::<String>::new(),
+        "no token reached the hostile registry"
+    );
+    let log = server.log_contents();
+    assert!(log.contains("127.0.0.2"), "refusals are logged: {log}");
+
+    // An https realm on an allowed network issues a token, which goes to
+    // the registry and nowhere else: not to a redirect target.
+    hostile.set_target(&format!("{}/token", hostile.url()));
+    hostile.push_faults(&[Fault::Challenge]);
+    assert_eq!(get_text(&manifest("token")).await.0, StatusCode::OK);
+    assert_eq!(hostile.authorizations(), ["Bearer fault-upstream-token"]);
+    hostile.set_target(named.url());
+    hostile.push_faults(&[Fault::Redirect]);
+    let (status, body) = get_text(&blob_url).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(hostile.authorizations().len(), 2);
+    assert_eq!(named.requests(), 1);
+    assert_eq!(named.authorizations(), Vec::<String>::new());
+}
+
+#[actix_web::test]
+async fn errors_for_unlisted_registries_name_no_address_port_or_os_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let config = "upstreams:\n  denyNetworks: [127.0.0.2/32]\n";
+    let server = Server::start(config, &["--pull-timeout", "5000"]);
+    for (ns, expected) in [
+        (
+            format!("127.0.0.3:{closed_port}"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (format!("127.0.0.2:{closed_port}"), StatusCode::FORBIDDEN),
+    ] {
+        let url = format!("{}/v2/library/app/manifests/1.0?ns={ns}", server.url());
+        let (status, body) = get_text(&url).await;
+        assert_eq!(status, expected, "{ns}: {body}");
+        assert_hides(
+            &body,
+            &["127.0.0", &closed_port, "os error", "refused (", "https://"],
+        );
+    }
+    let log = server.log_contents();
+    assert!(
+        log.contains(&format!("127.0.0.3:{closed_port}")),
+        "the details are logged: {log}"
+    );
+}
+
 /// A tmpfs of `size` mounted on a new directory; unmounted on drop.
 struct Tmpfs(tempfile::TempDir);
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 use awc::http::StatusCode;
 use common::{
     assert_success, client, digest_of, htpasswd, push_image, require_root_tools,
-    skopeo_copy_from_mirror, Containerd, Pki, Server, TestImage, TokenServer, Upstream,
+    skopeo_copy_from_mirror, Containerd, Fault, FaultUpstream, Pki, Server, TestImage, TokenServer,
+    Upstream,
 };
 
 const USER: &str = "puller";
@@ -374,6 +375,92 @@ async fn egress_proxy_from_env_no_proxy_and_per_registry() {
         tunnels.load(Ordering::SeqCst) > through_proxy,
         "a registry's own proxy: key is used"
     );
+}
+
+#[actix_web::test]
+async fn literal_denied_addresses_are_refused_before_the_egress_proxy() {
+    let (plain, _) = seeded().await;
+    let port = plain.host_port().rsplit(':').next().unwrap().to_string();
+    let (proxy, tunnels) = connect_proxy();
+    let server = Server::start_env("", &[], &[("HTTPS_PROXY", proxy.as_str())]);
+    for host in ["127.0.0.1", "0x7f.0.0.1", "2130706433", "127.1"] {
+        let url = format!(
+            "{}/v2/{REPO}/manifests/{TAG}?ns={host}:{port}",
+            server.url()
+        );
+        let mut res = client().get(url).send().await.unwrap();
+        let body = res.body().await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::FORBIDDEN,
+            "{host}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert_eq!(tunnels.load(Ordering::SeqCst), 0, "a tunnel was asked for");
+}
+
+#[actix_web::test]
+async fn ipv6_literal_token_realms_and_redirects_work() {
+    let blob = b"a layer behind an IPv6 literal".to_vec();
+    let manifest = br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec();
+    let registry = FaultUpstream::start(blob.clone(), manifest.clone());
+    let v6 = FaultUpstream::start_on("[::1]:0", None, blob.clone(), manifest);
+    // The realm is the IPv6 host's /token; the redirect goes to the same
+    // host (the blob is found by its digest at the end of the path).
+    registry.set_target(&format!("{}/token", v6.url()));
+    let (proxy, tunnels) = connect_proxy();
+    let direct = [];
+    let nothing_proxied = [("HTTP_PROXY", proxy.as_str()), ("NO_PROXY", "*")];
+    let loopback_not_proxied = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("NO_PROXY", "127.0.0.1,::1"),
+    ];
+    let rounds = [&direct[..], &nothing_proxied, &loopback_not_proxied];
+    for (round, envs) in rounds.into_iter().enumerate() {
+        registry.push_faults(&[Fault::Challenge, Fault::Redirect]);
+        let server = Server::start_env(&config(registry.url(), ""), &[], envs);
+        let url = format!(
+            "{}/v2/{REPO}/blobs/{}?ns=docker.io",
+            server.url(),
+            digest_of(&blob)
+        );
+        let mut res = client().get(url).send().await.unwrap();
+        let body = res.body().await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "{envs:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(digest_of(&body), digest_of(&blob));
+        assert_eq!(v6.requests(), 2 * (round + 1), "the token and the blob");
+    }
+    assert_eq!(tunnels.load(Ordering::SeqCst), 0);
+}
+
+#[actix_web::test]
+async fn a_plain_http_realm_of_an_https_registry_gets_no_credentials() {
+    let pki = Pki::generate();
+    let registry = FaultUpstream::start_on(
+        "127.0.0.1:0",
+        Some(pki.server_tls()),
+        b"x".to_vec(),
+        br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec(),
+    );
+    let realm = FaultUpstream::start(b"x".to_vec(), b"{}".to_vec());
+    registry.set_target(&format!("{}/token", realm.url()));
+    registry.push_faults(&[Fault::Challenge]);
+    let extra = format!(
+        "    tls:\n      ca: {}\n    auth:\n      user: {USER}\n      password: {PASSWORD}\n",
+        pki.path("ca.pem").display()
+    );
+    let server = Server::start(&config(registry.url(), &extra), &[]);
+
+    let (status, body) = get_manifest(&server).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(realm.requests(), 0, "the credentials went over plain http");
+    assert_eq!(cached_manifests(&server), 0);
 }
 
 #[actix_web::test]

@@ -25,6 +25,7 @@ use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{
     BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, Storage, TagConfirmed,
 };
+use crate::upstream::guard::HostRules;
 use crate::upstream::{
     GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamHealth,
     UpstreamRegistry, UpstreamSettings,
@@ -499,6 +500,8 @@ pub struct Unlisted {
     /// Another ociregistry that every registry is fetched through (`?ns=`),
     /// configured ones included.
     pub mirror: Option<String>,
+    /// The upstream guard for registries reached directly.
+    pub guard: Arc<HostRules>,
 }
 
 /// Most actors kept for registries the configuration does not list.
@@ -567,12 +570,17 @@ impl Upstreams {
         let (settings, tls) = match (&u.mirror, self.configured.get(registry)) {
             (None, Some(configured)) => configured.clone(),
             (mirror, _) => {
-                let mut settings =
-                    UpstreamSettings::unlisted(registry.clone(), u.timeouts, u.proxy.clone());
+                let mut settings = UpstreamSettings::unlisted(
+                    registry.clone(),
+                    u.timeouts,
+                    u.proxy.clone(),
+                    Arc::clone(&u.guard),
+                );
                 if let Some(mirror) = mirror {
                     settings.endpoints = vec![mirror.clone()];
                     settings.ns = Some(registry.clone());
                     settings.unlisted = !self.configured.contains_key(registry);
+                    settings.guard = None;
                 }
                 (settings, Arc::clone(&self.default_tls))
             }

@@ -42,10 +42,11 @@ pub enum FetchError {
     /// (oversize manifest, wrong length, unexpected status).
     #[error("bad upstream response: {0}")]
     BadResponse(String),
-    /// The upstream guard refused the connection (a registry a client
-    /// chose resolved to a loopback, link-local or metadata address).
-    #[error("{0}")]
-    Guarded(String),
+    /// The upstream guard refused a connection for a registry a client
+    /// chose (a denied host or network, for the registry, a redirect or
+    /// its token realm). What was refused is logged, never shown.
+    #[error("refused by the upstream guard: this mirror does not connect there for registries it does not list (upstreams.deny, upstreams.denyNetworks)")]
+    Guarded,
     /// The cache could not be written or read.
     #[error("storage: {0}")]
     Storage(String),

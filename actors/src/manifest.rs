@@ -14,6 +14,15 @@ application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.docker.distribution.manifest.v2+json, */*";
 
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Docker manifest list (schema 2).
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker image manifest (schema 2).
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
 /// A manifest whose bytes hash to `digest`; served byte-exact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -28,7 +37,10 @@ pub struct Manifest {
 impl Manifest {
     /// Checks an upstream answer before anything trusts it: a by-digest
     /// request must hash to that digest, a by-tag answer must hash to the
-    /// upstream's `Docker-Content-Digest` when it sent one.
+    /// upstream's `Docker-Content-Digest` when it sent one, and either must
+    /// be an image manifest or index of a known media type
+    /// ([`media_type_of`]). It is served with its `Content-Type` when that
+    /// is a known manifest type, else with the type the bytes declare.
     pub fn verify(
         reference: &Reference,
         bytes: Bytes,
@@ -54,13 +66,15 @@ impl Manifest {
         if let Some(expected) = expected.filter(|e| *e != actual) {
             return Err(FetchError::DigestMismatch { expected, actual });
         }
+        let declared = media_type_of(&bytes)
+            .map_err(|e| FetchError::BadResponse(format!("the answer is not a manifest: {e}")))?;
         let media_type = content_type
-            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
-            .filter(|c| !c.is_empty() && c != "application/octet-stream")
-            .unwrap_or_else(|| media_type_of(&bytes));
+            .map(|c| c.split(';').next().unwrap_or(c).trim())
+            .and_then(|c| KNOWN_TYPES.iter().find(|k| k.eq_ignore_ascii_case(c)))
+            .unwrap_or(&declared);
         Ok(Self {
             digest: actual,
-            media_type,
+            media_type: media_type.to_string(),
             bytes,
         })
     }
@@ -148,24 +162,59 @@ impl Manifest {
     }
 }
 
-/// The media type a manifest declares, or the OCI type its shape implies.
-pub fn media_type_of(bytes: &[u8]) -> String {
+/// Every manifest media type served and stored.
+const KNOWN_TYPES: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// Why bytes are not a manifest this mirror serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAManifest {
+    /// Not a JSON object of the manifest fields' types.
+    #[error("not a JSON manifest document")]
+    NotJson,
+    /// `schemaVersion` is missing or not 2.
+    #[error("schemaVersion is not 2")]
+    SchemaVersion,
+    /// A `mediaType` other than the OCI and Docker schema 2 manifests and indexes.
+    #[error("its mediaType is not an image manifest or index")]
+    MediaType,
+    /// An index without `manifests`, or an image manifest without `config` and `layers`.
+    #[error("it lacks the fields of a {0}")]
+    Shape(&'static str),
+}
+
+/// The media type of an image manifest or index: the `mediaType` it
+/// declares (OCI or Docker schema 2), or for an OCI document that declares
+/// none, the one its shape implies. Anything else is not a manifest.
+pub fn media_type_of(bytes: &[u8]) -> Result<&'static str, NotAManifest> {
+    /// The fields that tell what a document is (their types checked, their contents not).
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Shape {
+    struct Kind {
+        schema_version: Option<u64>,
         media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
+        manifests: Option<Vec<serde::de::IgnoredAny>>,
+        config: Option<serde_json::Map<String, serde_json::Value>>,
+        layers: Option<Vec<serde::de::IgnoredAny>>,
     }
-    match serde_json::from_slice::<Shape>(bytes) {
-        Ok(Shape {
-            media_type: Some(m),
-            ..
-        }) => m,
-        Ok(Shape {
-            manifests: Some(_), ..
-        }) => "application/vnd.oci.image.index.v1+json".to_string(),
-        _ => "application/vnd.oci.image.manifest.v1+json".to_string(),
+    let kind: Kind = serde_json::from_slice(bytes).map_err(|_| NotAManifest::NotJson)?;
+    if kind.schema_version != Some(2) {
+        return Err(NotAManifest::SchemaVersion);
     }
+    let media_type = match kind.media_type.as_deref() {
+        Some(declared) => *KNOWN_TYPES
+            .iter()
+            .find(|k| **k == declared)
+            .ok_or(NotAManifest::MediaType)?,
+        None if kind.manifests.is_some() => OCI_INDEX,
+        None => OCI_MANIFEST,
+    };
+    let shaped = match media_type {
+        OCI_INDEX | DOCKER_LIST => kind.manifests.is_some(),
+        _ => kind.config.is_some() && kind.layers.is_some(),
+    };
+    shaped
+        .then_some(media_type)
+        .ok_or(NotAManifest::Shape(media_type))
 }
 
 #[cfg(test)]
@@ -177,18 +226,30 @@ mod tests {
         Reference::Tag(Tag::parse("latest").unwrap())
     }
 
+    /// A minimal OCI image manifest.
+    const IMAGE: &[u8] = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+
     #[test]
     fn by_digest_must_match() {
-        let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let body = Bytes::from_static(IMAGE);
         let good = Reference::Digest(Digest::of(&body));
         let m = Manifest::verify(
             &good,
             body.clone(),
-            Some("application/x; charset=utf-8"),
+            Some("application/vnd.docker.distribution.manifest.v2+json; charset=utf-8"),
             None,
         )
         .unwrap();
-        assert_eq!(m.media_type, "application/x");
+        assert_eq!(
+            m.media_type, DOCKER_MANIFEST,
+            "a known Content-Type is kept"
+        );
+        assert_eq!(m.bytes, body, "the bytes as fetched");
+        let m = Manifest::verify(&good, body.clone(), Some("text/html"), None).unwrap();
+        assert_eq!(
+            m.media_type, OCI_MANIFEST,
+            "any other gives way to the bytes' type"
+        );
         let other = Reference::Digest(Digest::of(b"other"));
         assert!(matches!(
             Manifest::verify(&other, body, None, None),
@@ -198,9 +259,9 @@ mod tests {
 
     #[test]
     fn by_tag_checks_announced_digest() {
-        let body = Bytes::from_static(br#"{"manifests":[]}"#);
+        let body = Bytes::from_static(br#"{"schemaVersion":2,"manifests":[]}"#);
         let m = Manifest::verify(&tag(), body.clone(), None, None).unwrap();
-        assert_eq!(m.media_type, "application/vnd.oci.image.index.v1+json");
+        assert_eq!(m.media_type, OCI_INDEX);
         let announced = Digest::of(b"x").to_string();
         assert!(matches!(
             Manifest::verify(&tag(), body.clone(), None, Some(&announced)),
@@ -221,8 +282,8 @@ mod tests {
     #[test]
     fn references_blobs_and_platforms() {
         let (a, b, c) = (Digest::of(b"a"), Digest::of(b"b"), Digest::of(b"c"));
-        let image = serde_json::json!({"config": {"digest": a.as_str()}, "layers": [{"digest": b.as_str()}]});
-        let index = serde_json::json!({"manifests": [
+        let image = serde_json::json!({"schemaVersion": 2, "config": {"digest": a.as_str()}, "layers": [{"digest": b.as_str()}]});
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": [
             {"digest": c.as_str(), "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]});
         let m = |v: serde_json::Value| {
             Manifest::verify(
@@ -244,14 +305,44 @@ mod tests {
 
     #[test]
     fn declared_media_type_wins() {
-        let body = br#"{"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
-        assert_eq!(
-            media_type_of(body),
-            "application/vnd.docker.distribution.manifest.v2+json"
-        );
-        assert_eq!(
-            media_type_of(b"{}"),
-            "application/vnd.oci.image.manifest.v1+json"
-        );
+        let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}"#;
+        assert_eq!(media_type_of(docker), Ok(DOCKER_MANIFEST));
+        let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
+        assert_eq!(media_type_of(list), Ok(DOCKER_LIST));
+        assert_eq!(media_type_of(IMAGE), Ok(OCI_MANIFEST));
+    }
+
+    #[test]
+    fn only_manifests_and_indexes_of_known_types_are_accepted() {
+        for (body, why) in [
+            (&b"<html>internal admin</html>"[..], NotAManifest::NotJson),
+            (br#"{"access_token":"secret","expires_in":300}"#, NotAManifest::SchemaVersion),
+            (b"{}", NotAManifest::SchemaVersion),
+            (br#"[2]"#, NotAManifest::NotJson),
+            (br#"{"schemaVersion":1,"fsLayers":[]}"#, NotAManifest::SchemaVersion),
+            (br#"{"schemaVersion":2}"#, NotAManifest::Shape(OCI_MANIFEST)),
+            (br#"{"schemaVersion":2,"layers":[]}"#, NotAManifest::Shape(OCI_MANIFEST)),
+            (br#"{"schemaVersion":2,"config":{},"layers":{}}"#, NotAManifest::NotJson),
+            (
+                br#"{"schemaVersion":2,"mediaType":"application/json","config":{},"layers":[]}"#,
+                NotAManifest::MediaType,
+            ),
+            (
+                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","config":{},"layers":[]}"#,
+                NotAManifest::Shape(OCI_INDEX),
+            ),
+        ] {
+            assert_eq!(media_type_of(body), Err(why), "{}", String::from_utf8_lossy(body));
+            let bytes = Bytes::copy_from_slice(body);
+            let by_digest = Reference::Digest(Digest::of(body));
+            assert!(matches!(
+                Manifest::verify(&by_digest, bytes.clone(), Some(OCI_MANIFEST), None),
+                Err(FetchError::BadResponse(_))
+            ));
+            assert!(matches!(
+                Manifest::verify(&tag(), bytes, None, None),
+                Err(FetchError::BadResponse(_))
+            ));
+        }
     }
 }

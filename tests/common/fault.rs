@@ -1,6 +1,9 @@
 //! A hand-written upstream for faults the real registry cannot produce:
 //! connection resets mid-blob, wrong bytes, a transfer held at a gate,
-//! no answer at all, and chosen error statuses.
+//! no answer at all, and chosen error statuses; and for a hostile registry
+//! that redirects or sends token challenges to a target of the test's
+//! choosing. It answers `/token` with a bearer token, can serve HTTPS on
+//! any loopback address, and records the `Authorization` headers it sees.
 
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -40,6 +43,12 @@ pub enum Fault {
     Stall,
     /// Sends half, waits for [`FaultUpstream::open_gate`], then resets.
     GatedReset,
+    /// Manifests only: correct bytes without `Docker-Content-Digest`.
+    NoDigestHeader,
+    /// `307` to the [`FaultUpstream::set_target`] URL followed by the request's path.
+    Redirect,
+    /// `401` with a bearer challenge whose realm is the [`FaultUpstream::set_target`] URL.
+    Challenge,
 }
 
 /// What the fault upstream serves and how.
@@ -58,6 +67,12 @@ struct State {
     manifest_gets: AtomicUsize,
     /// Opened by the test to release [`Fault::Gated`] transfers.
     gate: Semaphore,
+    /// Where [`Fault::Redirect`] and [`Fault::Challenge`] send the server.
+    target: Mutex<String>,
+    /// Every request answered, token requests included.
+    requests: AtomicUsize,
+    /// The `Authorization` header of each request that had one.
+    authorizations: Mutex<Vec<String>>,
 }
 
 /// A running fault upstream on 127.0.0.1.
@@ -68,8 +83,20 @@ pub struct FaultUpstream {
 }
 
 impl FaultUpstream {
-    /// Serves `blob` (at its digest) and `manifest` (for any reference).
+    /// Serves `blob` (at its digest) and `manifest` (for any reference)
+    /// over plain HTTP on 127.0.0.1.
     pub fn start(blob: Vec<u8>, manifest: Vec<u8>) -> FaultUpstream {
+        Self::start_on("127.0.0.1:0", None, blob, manifest)
+    }
+
+    /// Like [`FaultUpstream::start`], listening on `addr` (`127.0.0.2:0`,
+    /// `[::1]:0`), over HTTPS when `tls` is given.
+    pub fn start_on(
+        addr: &str,
+        tls: Option<ociregistry_actors::upstream::ServerTlsConfig>,
+        blob: Vec<u8>,
+        manifest: Vec<u8>,
+    ) -> FaultUpstream {
         let state = Arc::new(State {
             blob_digest: super::digest_of(&blob),
             blob: Bytes::from(blob),
@@ -78,18 +105,42 @@ impl FaultUpstream {
             blob_gets: AtomicUsize::new(0),
             manifest_gets: AtomicUsize::new(0),
             gate: Semaphore::new(0),
+            target: Mutex::new(String::new()),
+            requests: AtomicUsize::new(0),
+            authorizations: Mutex::new(Vec::new()),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault upstream");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let server = super::serve_in_thread(listener, Arc::clone(&state), |cfg| {
+        let listener = TcpListener::bind(addr).expect("bind fault upstream");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
+        let server = super::serve_in_thread_tls(listener, tls, Arc::clone(&state), |cfg| {
             cfg.default_service(web::to(answer));
         });
         FaultUpstream { state, url, server }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http(s)://ADDRESS:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `ADDRESS:PORT` (`[::1]:PORT` for IPv6), the registry name clients use.
+    pub fn host_port(&self) -> &str {
+        self.url.split_once("://").expect("scheme").1
+    }
+
+    /// The URL [`Fault::Redirect`] and [`Fault::Challenge`] point to.
+    pub fn set_target(&self, url: &str) {
+        *self.state.target.lock().unwrap() = url.to_string();
+    }
+
+    /// Every request answered so far.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The `Authorization` headers received so far.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.state.authorizations.lock().unwrap().clone()
     }
 
     /// The blob's digest.
@@ -127,6 +178,14 @@ impl Drop for FaultUpstream {
 
 async fn answer(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     let path = req.path();
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(auth) = req.headers().get("authorization") {
+        let auth = auth.to_str().unwrap_or("?").to_string();
+        state.authorizations.lock().unwrap().push(auth);
+    }
+    if path == "/token" {
+        return HttpResponse::Ok().json(serde_json::json!({"token": "fault-upstream-token"}));
+    }
     let fault = state
         .faults
         .lock()
@@ -142,8 +201,22 @@ async fn answer(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     } else {
         state.blob_gets.fetch_add(1, Ordering::SeqCst);
     }
+    let target = state.target.lock().unwrap().clone();
     match fault {
         Fault::Hang => std::future::pending().await,
+        Fault::Redirect => {
+            return HttpResponse::TemporaryRedirect()
+                .insert_header(("Location", format!("{target}{path}")))
+                .finish()
+        }
+        Fault::Challenge => {
+            return HttpResponse::Unauthorized()
+                .insert_header((
+                    "WWW-Authenticate",
+                    format!(r#"Bearer realm="{target}",service="fault""#),
+                ))
+                .finish()
+        }
         Fault::Status(code) => {
             let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap());
             if code == 429 {
@@ -159,10 +232,12 @@ async fn answer(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         } else {
             super::digest_of(&state.manifest)
         };
-        return HttpResponse::Ok()
-            .content_type("application/vnd.oci.image.manifest.v1+json")
-            .insert_header(("Docker-Content-Digest", digest))
-            .body(state.manifest.clone());
+        let mut res = HttpResponse::Ok();
+        res.content_type("application/vnd.oci.image.manifest.v1+json");
+        if fault != Fault::NoDigestHeader {
+            res.insert_header(("Docker-Content-Digest", digest));
+        }
+        return res.body(state.manifest.clone());
     }
     if !path.ends_with(&state.blob_digest) {
         return HttpResponse::NotFound().finish();

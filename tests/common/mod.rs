@@ -69,6 +69,16 @@ pub fn serve_in_thread<T: Send + Sync + 'static>(
     state: std::sync::Arc<T>,
     configure: fn(&mut actix_web::web::ServiceConfig),
 ) -> actix_web::dev::ServerHandle {
+    serve_in_thread_tls(listener, None, state, configure)
+}
+
+/// Like [`serve_in_thread`], over HTTPS when `tls` is given.
+pub fn serve_in_thread_tls<T: Send + Sync + 'static>(
+    listener: TcpListener,
+    tls: Option<ociregistry_actors::upstream::ServerTlsConfig>,
+    state: std::sync::Arc<T>,
+    configure: fn(&mut actix_web::web::ServiceConfig),
+) -> actix_web::dev::ServerHandle {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
@@ -78,10 +88,12 @@ pub fn serve_in_thread<T: Send + Sync + 'static>(
                     .configure(configure)
             })
             .workers(1)
-            .disable_signals()
-            .listen(listener)
-            .expect("listen")
-            .run();
+            .disable_signals();
+            let server = match tls {
+                Some(tls) => server.listen_rustls_0_23(listener, tls),
+                None => server.listen(listener),
+            };
+            let server = server.expect("listen").run();
             tx.send(server.handle()).expect("send handle");
             server.await
         })

@@ -125,6 +125,18 @@ impl Pki {
         super::assert_success(&out, &format!("openssl {}", args.join(" ")));
     }
 
+    /// The configuration of an HTTPS server holding the certificate for
+    /// 127.0.0.1 and localhost.
+    pub fn server_tls(&self) -> ociregistry_actors::upstream::ServerTlsConfig {
+        ociregistry_actors::upstream::ServerTlsSettings {
+            cert: self.path("server.pem"),
+            key: self.path("server-key.pem"),
+            client_ca: None,
+        }
+        .server_config()
+        .expect("server TLS configuration")
+    }
+
     /// A file of the PKI, e.g. `ca.pem`, `server-key.pem`, `client.pem`.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

@@ -32,7 +32,8 @@ struct State {
     refused: AtomicUsize,
 }
 
-/// A running token server on 127.0.0.1.
+/// A running token server on 127.0.0.1, over HTTPS with the PKI's server
+/// certificate (realms of HTTPS registries must be HTTPS).
 pub struct TokenServer {
     state: Arc<State>,
     url: String,
@@ -61,8 +62,9 @@ impl TokenServer {
             refused: AtomicUsize::new(0),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
-        let url = format!("http://{}/token", listener.local_addr().expect("addr"));
-        let server = super::serve_in_thread(listener, Arc::clone(&state), |cfg| {
+        let url = format!("https://{}/token", listener.local_addr().expect("addr"));
+        let tls = Some(pki.server_tls());
+        let server = super::serve_in_thread_tls(listener, tls, Arc::clone(&state), |cfg| {
             cfg.default_service(web::to(issue));
         });
         TokenServer { state, url, server }

@@ -9,6 +9,9 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Tokens are renewed up to this long before they expire (a tenth of a
 /// short token's lifetime).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+/// Longest a token is reused, whatever lifetime the token server names
+/// (an `expires_in` near `u64::MAX` would overflow `Instant`).
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A parsed `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +106,34 @@ pub fn token_url(realm: &str, service: Option<&str>, scope: &str) -> String {
     url
 }
 
+/// Why a token realm is not asked for a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RealmError {
+    /// Not an absolute http(s) URL.
+    #[error("the registry's token realm is not an absolute http(s) URL")]
+    NotUrl,
+    /// Plain http for a registry that is not both configured and plain http.
+    #[error("the registry's token realm is plain http, which only a configured plain-http registry may use")]
+    PlainHttp,
+}
+
+/// Whether the realm `endpoint` named may be asked for a token: https, or
+/// plain http when the registry is `trusted` (configured) and `endpoint`
+/// itself is plain http. Credentials and tokens never cross plain http
+/// for an https registry.
+pub fn check_realm(realm: &str, endpoint: &str, trusted: bool) -> Result<(), RealmError> {
+    let uri: awc::http::Uri = realm.parse().map_err(|_| RealmError::NotUrl)?;
+    if uri.host().is_none() {
+        return Err(RealmError::NotUrl);
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if trusted && endpoint.starts_with("http://") => Ok(()),
+        Some("http") => Err(RealmError::PlainHttp),
+        _ => Err(RealmError::NotUrl),
+    }
+}
+
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -156,8 +187,10 @@ impl TokenCache {
             .map(|(t, _)| t.as_str())
     }
 
-    /// Remembers `token` for `scope` for `ttl` (minus a safety margin).
+    /// Remembers `token` for `scope` for `ttl` (minus a safety margin, and
+    /// at most [`MAX_TOKEN_TTL`]).
     pub fn put(&mut self, scope: &str, token: String, ttl: Duration) {
+        let ttl = ttl.min(MAX_TOKEN_TTL);
         let now = Instant::now();
         self.tokens.retain(|_, (_, until)| *until > now);
         let until = now + ttl.saturating_sub(EXPIRY_MARGIN.min(ttl / 10));
@@ -223,6 +256,54 @@ mod tests {
             ),
             "https://r/jwt/auth?account=a b&scope=repository%3Ax+y%3Apull"
         );
+    }
+
+    #[test]
+    fn realms_must_be_https_unless_a_configured_registry_is_plain_http() {
+        let https = "https://registry.example";
+        let http = "http://registry.internal:5000";
+        assert_eq!(
+            check_realm("https://auth.example/token?x=y", https, false),
+            Ok(())
+        );
+        assert_eq!(
+            check_realm("https://[::1]:8443/token", https, false),
+            Ok(())
+        );
+        assert_eq!(
+            check_realm("http://10.0.0.5/internal/issue?x=y", https, false),
+            Err(RealmError::PlainHttp)
+        );
+        assert_eq!(
+            check_realm("http://auth.example/token", https, true),
+            Err(RealmError::PlainHttp),
+            "credentials never go plain for an https registry"
+        );
+        assert_eq!(
+            check_realm("http://auth.example/token", http, false),
+            Err(RealmError::PlainHttp),
+            "an unlisted registry never gets a plain realm"
+        );
+        assert_eq!(check_realm("http://[::1]:5001/token", http, true), Ok(()));
+        for bad in ["file:///etc/passwd", "/token", "ftp://x/t", "", "https://"] {
+            assert_eq!(
+                check_realm(bad, https, true),
+                Err(RealmError::NotUrl),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_enormous_token_lifetime_is_clamped() {
+        let t: TokenResponse =
+            serde_json::from_str(&format!(r#"{{"token":"t","expires_in":{}}}"#, u64::MAX)).unwrap();
+        let (token, ttl) = t.into_token().unwrap();
+        let mut cache = TokenCache::default();
+        cache.put("s", token, ttl);
+        assert_eq!(cache.get("s"), Some("t"));
+        cache.put("s2", "u".into(), Duration::MAX);
+        assert_eq!(cache.get("s2"), Some("u"));
     }
 
     #[test]

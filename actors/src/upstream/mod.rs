@@ -86,12 +86,8 @@ impl UpstreamRegistry {
                 .rustls_0_23(tls)
                 .timeout(timeouts.connect)
                 .handshake_timeout(timeouts.connect);
-            let client = if settings.proxy.is_direct() && !settings.guarded() {
-                builder.connector(connector).finish()
-            } else {
-                let tcp = proxy::ProxyConnector::new(settings.proxy.clone(), settings.guarded());
-                builder.connector(connector.connector(tcp)).finish()
-            };
+            let tcp = proxy::Dialer::new(settings.proxy.clone(), settings.guard.clone());
+            let client = builder.connector(connector.connector(tcp)).finish();
             let log = log.new(slog::o!("upstream" => settings.name.to_string()));
             let label = metrics::registry_label(if settings.unlisted {
                 metrics::OTHER_REGISTRY
@@ -412,7 +408,7 @@ impl Inner {
                     last =
                         FetchError::Unreachable(format!("{endpoint} answered {}", resp.status()));
                 }
-                Err(e @ FetchError::Guarded(_)) => return Err(e),
+                Err(FetchError::Guarded) => return Err(FetchError::Guarded),
                 Err(e @ (FetchError::Unreachable(_) | FetchError::Timeout(_))) => {
                     slog::warn!(self.log, "upstream unreachable"; "endpoint" => endpoint, "error" => %e);
                     dial_failures += 1;
@@ -433,7 +429,22 @@ impl Inner {
         } else {
             self.health.borrow_mut().succeeded();
         }
-        Err(last)
+        Err(self.client_error(last))
+    }
+
+    /// The error clients see. For registries clients chose, connection
+    /// details (addresses, ports, OS and TLS errors) stay in the log, so
+    /// the mirror cannot be used to probe networks.
+    fn client_error(&self, e: FetchError) -> FetchError {
+        match e {
+            FetchError::Unreachable(_) if self.settings.guard.is_some() => {
+                FetchError::Unreachable("the registry could not be reached".into())
+            }
+            FetchError::Timeout(_) if self.settings.guard.is_some() => {
+                FetchError::Timeout("the registry did not answer in time".into())
+            }
+            e => e,
+        }
     }
 
     /// Sends `method path` to one endpoint, answering one auth challenge.
@@ -459,7 +470,7 @@ impl Inner {
                 .insert_header((ACCEPT, accept));
             let req = self.authorize(req, &auth);
             let started = std::time::Instant::now();
-            let resp = req.send().await.map_err(|e| send_error(endpoint, e))?;
+            let resp = req.send().await.map_err(|e| self.send_error(endpoint, e))?;
             METRICS
                 .upstream_latency
                 .get_or_create(&self.label)
@@ -485,6 +496,7 @@ impl Inner {
                     self.tokens.borrow_mut().forget(&scope);
                     let (token, ttl) = self
                         .token(
+                            endpoint,
                             &realm,
                             service.as_deref(),
                             asked.as_deref().unwrap_or(&scope),
@@ -497,6 +509,27 @@ impl Inner {
             };
         }
         unreachable!("the loop returns on its second pass")
+    }
+
+    /// Classifies an awc send error (the URL is named, never credentials),
+    /// with a hint for the TLS failures operators can fix in the config. A
+    /// guard refusal is logged here with its details, which clients never
+    /// see.
+    fn send_error(&self, target: &str, e: awc::error::SendRequestError) -> FetchError {
+        use awc::error::{ConnectError, SendRequestError};
+        match e {
+            SendRequestError::Timeout => {
+                FetchError::Timeout(format!("{target}: no response headers in time"))
+            }
+            SendRequestError::Connect(ConnectError::Io(e)) if guard::refusal_in(&e).is_some() => {
+                slog::warn!(self.log, "refused by the upstream guard"; "target" => target, "reason" => %e);
+                FetchError::Guarded
+            }
+            e => match tls_hint(&e.to_string()) {
+                Some(hint) => FetchError::Unreachable(format!("{target}: {e} ({hint})")),
+                None => FetchError::Unreachable(format!("{target}: {e}")),
+            },
+        }
     }
 
     /// Records this registry's state in `ociregistry_upstream_up` (not for
@@ -524,13 +557,21 @@ impl Inner {
         }
     }
 
-    /// Gets a bearer token from a realm, with the configured credentials when there are some.
+    /// Gets a bearer token from the realm `endpoint` named, with the
+    /// configured credentials when there are some. The realm must be https
+    /// unless the registry is trusted and itself plain http.
     async fn token(
         &self,
+        endpoint: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
     ) -> Result<(String, std::time::Duration), FetchError> {
+        let trusted = self.settings.guard.is_none();
+        auth::check_realm(realm, endpoint, trusted).map_err(|e| {
+            slog::warn!(self.log, "token realm refused"; "realm" => realm, "error" => %e);
+            FetchError::BadResponse(e.to_string())
+        })?;
         METRICS.token_refreshes.get_or_create(&self.label).inc();
         let url = auth::token_url(realm, service, scope);
         let req = self.client.get(&url);
@@ -538,7 +579,7 @@ impl Inner {
             .with_credentials(req)
             .send()
             .await
-            .map_err(|e| send_error(realm, e))?;
+            .map_err(|e| self.send_error(realm, e))?;
         check_status(&resp)?;
         let body = resp
             .body()
@@ -586,25 +627,6 @@ fn content_length(resp: &awc::ClientResponse) -> Option<u64> {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-}
-
-/// Classifies an awc send error (the URL is named, never credentials),
-/// with a hint for the TLS failures operators can fix in the config.
-fn send_error(target: &str, e: awc::error::SendRequestError) -> FetchError {
-    match e {
-        awc::error::SendRequestError::Timeout => {
-            FetchError::Timeout(format!("{target}: no response headers in time"))
-        }
-        awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(e))
-            if guard::is_refusal(&e) =>
-        {
-            FetchError::Guarded(format!("{target}: {e}"))
-        }
-        e => match tls_hint(&e.to_string()) {
-            Some(hint) => FetchError::Unreachable(format!("{target}: {e} ({hint})")),
-            None => FetchError::Unreachable(format!("{target}: {e}")),
-        },
-    }
 }
 
 /// What to change in the configuration for a TLS error, if it is one.

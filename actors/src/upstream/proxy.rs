@@ -1,6 +1,9 @@
-//! Egress through an HTTP proxy: a TCP connector for awc that opens a
-//! `CONNECT host:port` tunnel when the proxy rules say so, and connects
-//! directly otherwise. TLS (for https endpoints) runs inside the tunnel.
+//! The TCP connector of every upstream client: a `CONNECT host:port`
+//! tunnel through an HTTP proxy when the proxy rules say so, a direct
+//! connection otherwise, both under the upstream guard for registries
+//! clients chose. TLS (for https endpoints) runs inside the connection.
+
+use std::sync::Arc;
 
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
@@ -8,6 +11,8 @@ use awc::http::Uri;
 use futures::future::LocalBoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::guard::{refusal_in, HostRules};
 
 /// Largest proxy answer to a CONNECT read before giving up.
 const MAX_CONNECT_RESPONSE: usize = 8 * 1024;
@@ -69,11 +74,7 @@ impl ProxyRules {
             .trim_end_matches(']')
             .to_ascii_lowercase();
         let bypass = self.no_proxy.iter().any(|rule| {
-            let rule = rule
-                .split(':')
-                .next()
-                .unwrap_or(rule)
-                .trim_start_matches("*.");
+            let rule = without_port(rule).trim_start_matches("*.");
             let rule = rule.trim_start_matches('.');
             rule == "*" || host == rule || host.ends_with(&format!(".{rule}"))
         });
@@ -84,6 +85,18 @@ impl ProxyRules {
             "https" => self.https.as_deref(),
             _ => self.http.as_deref(),
         }
+    }
+}
+
+/// The host of a `NO_PROXY` entry: `host[:port]`, `[v6][:port]` or a bare
+/// IPv6 address (`::1`).
+fn without_port(rule: &str) -> &str {
+    if let Some(bracketed) = rule.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
+    match rule.split_once(':') {
+        Some((host, port)) if !port.contains(':') => host,
+        _ => rule,
     }
 }
 
@@ -111,26 +124,27 @@ fn proxy_address(url: &str) -> Option<String> {
     )
 }
 
-/// awc's TCP connector, proxy-aware, and guarded for registries that
-/// clients chose (direct connections only: through a proxy, the proxy
-/// resolves and dials).
+/// awc's TCP connector for every upstream connection: through a proxy
+/// when the proxy rules say so, directly otherwise, and guarded for
+/// registries clients chose. Redirect hops and token realms are dialled
+/// here like the registry itself, so the guard covers them by
+/// construction. IPv6 literals (`[::1]` in a URL) are dialled unbracketed.
 #[derive(Debug, Clone)]
-pub struct ProxyConnector {
+pub struct Dialer {
     /// The rules applied to each connection.
     rules: ProxyRules,
-    /// Never dial a forbidden address directly
-    /// ([`super::guard::forbidden_ip`]).
-    guarded: bool,
+    /// The upstream guard, for registries clients chose.
+    guard: Option<Arc<HostRules>>,
 }
 
-impl ProxyConnector {
-    /// A connector applying `rules`, and the upstream guard when `guarded`.
-    pub fn new(rules: ProxyRules, guarded: bool) -> Self {
-        Self { rules, guarded }
+impl Dialer {
+    /// A connector applying `rules`, and `guard` when there is one.
+    pub fn new(rules: ProxyRules, guard: Option<Arc<HostRules>>) -> Self {
+        Self { rules, guard }
     }
 }
 
-impl Service<ConnectInfo<Uri>> for ProxyConnector {
+impl Service<ConnectInfo<Uri>> for Dialer {
     type Response = Connection<Uri, TcpStream>;
     type Error = ConnectError;
     type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
@@ -139,49 +153,64 @@ impl Service<ConnectInfo<Uri>> for ProxyConnector {
 
     fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
         let uri = req.request().clone();
-        let (host, port) = (req.hostname().to_string(), req.port());
+        let hostname = req.hostname();
+        let host = hostname
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(hostname)
+            .to_ascii_lowercase();
+        let port = req.port();
         let proxy = self
             .rules
             .proxy_for(uri.scheme_str().unwrap_or("http"), &host)
             .map(str::to_string);
-        let guarded = self.guarded;
+        let guard = self.guard.clone();
         Box::pin(async move {
-            let stream = match proxy {
-                None if guarded => connect_guarded(&host, port)
-                    .await
-                    .map_err(ConnectError::Io)?,
-                None => TcpStream::connect((host.as_str(), port))
-                    .await
-                    .map_err(ConnectError::Io)?,
-                Some(proxy) => tunnel(&proxy, &host, port)
-                    .await
-                    .map_err(ConnectError::Io)?,
-            };
-            Ok(Connection::new(uri, stream))
+            let stream = dial(&host, port, proxy.as_deref(), guard.as_deref()).await;
+            if stream.as_ref().is_err_and(|e| refusal_in(e).is_some()) {
+                crate::metrics::METRICS.guard_refusals.inc();
+            }
+            Ok(Connection::new(uri, stream.map_err(ConnectError::Io)?))
         })
     }
 }
 
-/// Resolves `host` and connects to the first address the upstream guard
-/// allows: a forbidden address is never dialled, and the address checked
-/// is the one connected (a second DNS answer cannot differ).
-async fn connect_guarded(host: &str, port: u16) -> std::io::Result<TcpStream> {
+/// Connects to `host:port`, through `proxy` if given. With a `guard`, the
+/// target is checked before anything is resolved or sent to the proxy
+/// (so literal addresses are refused behind a proxy too), and a direct
+/// connection dials only addresses the guard passed.
+async fn dial(
+    host: &str,
+    port: u16,
+    proxy: Option<&str>,
+    guard: Option<&HostRules>,
+) -> std::io::Result<TcpStream> {
+    if let Some(guard) = guard {
+        guard.check_target(host, port)?;
+    }
+    match (proxy, guard) {
+        (Some(proxy), _) => tunnel(proxy, host, port).await,
+        (None, Some(guard)) => connect_guarded(host, port, guard).await,
+        (None, None) => TcpStream::connect((host, port)).await,
+    }
+}
+
+/// Resolves `host` and connects to the first address the guard allows: a
+/// denied address is never dialled, and the address checked is the one
+/// connected (a second DNS answer cannot differ).
+async fn connect_guarded(host: &str, port: u16, guard: &HostRules) -> std::io::Result<TcpStream> {
     let mut last = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
-        if super::guard::forbidden_ip(addr.ip()) {
-            last = Some(super::guard::refusal(addr.ip()));
-            continue;
-        }
-        match TcpStream::connect(addr).await {
+        let connected = match guard.check_address(addr.ip()) {
+            Ok(()) => TcpStream::connect(addr).await,
+            Err(refusal) => Err(refusal.into()),
+        };
+        match connected {
             Ok(stream) => return Ok(stream),
             Err(e) => last = Some(e),
         }
     }
-    let error = last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address")));
-    if super::guard::is_refusal(&error) {
-        crate::metrics::METRICS.guard_refusals.inc();
-    }
-    Err(error)
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address"))))
 }
 
 /// Opens a `CONNECT` tunnel to `host:port` through `proxy`.
@@ -248,6 +277,19 @@ mod tests {
         assert_eq!(rules.proxy_for("https", "a.corp"), None);
         assert_eq!(rules.proxy_for("https", "10.0.0.1"), None);
         assert_eq!(rules.proxy_for("https", "notinternal.example"), Some("p:2"));
+        let v6 = ProxyRules {
+            no_proxy: vec![
+                "::1".into(),
+                "[fd00::5]:5000".into(),
+                "r.example:443".into(),
+            ],
+            ..rules.clone()
+        };
+        assert_eq!(v6.proxy_for("http", "[::1]"), None);
+        assert_eq!(v6.proxy_for("http", "::1"), None);
+        assert_eq!(v6.proxy_for("http", "fd00::5"), None);
+        assert_eq!(v6.proxy_for("https", "r.example"), None);
+        assert_eq!(v6.proxy_for("http", "::2"), Some("p:1"));
         let all = ProxyRules {
             no_proxy: vec!["*".into()],
             ..rules

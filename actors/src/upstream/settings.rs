@@ -10,6 +10,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use super::guard::HostRules;
 use super::proxy::ProxyRules;
 use crate::names::RegistryName;
 
@@ -37,12 +38,21 @@ pub struct UpstreamSettings {
     /// A registry a client chose rather than the configuration: its
     /// metrics count as `other`.
     pub unlisted: bool,
+    /// The upstream guard every connection passes: set for unlisted
+    /// registries reached directly, not for configured ones nor through a
+    /// configured mirror (`ns` set).
+    pub guard: Option<Arc<HostRules>>,
 }
 
 impl UpstreamSettings {
     /// Settings for a registry the config does not list: anonymous HTTPS,
-    /// verified against the OS trust store.
-    pub fn unlisted(name: RegistryName, timeouts: Timeouts, proxy: ProxyRules) -> Self {
+    /// verified against the OS trust store, under `guard`.
+    pub fn unlisted(
+        name: RegistryName,
+        timeouts: Timeouts,
+        proxy: ProxyRules,
+        guard: Arc<HostRules>,
+    ) -> Self {
         Self {
             endpoints: vec![default_endpoint(&name, "https")],
             name,
@@ -52,13 +62,8 @@ impl UpstreamSettings {
             proxy,
             ns: None,
             unlisted: true,
+            guard: Some(guard),
         }
-    }
-
-    /// Whether connections pass the upstream guard: for unlisted registries
-    /// reached directly, not through a configured mirror (`ns` set).
-    pub fn guarded(&self) -> bool {
-        self.unlisted && self.ns.is_none()
     }
 }
 
