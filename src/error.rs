@@ -54,6 +54,9 @@ pub enum ApiError {
     /// The upstream guard refuses the registry the request names.
     #[error("registry {0} is not allowed on this mirror (upstreams.allow / upstreams.deny)")]
     RegistryNotAllowed(String),
+    /// The manifest's media type is none the request's `Accept` lists.
+    #[error("the manifest is {0}, which the request's Accept does not list")]
+    NotAcceptable(String),
     /// An internal actor is gone (the server is stopping).
     #[error("server shutting down")]
     Unavailable,
@@ -69,6 +72,7 @@ impl ApiError {
             Self::Name(NameError::Digest(_)) => ("DIGEST_INVALID", StatusCode::BAD_REQUEST),
             Self::NoRegistry(_) | Self::UnknownEndpoint => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
             Self::NotCached(c) => (unknown(*c), StatusCode::NOT_FOUND),
+            Self::NotAcceptable(_) => (unknown(Content::Manifest), StatusCode::NOT_FOUND),
             Self::Upstream { source, content } => match source {
                 FetchError::NotFound => (unknown(*content), StatusCode::NOT_FOUND),
                 FetchError::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),

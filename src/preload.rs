@@ -11,7 +11,7 @@ use actix::Addr;
 use futures::stream::{self, StreamExt};
 use ociregistry_actors::coordinator::{FetchBlob, FetchManifest, PullCoordinator};
 use ociregistry_actors::error::FetchError;
-use ociregistry_actors::manifest::{Manifest, DEFAULT_ACCEPT};
+use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName};
 use ociregistry_actors::storage::{LookupBlob, LookupManifest, Storage};
 
@@ -230,7 +230,6 @@ impl Loader {
             registry: image.registry.clone(),
             repo: image.repo.clone(),
             reference,
-            accept: DEFAULT_ACCEPT.to_string(),
             cached: None,
         };
         Ok(self.coordinator.send(fetch).await??.value)

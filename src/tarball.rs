@@ -362,7 +362,7 @@ impl Archive<'_> {
             return Err(ImportError::TooDeep);
         }
         let bytes = self.read(&blob_name(digest)).await?;
-        let manifest = Manifest::verify(&Reference::Digest(digest.clone()), bytes, None, None)?;
+        let manifest = Manifest::verify(&Reference::Digest(digest.clone()), bytes, None)?;
         for child in manifest.children() {
             Box::pin(self.import_tree(name, &child.digest, depth + 1)).await?;
         }
@@ -403,7 +403,7 @@ impl Archive<'_> {
             "layers": layers,
         });
         let bytes = Bytes::from(manifest.to_string());
-        let manifest = Manifest::verify(&Reference::Digest(Digest::of(&bytes)), bytes, None, None)?;
+        let manifest = Manifest::verify(&Reference::Digest(Digest::of(&bytes)), bytes, None)?;
         self.put_manifest(name, manifest, true).await
     }
 

@@ -384,3 +384,64 @@ async fn a_node_cache_fills_from_a_cluster_cache_through_upstream_mirror() {
         1
     );
 }
+
+#[actix_web::test]
+async fn one_clients_accept_never_changes_what_another_client_gets() {
+    let upstream = Upstream::start();
+    let list = TestIndex::docker_multiarch(77);
+    push_index(&client(), &upstream.url(), "library/multi", "1", &list).await;
+    let server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
+    let url = format!("{}/v2/library/multi/manifests/1?ns=docker.io", server.url());
+    let get = |accept: &'static str| {
+        let request = client().get(url.as_str());
+        async move {
+            let mut res = match accept {
+                "" => request.send().await.unwrap(),
+                a => request.insert_header(("Accept", a)).send().await.unwrap(),
+            };
+            let kind = res
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            (res.status(), kind, res.body().await.unwrap())
+        }
+    };
+    // The first client accepts image manifests only: the tag is a list,
+    // so it gets 404, never another document.
+    let (status, _, _) = get("application/vnd.docker.distribution.manifest.v2+json").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Every other client still gets the list, byte-exact.
+    for accept in [
+        "",
+        "application/vnd.docker.distribution.manifest.list.v2+json, */*",
+    ] {
+        let (status, kind, body) = get(accept).await;
+        assert_eq!(status, StatusCode::OK, "Accept {accept:?}");
+        assert_eq!(kind.as_deref(), Some(list.media_type.as_str()));
+        assert_eq!(digest_of(&body), list.digest);
+    }
+    // An excluded type (q=0) is not accepted either.
+    let (status, _, _) =
+        get("application/vnd.docker.distribution.manifest.list.v2+json;q=0, application/vnd.oci.image.manifest.v1+json").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn a_manifest_is_typed_by_its_own_media_type_not_the_upstreams_header() {
+    // The fault upstream labels every manifest as an OCI image manifest;
+    // this one declares the Docker schema 2 type.
+    let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+    let upstream = common::FaultUpstream::start(b"blob".to_vec(), docker.to_vec());
+    let server = Server::start(&docker_io_config(upstream.url(), ""), &[]);
+    let url = format!("{}/v2/library/app/manifests/1?ns=docker.io", server.url());
+    for round in ["fetched", "cached"] {
+        let mut res = client().get(&url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{round}");
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "{round}"
+        );
+        assert_eq!(res.body().await.unwrap(), &docker[..]);
+    }
+}

@@ -162,8 +162,6 @@ pub struct FetchManifest {
     pub repo: RepoName,
     /// Tag or digest.
     pub reference: Reference,
-    /// `Accept` to send upstream.
-    pub accept: String,
     /// For a cached tag being revalidated: what the cache holds. The
     /// upstream is then asked with a HEAD first, and the manifest is fetched
     /// only if the tag moved.
@@ -192,7 +190,8 @@ impl Handler<FetchManifest> for PullCoordinator {
             return Box::pin(async { Err(e) });
         }
         let upstream = self.upstreams.get(&msg.registry);
-        let flight = fetch_manifest(self.storage.clone(), upstream, msg)
+        let log = self.log.clone();
+        let flight = fetch_manifest(self.storage.clone(), upstream, msg, log)
             .boxed_local()
             .shared();
         self.manifests
@@ -214,19 +213,18 @@ async fn fetch_manifest(
     storage: Addr<Storage>,
     upstream: Addr<UpstreamRegistry>,
     msg: FetchManifest,
+    log: slog::Logger,
 ) -> Result<Arc<Manifest>, FetchError> {
     let FetchManifest {
         registry,
         repo,
         reference,
-        accept,
         cached,
     } = msg;
     if let (Some(cached), Reference::Tag(tag)) = (cached, &reference) {
         let head = HeadManifest {
             repo: repo.clone(),
             reference: reference.clone(),
-            accept: accept.clone(),
         };
         if upstream.send(head).await?? == Some(cached.digest.clone()) {
             let confirmed = TagConfirmed {
@@ -243,15 +241,22 @@ async fn fetch_manifest(
         .send(GetManifest {
             repo: repo.clone(),
             reference: reference.clone(),
-            accept,
         })
         .await??;
     let manifest = Arc::new(Manifest::verify(
         &reference,
         resp.bytes,
-        resp.content_type.as_deref(),
         resp.digest.as_deref(),
     )?);
+    let header = resp
+        .content_type
+        .as_deref()
+        .map(|c| c.split(';').next().unwrap_or(c).trim());
+    if let Some(header) = header.filter(|h| !h.eq_ignore_ascii_case(&manifest.media_type)) {
+        slog::warn!(log, "ignoring an upstream Content-Type that disagrees with the manifest";
+            "registry" => %registry, "digest" => %manifest.digest,
+            "content_type" => header, "media_type" => &manifest.media_type);
+    }
     let tag = match reference {
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,

@@ -8,11 +8,13 @@ use crate::names::{Digest, Reference};
 /// Largest manifest accepted (containerd rejects larger ones too).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// Media types asked of an upstream when the client sent no `Accept`.
-pub const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+/// The `Accept` of every manifest request upstream: every type this mirror
+/// serves, whatever the client asked (what is cached answers every client;
+/// each client is then answered by its own `Accept`).
+pub const UPSTREAM_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.docker.distribution.manifest.v2+json, */*";
+application/vnd.docker.distribution.manifest.v2+json";
 
 /// OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -39,12 +41,13 @@ impl Manifest {
     /// request must hash to that digest, a by-tag answer must hash to the
     /// upstream's `Docker-Content-Digest` when it sent one, and either must
     /// be an image manifest or index of a known media type
-    /// ([`media_type_of`]). It is served with its `Content-Type` when that
-    /// is a known manifest type, else with the type the bytes declare.
+    /// ([`media_type_of`]). Its media type is the one the bytes declare
+    /// (or their shape implies), never an upstream's `Content-Type`: one
+    /// registry cannot change how content another registry also serves is
+    /// typed.
     pub fn verify(
         reference: &Reference,
         bytes: Bytes,
-        content_type: Option<&str>,
         announced: Option<&str>,
     ) -> Result<Self, FetchError> {
         if bytes.len() > MAX_MANIFEST_BYTES {
@@ -66,12 +69,8 @@ impl Manifest {
         if let Some(expected) = expected.filter(|e| *e != actual) {
             return Err(FetchError::DigestMismatch { expected, actual });
         }
-        let declared = media_type_of(&bytes)
+        let media_type = media_type_of(&bytes)
             .map_err(|e| FetchError::BadResponse(format!("the answer is not a manifest: {e}")))?;
-        let media_type = content_type
-            .map(|c| c.split(';').next().unwrap_or(c).trim())
-            .and_then(|c| KNOWN_TYPES.iter().find(|k| k.eq_ignore_ascii_case(c)))
-            .unwrap_or(&declared);
         Ok(Self {
             digest: actual,
             media_type: media_type.to_string(),
@@ -233,26 +232,12 @@ mod tests {
     fn by_digest_must_match() {
         let body = Bytes::from_static(IMAGE);
         let good = Reference::Digest(Digest::of(&body));
-        let m = Manifest::verify(
-            &good,
-            body.clone(),
-            Some("application/vnd.docker.distribution.manifest.v2+json; charset=utf-8"),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            m.media_type, DOCKER_MANIFEST,
-            "a known Content-Type is kept"
-        );
+        let m = Manifest::verify(&good, body.clone(), None).unwrap();
+        assert_eq!(m.media_type, OCI_MANIFEST, "the type the bytes imply");
         assert_eq!(m.bytes, body, "the bytes as fetched");
-        let m = Manifest::verify(&good, body.clone(), Some("text/html"), None).unwrap();
-        assert_eq!(
-            m.media_type, OCI_MANIFEST,
-            "any other gives way to the bytes' type"
-        );
         let other = Reference::Digest(Digest::of(b"other"));
         assert!(matches!(
-            Manifest::verify(&other, body, None, None),
+            Manifest::verify(&other, body, None),
             Err(FetchError::DigestMismatch { .. })
         ));
     }
@@ -260,21 +245,21 @@ mod tests {
     #[test]
     fn by_tag_checks_announced_digest() {
         let body = Bytes::from_static(br#"{"schemaVersion":2,"manifests":[]}"#);
-        let m = Manifest::verify(&tag(), body.clone(), None, None).unwrap();
+        let m = Manifest::verify(&tag(), body.clone(), None).unwrap();
         assert_eq!(m.media_type, OCI_INDEX);
         let announced = Digest::of(b"x").to_string();
         assert!(matches!(
-            Manifest::verify(&tag(), body.clone(), None, Some(&announced)),
+            Manifest::verify(&tag(), body.clone(), Some(&announced)),
             Err(FetchError::DigestMismatch { .. })
         ));
-        assert!(Manifest::verify(&tag(), body, None, Some("garbage")).is_err());
+        assert!(Manifest::verify(&tag(), body, Some("garbage")).is_err());
     }
 
     #[test]
     fn oversize_is_refused() {
         let body = Bytes::from(vec![b' '; MAX_MANIFEST_BYTES + 1]);
         assert!(matches!(
-            Manifest::verify(&tag(), body, None, None),
+            Manifest::verify(&tag(), body, None),
             Err(FetchError::BadResponse(_))
         ));
     }
@@ -289,7 +274,6 @@ mod tests {
             Manifest::verify(
                 &Reference::Tag(Tag::parse("t").unwrap()),
                 Bytes::from(v.to_string()),
-                None,
                 None,
             )
             .unwrap()
@@ -336,11 +320,11 @@ mod tests {
             let bytes = Bytes::copy_from_slice(body);
             let by_digest = Reference::Digest(Digest::of(body));
             assert!(matches!(
-                Manifest::verify(&by_digest, bytes.clone(), Some(OCI_MANIFEST), None),
+                Manifest::verify(&by_digest, bytes.clone(), None),
                 Err(FetchError::BadResponse(_))
             ));
             assert!(matches!(
-                Manifest::verify(&tag(), bytes, None, None),
+                Manifest::verify(&tag(), bytes, None),
                 Err(FetchError::BadResponse(_))
             ));
         }

@@ -8,7 +8,6 @@ use ociregistry_actors::coordinator::{
     FetchLimits, FetchManifest, PullCoordinator, Unlisted, UpstreamsHealth, MAX_UNLISTED_ACTORS,
 };
 use ociregistry_actors::error::FetchError;
-use ociregistry_actors::manifest::DEFAULT_ACCEPT;
 use ociregistry_actors::names::{Reference, RegistryName, RepoName, Tag};
 use ociregistry_actors::storage::{Retention, Storage};
 use ociregistry_actors::upstream::{ProxyRules, Timeouts};
@@ -48,7 +47,6 @@ async fn upstream_actors_for_unlisted_registries_are_bounded() {
             registry: RegistryName::parse(&format!("127.0.0.1:{port}")).unwrap(),
             repo: RepoName::parse("app").unwrap(),
             reference: Reference::Tag(Tag::parse("1").unwrap()),
-            accept: DEFAULT_ACCEPT.into(),
             cached: None,
         };
         let answer = coordinator.send(fetch).await.unwrap();

@@ -91,8 +91,7 @@ async fn one_manifest_stored_under_two_tags_at_once_keeps_both() {
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{}},"layers":[],"annotations":{{"round":"{round}"}}}}"#
         ));
         let digest = Digest::of(&bytes);
-        let manifest =
-            Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None, None).unwrap());
+        let manifest = Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None).unwrap());
         let tags = [format!("a{round}"), format!("b{round}")].map(|t| Tag::parse(&t).unwrap());
         let puts = tags.clone().map(|tag| {
             storage.send(CommitManifest {
@@ -138,7 +137,7 @@ async fn indexes_nested_beyond_the_bound_are_refused_and_not_stored() {
     let parse = |json: String| {
         let bytes = Bytes::from(json);
         let digest = Digest::of(&bytes);
-        Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None, None).unwrap())
+        Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None).unwrap())
     };
     let mut below = parse(r#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_string());
     for depth in 1..=MAX_INDEX_DEPTH + 1 {

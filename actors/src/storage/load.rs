@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::index::{unix, Index, Origin, TagEntry, TagKey};
 use super::journal::{Journal, Record};
 use super::layout::{write_atomically, Layout, PARTIAL_SUFFIX};
-use crate::manifest::Manifest;
+use crate::manifest::{media_type_of, Manifest};
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
 /// Reads the cache at `layout` into memory. With `clean`, deletes what a
@@ -39,11 +39,11 @@ fn replay(index: &mut Index, layout: &Layout, record: Record, log: &slog::Logger
     match &record {
         Record::Manifest {
             digest,
-            media_type,
             registry,
             repo,
             stored,
-        } => match load_manifest(layout, digest, media_type.clone()) {
+            ..
+        } => match load_manifest(layout, digest) {
             Ok(m) => {
                 let origin = Origin {
                     registry: registry.clone(),
@@ -100,16 +100,19 @@ fn tag_key(registry: &str, repo: &str, tag: &str) -> Option<TagKey> {
     })
 }
 
-/// Reads a manifest file and checks that it still hashes to its name.
-fn load_manifest(layout: &Layout, digest: &str, media_type: String) -> Result<Manifest, String> {
+/// Reads a manifest file and checks that it still hashes to its name. Its
+/// media type comes from its bytes, not from the journal (which earlier
+/// versions filled from an upstream's `Content-Type`).
+fn load_manifest(layout: &Layout, digest: &str) -> Result<Manifest, String> {
     let digest = Digest::parse(digest).map_err(|e| e.to_string())?;
     let bytes = Bytes::from(std::fs::read(layout.manifest(&digest)).map_err(|e| e.to_string())?);
     if Digest::of(&bytes) != digest {
         return Err("content does not match its digest".into());
     }
+    let media_type = media_type_of(&bytes).map_err(|e| e.to_string())?;
     Ok(Manifest {
         digest,
-        media_type,
+        media_type: media_type.to_string(),
         bytes,
     })
 }

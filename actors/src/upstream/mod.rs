@@ -29,7 +29,7 @@ pub use self::settings::{
     TlsSettings, UpstreamSettings,
 };
 use crate::error::FetchError;
-use crate::manifest::MAX_MANIFEST_BYTES;
+use crate::manifest::{MAX_MANIFEST_BYTES, UPSTREAM_ACCEPT};
 use crate::metrics::{self, METRICS};
 use crate::names::{Digest, Reference, RepoName};
 /// The server-side TLS configuration [`ServerTlsSettings::server_config`] builds.
@@ -125,8 +125,6 @@ pub struct GetManifest {
     pub repo: RepoName,
     /// Tag or digest.
     pub reference: Reference,
-    /// The `Accept` header to send (the client's, or a full default list).
-    pub accept: String,
 }
 
 /// An upstream's manifest answer.
@@ -147,7 +145,7 @@ impl Handler<GetManifest> for UpstreamRegistry {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {
             let path = inner.manifest_path(&msg.repo, &msg.reference);
-            let mut resp = inner.get(&path, &msg.accept, &msg.repo).await?;
+            let mut resp = inner.get(&path, UPSTREAM_ACCEPT, &msg.repo).await?;
             check_status(&resp)?;
             if content_length(&resp).is_some_and(|l| l > MAX_MANIFEST_BYTES as u64) {
                 return Err(FetchError::BadResponse(format!(
@@ -219,8 +217,6 @@ pub struct HeadManifest {
     pub repo: RepoName,
     /// Tag or digest.
     pub reference: Reference,
-    /// The `Accept` header to send.
-    pub accept: String,
 }
 
 impl Handler<HeadManifest> for UpstreamRegistry {
@@ -231,7 +227,7 @@ impl Handler<HeadManifest> for UpstreamRegistry {
         Box::pin(async move {
             let path = inner.manifest_path(&msg.repo, &msg.reference);
             let resp = inner
-                .request(Method::HEAD, &path, &msg.accept, &msg.repo)
+                .request(Method::HEAD, &path, UPSTREAM_ACCEPT, &msg.repo)
                 .await?;
             check_status(&resp)?;
             Ok(resp
