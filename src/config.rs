@@ -612,6 +612,12 @@ impl Config {
 
     /// Upstream time limits.
     pub fn timeouts(&self) -> Result<Timeouts, ConfigError> {
+        if self.pull_timeout == 0 {
+            return Err(ConfigError::Invalid {
+                key: "pullTimeout",
+                reason: "must be at least 1 (milliseconds)".into(),
+            });
+        }
         Ok(Timeouts {
             connect: CONNECT_TIMEOUT,
             response: self.pull_timeout(),
@@ -896,6 +902,29 @@ mod tests {
             assert!(err.starts_with("upstreams.denyNetworks: "), "{err}");
             assert!(err.contains(says), "{err}");
         }
+    }
+
+    #[test]
+    fn nonsensical_limits_stop_start_up() {
+        for bad in [
+            "pullTimeout: 0",
+            "maxConnections: 0",
+            "headerTimeout: 0s",
+            "maxFetches: 0",
+            "maxFetchesPerRegistry: 0",
+            "maxBlobSize: lots",
+        ] {
+            let c = parsed(bad);
+            let checks = [
+                c.timeouts().err(),
+                c.client_limits().err(),
+                c.fetch_limits().err(),
+            ];
+            assert!(checks.iter().any(Option::is_some), "{bad}");
+        }
+        let defaults = parsed("{}");
+        assert!(defaults.timeouts().is_ok() && defaults.client_limits().is_ok());
+        assert!(defaults.fetch_limits().is_ok());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn resolve(
         RepoName::parse(name)?;
         return Err(ApiError::NoRegistry(name.to_string()));
     };
-    let repo = RepoName::parse(repo)?.for_registry(&registry);
+    let repo = RepoName::parse(repo)?.for_registry(&registry)?;
     Ok(Target { registry, repo })
 }
 

@@ -43,8 +43,8 @@ impl ImageRef {
         };
         let registry = RegistryName::parse(registry).map_err(|e| bad(e.to_string()))?;
         let repo = RepoName::parse(repo)
-            .map_err(|e| bad(e.to_string()))?
-            .for_registry(&registry);
+            .and_then(|r| r.for_registry(&registry))
+            .map_err(|e| bad(e.to_string()))?;
         let reference = Reference::parse(&reference).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
             registry,

@@ -234,6 +234,7 @@ fn registry_server(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(nosniff())
             .wrap(from_fn(crate::access_log::log_request))
             .default_service(web::to(handlers::dispatch))
     })
@@ -354,15 +355,18 @@ fn side_server(
     routes: fn(&mut web::ServiceConfig),
 ) -> Result<actix_web::dev::Server, StartError> {
     let state = state.clone();
-    Ok(
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
-            .workers(1)
-            .shutdown_timeout(drain_secs(drain))
-            .disable_signals()
-            .bind((host, port))
-            .map_err(|e| listen_error(host, port, e))?
-            .run(),
-    )
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(nosniff())
+            .configure(routes)
+    })
+    .workers(1)
+    .shutdown_timeout(drain_secs(drain))
+    .disable_signals()
+    .bind((host, port))
+    .map_err(|e| listen_error(host, port, e))?
+    .run())
 }
 
 /// Takes the cache's lock file: one server per cache directory; also tells
@@ -411,6 +415,12 @@ async fn scheduled_prune(
     }
 }
 
+/// `X-Content-Type-Options: nosniff` on every response of every port:
+/// browsers never guess a type for cached content.
+fn nosniff() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"))
+}
+
 /// The admin API's server, on its own address.
 fn admin_server(
     config: &Config,
@@ -434,6 +444,7 @@ fn admin_server(
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(admin.clone())
+            .wrap(nosniff())
             .wrap(from_fn(admin::require_token))
             .configure(admin::routes)
     })

@@ -442,6 +442,19 @@ async fn a_manifest_is_typed_by_its_own_media_type_not_the_upstreams_header() {
             "application/vnd.docker.distribution.manifest.v2+json",
             "{round}"
         );
+        assert_eq!(
+            res.headers().get("x-content-type-options").unwrap(),
+            "nosniff"
+        );
         assert_eq!(res.body().await.unwrap(), &docker[..]);
     }
+    let missing = client()
+        .get(format!("{}/v2/", server.url()) + "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.headers().get("x-content-type-options").unwrap(),
+        "nosniff"
+    );
 }

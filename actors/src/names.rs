@@ -149,12 +149,15 @@ impl RepoName {
         Ok(Self(s.to_string()))
     }
 
-    /// Applies Docker Hub's rule that one-segment names live under `library/`.
-    pub fn for_registry(self, registry: &RegistryName) -> Self {
+    /// Applies Docker Hub's rule that one-segment names live under
+    /// `library/`. The result must be a valid name too (so that everything
+    /// stored parses back after a restart): a one-segment Docker Hub name
+    /// longer than 247 characters is refused.
+    pub fn for_registry(self, registry: &RegistryName) -> Result<Self, NameError> {
         if registry.is_docker_hub() && !self.0.contains('/') {
-            Self(format!("library/{}", self.0))
+            Self::parse(&format!("library/{}", self.0))
         } else {
-            self
+            Ok(self)
         }
     }
 
@@ -350,14 +353,17 @@ mod tests {
         let hub = RegistryName::parse("docker.io").unwrap();
         let quay = RegistryName::parse("quay.io").unwrap();
         let alpine = RepoName::parse("alpine").unwrap();
-        assert_eq!(alpine.clone().for_registry(&hub).as_str(), "library/alpine");
-        assert_eq!(alpine.for_registry(&quay).as_str(), "alpine");
-        assert_eq!(
-            RepoName::parse("org/app")
-                .unwrap()
-                .for_registry(&hub)
-                .as_str(),
-            "org/app"
-        );
+        let on = |r: &RepoName, reg| r.clone().for_registry(reg).map(|n| n.0);
+        assert_eq!(on(&alpine, &hub).as_deref(), Ok("library/alpine"));
+        assert_eq!(on(&alpine, &quay).as_deref(), Ok("alpine"));
+        let org = RepoName::parse("org/app").unwrap();
+        assert_eq!(on(&org, &hub).as_deref(), Ok("org/app"));
+        // A name that `library/` would push past the limit is refused, so
+        // every stored name parses back.
+        let longest = RepoName::parse(&"a".repeat(MAX_REPO_LEN - 8)).unwrap();
+        assert_eq!(on(&longest, &hub).map(|n| n.len()), Ok(MAX_REPO_LEN));
+        let long = RepoName::parse(&"a".repeat(MAX_REPO_LEN - 7)).unwrap();
+        assert!(on(&long, &hub).is_err());
+        assert!(on(&long, &quay).is_ok());
     }
 }
