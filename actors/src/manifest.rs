@@ -79,6 +79,41 @@ impl Manifest {
     }
 }
 
+/// What the cache keeps in memory of every stored manifest: enough to walk
+/// the manifest graph and size images, not its bytes (those are read from
+/// disk when served, through a bounded cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInfo {
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Blobs of an image manifest (config first, then layers).
+    pub blobs: Vec<Digest>,
+    /// Entries of an index.
+    pub children: Vec<Descriptor>,
+}
+
+impl ManifestInfo {
+    /// Everything it references: blobs, then index entries.
+    pub fn references(&self) -> impl Iterator<Item = &Digest> {
+        let children = self.children.iter().map(|c| &c.digest);
+        self.blobs.iter().chain(children)
+    }
+}
+
+impl Manifest {
+    /// What the index keeps of it.
+    pub fn info(&self) -> ManifestInfo {
+        ManifestInfo {
+            media_type: self.media_type.clone(),
+            size: self.bytes.len() as u64,
+            blobs: self.blobs(),
+            children: self.children(),
+        }
+    }
+}
+
 /// A descriptor inside a manifest: what it points to, and for the entries
 /// of an index, the platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,13 +186,6 @@ impl Manifest {
                 })
             })
             .collect()
-    }
-
-    /// Everything it references: config, layers and platform manifests.
-    pub fn references(&self) -> Vec<Digest> {
-        let mut all = self.blobs();
-        all.extend(self.children().into_iter().map(|d| d.digest));
-        all
     }
 }
 
@@ -278,13 +306,14 @@ mod tests {
             )
             .unwrap()
         };
-        assert_eq!(m(image).references(), vec![a, b]);
+        let refs = |m: &Manifest| m.info().references().cloned().collect::<Vec<_>>();
+        assert_eq!(refs(&m(image)), vec![a, b]);
         let index = m(index);
         assert_eq!(
             index.children()[0].platform.as_deref(),
             Some("linux/arm64/v8")
         );
-        assert_eq!(index.references(), vec![c]);
+        assert_eq!(refs(&index), vec![c]);
     }
 
     #[test]

@@ -164,3 +164,78 @@ async fn indexes_nested_beyond_the_bound_are_refused_and_not_stored() {
         MAX_INDEX_DEPTH
     );
 }
+
+/// A valid image manifest of about `pad` bytes, distinct per `n`.
+fn padded(n: usize, pad: usize) -> Arc<Manifest> {
+    let bytes = Bytes::from(format!(
+        r#"{{"schemaVersion":2,"config":{{}},"layers":[],"annotations":{{"n":"{n}","pad":"{}"}}}}"#,
+        "x".repeat(pad)
+    ));
+    let digest = Digest::of(&bytes);
+    Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None).unwrap())
+}
+
+async fn commit(storage: &Addr<Storage>, manifest: &Arc<Manifest>) {
+    let put = CommitManifest {
+        registry: RegistryName::parse("registry.test").unwrap(),
+        repo: RepoName::parse("app").unwrap(),
+        tag: None,
+        manifest: Arc::clone(manifest),
+    };
+    storage.send(put).await.unwrap().unwrap();
+}
+
+async fn lookup(storage: &Addr<Storage>, digest: &Digest) -> Option<Arc<Manifest>> {
+    let found = storage
+        .send(LookupManifest {
+            registry: RegistryName::parse("registry.test").unwrap(),
+            repo: RepoName::parse("app").unwrap(),
+            reference: Reference::Digest(digest.clone()),
+        })
+        .await
+        .unwrap();
+    found.map(|f| f.manifest)
+}
+
+#[actix::test]
+async fn manifests_beyond_the_memory_budget_are_served_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(&dir);
+    // 100 MiB of manifests, more than Storage keeps in memory.
+    let all: Vec<_> = (0..100).map(|n| padded(n, 1 << 20)).collect();
+    for m in &all {
+        commit(&storage, m).await;
+    }
+    for m in &all {
+        assert_eq!(lookup(&storage, &m.digest).await.as_ref(), Some(m));
+    }
+}
+
+#[actix::test]
+async fn start_up_reads_no_manifest_body_and_a_corrupt_one_is_caught_when_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (padded(1, 10), padded(2, 10));
+    {
+        let storage = storage(&dir);
+        commit(&storage, &good).await;
+        commit(&storage, &bad).await;
+    }
+    // Same size, other bytes: only reading the body can tell.
+    let path = dir.path().join("manifests/sha256").join(bad.digest.hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 4;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    let storage = storage(&dir);
+    let stats = storage.send(GetStats { images: false }).await.unwrap();
+    assert_eq!(
+        stats.manifests, 2,
+        "start-up trusts the journal and the file sizes"
+    );
+    assert_eq!(lookup(&storage, &good.digest).await, Some(good));
+    assert_eq!(lookup(&storage, &bad.digest).await, None, "never served");
+    assert!(!path.exists(), "the corrupt file is deleted");
+    let stats = storage.send(GetStats { images: false }).await.unwrap();
+    assert_eq!(stats.manifests, 1);
+}

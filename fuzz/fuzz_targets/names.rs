@@ -61,9 +61,11 @@ fn repository(s: &str) {
     assert!(s.split('/').all(component_ok), "{s:?}");
     assert_eq!(RepoName::parse(r.as_str()), Ok(r.clone()));
     let hub = RegistryName::parse("docker.io").expect("docker.io");
-    let on_hub = r.clone().for_registry(&hub);
-    assert!(on_hub.as_str().split('/').all(component_ok), "{s:?}");
-    assert!(on_hub.as_str().ends_with(s));
+    // On Docker Hub the name is valid too (it parses back), or refused.
+    if let Ok(on_hub) = r.clone().for_registry(&hub) {
+        assert_eq!(RepoName::parse(on_hub.as_str()), Ok(on_hub.clone()), "{s:?}");
+        assert!(on_hub.as_str().ends_with(s));
+    }
 }
 
 fn registry(s: &str) {

@@ -8,7 +8,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use regex::Regex;
@@ -16,7 +15,7 @@ use serde::Serialize;
 
 use super::journal::Record;
 use crate::error::FetchError;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestInfo};
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
 /// A tag's identity.
@@ -64,8 +63,9 @@ pub const MAX_INDEX_ENTRIES: usize = 1024;
 pub struct Index {
     /// Complete blobs and their sizes.
     pub blobs: HashMap<Digest, u64>,
-    /// Every stored manifest; added with [`Index::insert_manifest`].
-    pub manifests: HashMap<Digest, Arc<Manifest>>,
+    /// What is known of every stored manifest (not its bytes); added with
+    /// [`Index::insert_manifest`].
+    pub manifests: HashMap<Digest, ManifestInfo>,
     /// The stored indexes listing each manifest digest (the reverse of
     /// [`Manifest::children`]), kept for the nesting bound.
     parents: HashMap<Digest, Vec<Digest>>,
@@ -180,48 +180,40 @@ pub fn unix(t: SystemTime) -> u64 {
 impl Index {
     /// Total bytes of blobs and manifests.
     pub fn total_bytes(&self) -> u64 {
-        self.blobs.values().sum::<u64>()
-            + self
-                .manifests
-                .values()
-                .map(|m| m.bytes.len() as u64)
-                .sum::<u64>()
+        self.blobs.values().sum::<u64>() + self.manifests.values().map(|m| m.size).sum::<u64>()
     }
 
     /// The journal records describing the current state (for compaction).
     pub fn records(&self) -> Vec<Record> {
-        let manifests = self.manifests.values().map(|m| {
-            let origin = self.origins.get(&m.digest);
-            Record::Manifest {
-                digest: m.digest.to_string(),
-                media_type: m.media_type.clone(),
-                registry: origin.map(|o| o.registry.clone()).unwrap_or_default(),
-                repo: origin.map(|o| o.repo.clone()).unwrap_or_default(),
-                stored: origin.map_or(0, |o| unix(o.stored)),
-            }
+        let manifests = self.manifests.iter().map(|(digest, m)| {
+            let origin = self.origins.get(digest);
+            let registry = origin.map(|o| o.registry.clone()).unwrap_or_default();
+            let repo = origin.map(|o| o.repo.clone()).unwrap_or_default();
+            let stored = origin.map_or(0, |o| unix(o.stored));
+            Record::manifest(digest, m, registry, repo, stored)
         });
         manifests.chain(self.history.iter().cloned()).collect()
     }
 
     /// Indexes a manifest (a no-op when it is indexed already).
-    pub fn insert_manifest(&mut self, manifest: Arc<Manifest>, origin: Origin) {
-        let Entry::Vacant(slot) = self.manifests.entry(manifest.digest.clone()) else {
+    pub fn insert_manifest(&mut self, digest: &Digest, info: ManifestInfo, origin: Origin) {
+        let Entry::Vacant(slot) = self.manifests.entry(digest.clone()) else {
             return;
         };
-        for child in manifest.children() {
-            let parents = self.parents.entry(child.digest).or_default();
-            parents.push(manifest.digest.clone());
+        for child in &info.children {
+            let parents = self.parents.entry(child.digest.clone()).or_default();
+            parents.push(digest.clone());
         }
-        self.origins.insert(manifest.digest.clone(), origin);
-        slot.insert(manifest);
+        self.origins.insert(digest.clone(), origin);
+        slot.insert(info);
     }
 
     /// Removes a manifest from the index.
-    fn remove_manifest(&mut self, digest: &Digest) {
+    pub fn remove_manifest(&mut self, digest: &Digest) {
         let Some(manifest) = self.manifests.remove(digest) else {
             return;
         };
-        for child in manifest.children() {
+        for child in manifest.children {
             if let Entry::Occupied(mut parents) = self.parents.entry(child.digest) {
                 parents.get_mut().retain(|p| p != digest);
                 if parents.get().is_empty() {
@@ -276,10 +268,9 @@ impl Index {
     fn neighbours(&self, digest: &Digest, dir: Direction) -> Vec<Digest> {
         match dir {
             Direction::Down => self.manifests.get(digest).map_or_else(Vec::new, |m| {
-                let children = m.children().into_iter().map(|c| c.digest);
-                children
-                    .filter(|c| self.manifests.contains_key(c))
-                    .collect()
+                let children = m.children.iter().map(|c| &c.digest);
+                let stored = children.filter(|c| self.manifests.contains_key(*c));
+                stored.cloned().collect()
             }),
             Direction::Up => self.parents.get(digest).cloned().unwrap_or_default(),
         }
@@ -324,8 +315,9 @@ impl Index {
                 continue;
             }
             if let Some(m) = self.manifests.get(&digest) {
-                let next = m.references().into_iter();
-                stack.extend(next.filter(|c| self.manifests.contains_key(c) && !seen.contains(c)));
+                let next = m.references();
+                let next = next.filter(|c| self.manifests.contains_key(*c) && !seen.contains(*c));
+                stack.extend(next.cloned());
             }
         }
     }
@@ -335,7 +327,7 @@ impl Index {
         let referenced: HashSet<Digest> = self
             .manifests
             .values()
-            .flat_map(|m| m.references())
+            .flat_map(|m| m.references().cloned())
             .collect();
         let tagged: HashSet<&Digest> = self.tags.values().map(|e| &e.digest).collect();
         let tags = self
@@ -369,12 +361,8 @@ impl Index {
         let mut size = 0;
         for d in &tree {
             if let Some(m) = self.manifests.get(d) {
-                size += m.bytes.len() as u64;
-                blobs.extend(
-                    m.references()
-                        .into_iter()
-                        .filter(|b| self.blobs.contains_key(b)),
-                );
+                size += m.size;
+                blobs.extend(m.references().filter(|b| self.blobs.contains_key(*b)));
             }
         }
         size += blobs.iter().map(|b| self.blobs[b]).sum::<u64>();
@@ -472,7 +460,7 @@ impl Index {
         let kept_blobs: HashSet<Digest> = kept
             .iter()
             .filter_map(|d| self.manifests.get(d))
-            .flat_map(|m| m.references())
+            .flat_map(|m| m.references().cloned())
             .collect();
         let mut plan = Plan::default();
         for (root, _) in &chosen {
@@ -486,14 +474,14 @@ impl Index {
                 continue;
             }
             plan.manifests.push(d.clone());
-            plan.report.bytes += m.bytes.len() as u64;
+            plan.report.bytes += m.size;
             for b in m.references() {
-                if !kept_blobs.contains(&b)
-                    && self.blobs.contains_key(&b)
+                if !kept_blobs.contains(b)
+                    && self.blobs.contains_key(b)
                     && removed_blobs.insert(b.clone())
                 {
-                    plan.report.bytes += self.blobs[&b];
-                    plan.blobs.push(b);
+                    plan.report.bytes += self.blobs[b];
+                    plan.blobs.push(b.clone());
                 }
             }
         }
@@ -559,7 +547,7 @@ mod tests {
                 .pulled
                 .insert(d.clone(), SystemTime::now() - Duration::from_secs(ago));
         }
-        index.insert_manifest(Arc::new(m), origin);
+        index.insert_manifest(&d, m.info(), origin);
         d
     }
 
@@ -662,7 +650,7 @@ mod tests {
         let (bottom, rest) = chain.split_first().unwrap();
         for m in rest.iter().rev() {
             index.admit(m).unwrap();
-            index.insert_manifest(Arc::new(m.clone()), origin());
+            index.insert_manifest(&m.digest, m.info(), origin());
         }
         assert!(matches!(
             index.admit(bottom),

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::layout::write_atomically;
+use crate::manifest::{Descriptor, ManifestInfo};
+use crate::names::Digest;
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,17 @@ pub enum Record {
         /// When it was stored (unix seconds).
         #[serde(default)]
         stored: u64,
+        /// Its size; with `blobs` and `children`, what the index keeps of
+        /// it, so that start-up reads no manifest body. Absent in journals
+        /// of earlier versions (start-up then reads the body once).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        /// Blobs of an image manifest.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        blobs: Vec<String>,
+        /// Entries of an index.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        children: Vec<Child>,
     },
     /// `registry/repo:tag` pointed at `digest` when seen (unix seconds).
     Tag {
@@ -59,6 +72,72 @@ pub enum Record {
         /// When (unix seconds).
         seen: u64,
     },
+}
+
+/// An index entry as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Child {
+    /// The entry's digest.
+    digest: String,
+    /// `os/architecture[/variant]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    platform: Option<String>,
+}
+
+impl Record {
+    /// The record of a stored manifest.
+    pub fn manifest(
+        digest: &Digest,
+        info: &ManifestInfo,
+        registry: String,
+        repo: String,
+        stored: u64,
+    ) -> Self {
+        let children = info.children.iter().map(|c| Child {
+            digest: c.digest.to_string(),
+            platform: c.platform.clone(),
+        });
+        Self::Manifest {
+            digest: digest.to_string(),
+            media_type: info.media_type.clone(),
+            registry,
+            repo,
+            stored,
+            size: Some(info.size),
+            blobs: info.blobs.iter().map(Digest::to_string).collect(),
+            children: children.collect(),
+        }
+    }
+
+    /// What a manifest record says of the manifest, when it says it all
+    /// (records of earlier versions do not) and every digest is valid.
+    pub fn info(&self) -> Option<ManifestInfo> {
+        let Self::Manifest {
+            media_type,
+            size,
+            blobs,
+            children,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let children = children.iter().map(|c| {
+            Some(Descriptor {
+                digest: Digest::parse(&c.digest).ok()?,
+                platform: c.platform.clone(),
+            })
+        });
+        Some(ManifestInfo {
+            media_type: media_type.clone(),
+            size: (*size)?,
+            blobs: blobs
+                .iter()
+                .map(|b| Digest::parse(b).ok())
+                .collect::<Option<_>>()?,
+            children: children.collect::<Option<_>>()?,
+        })
+    }
 }
 
 /// An open journal, appended to under a lock from blocking tasks.
@@ -132,18 +211,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("journal-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("index.jsonl");
-        let rec = Record::Manifest {
-            digest: "sha256:aa".into(),
+        let info = ManifestInfo {
             media_type: "m".into(),
-            registry: "docker.io".into(),
-            repo: "library/a".into(),
-            stored: 1,
+            size: 7,
+            blobs: vec![Digest::of(b"config"), Digest::of(b"layer")],
+            children: vec![Descriptor {
+                digest: Digest::of(b"child"),
+                platform: Some("linux/arm64".into()),
+            }],
         };
+        let digest = Digest::of(b"manifest");
+        let rec = Record::manifest(&digest, &info, "docker.io".into(), "library/a".into(), 1);
+        assert_eq!(rec.info(), Some(info), "a record says all the index keeps");
         let j = Journal::rewrite(&path, std::slice::from_ref(&rec)).unwrap();
         j.append(std::slice::from_ref(&rec)).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"kind":"tag","regis"#).unwrap();
         assert_eq!(Journal::load(&path).unwrap(), vec![rec.clone(), rec]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_record_of_an_earlier_version_says_too_little() {
+        let old = r#"{"kind":"manifest","digest":"sha256:aa","mediaType":"m","registry":"docker.io","repo":"a","stored":1}"#;
+        let rec: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.info(), None, "its body must be read once");
     }
 }

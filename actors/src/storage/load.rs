@@ -1,8 +1,9 @@
 //! Loading the cache from disk at start-up: leftover partial files and
-//! import scratch space are removed, blobs indexed, the journal replayed, every manifest re-verified.
+//! import scratch space are removed, blobs and manifest files listed, the
+//! journal replayed (no manifest body is read unless its record comes from
+//! an earlier version).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -23,9 +24,10 @@ pub fn load(layout: &Layout, clean: bool, log: &slog::Logger) -> std::io::Result
         remove_partials(&layout.manifest_dir())?;
     }
     let mut index = Index::default();
-    index.blobs = scan_blobs(layout, log)?;
+    index.blobs = scan(&layout.blob_dir(), log)?;
+    let on_disk = scan(&layout.manifest_dir(), log)?;
     for record in Journal::load(&layout.journal())? {
-        replay(&mut index, layout, record, log);
+        replay(&mut index, layout, &on_disk, record, log);
     }
     let manifests = &index.manifests;
     index.tags.retain(|_, e| manifests.contains_key(&e.digest));
@@ -33,8 +35,16 @@ pub fn load(layout: &Layout, clean: bool, log: &slog::Logger) -> std::io::Result
     Ok(index)
 }
 
-/// Applies one journal record.
-fn replay(index: &mut Index, layout: &Layout, record: Record, log: &slog::Logger) {
+/// Applies one journal record. A manifest record of this version says all
+/// the index keeps, and its file only has to exist with the recorded size;
+/// one of an earlier version is read and verified once.
+fn replay(
+    index: &mut Index,
+    layout: &Layout,
+    on_disk: &HashMap<Digest, u64>,
+    record: Record,
+    log: &slog::Logger,
+) {
     let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
     match &record {
         Record::Manifest {
@@ -43,19 +53,28 @@ fn replay(index: &mut Index, layout: &Layout, record: Record, log: &slog::Logger
             repo,
             stored,
             ..
-        } => match load_manifest(layout, digest) {
-            Ok(m) => {
-                let origin = Origin {
-                    registry: registry.clone(),
-                    repo: repo.clone(),
-                    stored: at(*stored),
-                };
-                index.insert_manifest(Arc::new(m), origin);
+        } => {
+            let known = Digest::parse(digest)
+                .map_err(|e| e.to_string())
+                .and_then(|d| match record.info() {
+                    Some(info) if on_disk.get(&d) == Some(&info.size) => Ok((d, info)),
+                    Some(_) => Err("its file is missing or has another size".into()),
+                    None => load_manifest(layout, &d).map(|m| (d, m.info())),
+                });
+            match known {
+                Ok((digest, info)) => {
+                    let origin = Origin {
+                        registry: registry.clone(),
+                        repo: repo.clone(),
+                        stored: at(*stored),
+                    };
+                    index.insert_manifest(&digest, info, origin);
+                }
+                Err(e) => {
+                    slog::warn!(log, "dropping cached manifest"; "digest" => digest, "reason" => e)
+                }
             }
-            Err(e) => {
-                slog::warn!(log, "dropping cached manifest"; "digest" => digest, "reason" => e)
-            }
-        },
+        }
         Record::Tag {
             registry,
             repo,
@@ -100,27 +119,27 @@ fn tag_key(registry: &str, repo: &str, tag: &str) -> Option<TagKey> {
     })
 }
 
-/// Reads a manifest file and checks that it still hashes to its name. Its
-/// media type comes from its bytes, not from the journal (which earlier
-/// versions filled from an upstream's `Content-Type`).
-fn load_manifest(layout: &Layout, digest: &str) -> Result<Manifest, String> {
-    let digest = Digest::parse(digest).map_err(|e| e.to_string())?;
-    let bytes = Bytes::from(std::fs::read(layout.manifest(&digest)).map_err(|e| e.to_string())?);
-    if Digest::of(&bytes) != digest {
+/// Reads a manifest file and checks that it still hashes to its name and
+/// is a manifest. Its media type comes from its bytes, not from the
+/// journal (which earlier versions filled from an upstream's
+/// `Content-Type`).
+pub fn load_manifest(layout: &Layout, digest: &Digest) -> Result<Manifest, String> {
+    let bytes = Bytes::from(std::fs::read(layout.manifest(digest)).map_err(|e| e.to_string())?);
+    if Digest::of(&bytes) != *digest {
         return Err("content does not match its digest".into());
     }
     let media_type = media_type_of(&bytes).map_err(|e| e.to_string())?;
     Ok(Manifest {
-        digest,
+        digest: digest.clone(),
         media_type: media_type.to_string(),
         bytes,
     })
 }
 
-/// Indexes the complete blobs.
-fn scan_blobs(layout: &Layout, log: &slog::Logger) -> std::io::Result<HashMap<Digest, u64>> {
+/// The complete files of a content-addressed directory, with their sizes.
+fn scan(dir: &std::path::Path, log: &slog::Logger) -> std::io::Result<HashMap<Digest, u64>> {
     let mut blobs = HashMap::new();
-    for entry in std::fs::read_dir(layout.blob_dir())? {
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -131,7 +150,9 @@ fn scan_blobs(layout: &Layout, log: &slog::Logger) -> std::io::Result<HashMap<Di
             Ok(d) if entry.file_type()?.is_file() => {
                 blobs.insert(d, entry.metadata()?.len());
             }
-            _ => slog::warn!(log, "ignoring unexpected file in the blob store"; "file" => %name),
+            _ => {
+                slog::warn!(log, "ignoring an unexpected file"; "file" => %name, "dir" => %dir.display())
+            }
         }
     }
     Ok(blobs)

@@ -5,6 +5,7 @@
 //! a digest and keeps every tag, also when several tags share one digest.
 
 mod blob_writer;
+mod bodies;
 mod index;
 mod journal;
 mod layout;
@@ -22,6 +23,7 @@ use regex::Regex;
 
 use blob_writer::WriteTicket;
 pub use blob_writer::{BlobWriter, VerifiedBlob};
+use bodies::Bodies;
 pub use index::{unix, ImageInfo, PruneBy, PruneReport, MAX_INDEX_DEPTH, MAX_INDEX_ENTRIES};
 use index::{Index, Origin, Plan, TagEntry, TagKey};
 use journal::{Journal, Record};
@@ -38,6 +40,9 @@ use crate::names::{Digest, Reference, RegistryName, RepoName, Tag};
 const MAILBOX_CAPACITY: usize = 4096;
 /// How often changed last-pulled times are saved.
 const PULLED_FLUSH: Duration = Duration::from_secs(30);
+/// Most bytes of manifest bodies kept in memory (tens of thousands of
+/// typical manifests); others are read from disk when served.
+const MANIFEST_MEMORY: u64 = 64 * 1024 * 1024;
 /// Size eviction frees space down to this share of `maxCacheSize`.
 const LOW_WATER_PERCENT: u64 = 90;
 
@@ -56,8 +61,10 @@ pub struct Storage {
     layout: Layout,
     /// Append-only record of manifests and tags; shared with blocking writers.
     journal: Arc<Journal>,
-    /// Everything cached, in memory.
+    /// Everything cached, in memory (manifest bodies aside).
     index: Index,
+    /// Manifest bodies kept in memory, within [`MANIFEST_MEMORY`].
+    bodies: Bodies,
     /// Pins and size limit.
     retention: Retention,
     /// Blob writers handed out and not yet dropped: their partial files
@@ -91,6 +98,7 @@ impl Storage {
             layout,
             journal,
             index,
+            bodies: Bodies::new(MANIFEST_MEMORY),
             retention,
             writes: Vec::new(),
             manifest_writes: HashMap::new(),
@@ -161,6 +169,7 @@ impl Storage {
             return;
         }
         self.index.forget(plan, SystemTime::now());
+        plan.manifests.iter().for_each(|d| self.bodies.remove(d));
         let files = plan_files(&self.layout, plan);
         let (journal, path, records, log) = (
             Arc::clone(&self.journal),
@@ -314,18 +323,50 @@ pub struct CachedManifest {
 }
 
 impl Handler<LookupManifest> for Storage {
-    type Result = Option<CachedManifest>;
+    type Result = ResponseActFuture<Self, Option<CachedManifest>>;
 
+    /// Answers from memory when the body is kept there; otherwise reads it
+    /// from disk on the blocking pool and verifies it. A file that no
+    /// longer verifies is deleted and forgotten (the next request fetches).
     fn handle(&mut self, msg: LookupManifest, _: &mut Self::Context) -> Self::Result {
-        let found = self.lookup(msg)?;
-        self.touch(&found.manifest.digest);
-        Some(found)
+        let Some((digest, checked)) = self.resolve(msg) else {
+            return Box::pin(fut::ready(None));
+        };
+        self.touch(&digest);
+        if let Some(manifest) = self.bodies.get(&digest) {
+            return Box::pin(fut::ready(Some(CachedManifest { manifest, checked })));
+        }
+        let layout = self.layout.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let loaded = load::load_manifest(&layout, &digest);
+            if loaded.is_err() {
+                let _ = std::fs::remove_file(layout.manifest(&digest));
+            }
+            (digest, loaded)
+        });
+        Box::pin(read.into_actor(self).map(move |read, act, _| {
+            let (digest, loaded) = read.ok()?;
+            match loaded {
+                Ok(m) => {
+                    let manifest = Arc::new(m);
+                    act.bodies.put(Arc::clone(&manifest));
+                    Some(CachedManifest { manifest, checked })
+                }
+                Err(e) => {
+                    slog::error!(act.log, "a cached manifest no longer verifies: forgotten";
+                        "digest" => %digest, "reason" => e);
+                    act.index.remove_manifest(&digest);
+                    None
+                }
+            }
+        }))
     }
 }
 
 impl Storage {
-    /// The manifest a reference names, and for a tag when it was confirmed.
-    fn lookup(&self, msg: LookupManifest) -> Option<CachedManifest> {
+    /// The stored manifest a reference names, and for a tag when it was
+    /// confirmed.
+    fn resolve(&self, msg: LookupManifest) -> Option<(Digest, Option<SystemTime>)> {
         let (digest, checked) = match msg.reference {
             Reference::Digest(d) => (d, None),
             Reference::Tag(tag) => {
@@ -338,8 +379,10 @@ impl Storage {
                 (entry.digest.clone(), Some(entry.checked))
             }
         };
-        let manifest = self.index.manifests.get(&digest).cloned()?;
-        Some(CachedManifest { manifest, checked })
+        self.index
+            .manifests
+            .contains_key(&digest)
+            .then_some((digest, checked))
     }
 }
 
@@ -563,7 +606,7 @@ impl Handler<CommitManifest> for Storage {
                 return res;
             }
             if let Some((manifest, origin)) = new_manifest {
-                act.index.insert_manifest(manifest, origin);
+                act.index_manifest(manifest, origin);
             }
             act.touch(&digest);
             if let (Some(k), Some(record)) = (new_tag, tag_record) {
@@ -594,13 +637,13 @@ impl Storage {
         if let Some(write) = self.manifest_writes.get(digest) {
             return write.clone();
         }
-        let record = Record::Manifest {
-            digest: digest.to_string(),
-            media_type: manifest.media_type.clone(),
-            registry: origin.registry.clone(),
-            repo: origin.repo.clone(),
-            stored: unix(origin.stored),
-        };
+        let record = Record::manifest(
+            digest,
+            &manifest.info(),
+            origin.registry.clone(),
+            origin.repo.clone(),
+            unix(origin.stored),
+        );
         let (journal, path, bytes) = (
             Arc::clone(&self.journal),
             self.layout.manifest(digest),
@@ -622,10 +665,20 @@ impl Storage {
         ctx.spawn(write.clone().into_actor(self).map(move |res, act, _| {
             act.manifest_writes.remove(&manifest.digest);
             if res.is_ok() {
-                act.index.insert_manifest(manifest, origin);
+                act.index_manifest(manifest, origin);
             }
         }));
         write
+    }
+}
+
+impl Storage {
+    /// Indexes a durable manifest (when it is not yet) and keeps its body
+    /// in memory as the most recently used.
+    fn index_manifest(&mut self, manifest: Arc<Manifest>, origin: Origin) {
+        let info = manifest.info();
+        self.index.insert_manifest(&manifest.digest, info, origin);
+        self.bodies.put(manifest);
     }
 }
 
