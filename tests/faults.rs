@@ -640,3 +640,23 @@ async fn a_new_fetch_beyond_the_registry_limit_is_503_and_joins_still_work() {
     let (status, _) = get_body(&client, &manifest_url).await;
     assert_eq!(status, StatusCode::OK, "room again once the fetch ended");
 }
+
+#[actix_web::test]
+async fn a_range_over_the_last_bytes_of_a_bad_blob_never_completes() {
+    let upstream = FaultUpstream::start(blob(), manifest());
+    upstream.push_faults(&[Fault::WrongBytes]);
+    let server = fresh_server(&upstream, "");
+    let mut res = client()
+        .get(blob_url(&server, upstream.blob_digest()))
+        .insert_header(("Range", format!("bytes={}-", BLOB_LEN - 100)))
+        .send()
+        .await
+        .expect("an answer");
+    let status = res.status();
+    let body = res.body().limit(64 << 20).await;
+    assert!(
+        status.is_server_error() || body.as_ref().map_or(true, |b| b.len() < 100),
+        "the last bytes of a blob that failed verification were served: {status}"
+    );
+    assert!(cached_files(&server.cache_dir(), upstream.blob_digest()).is_empty());
+}
