@@ -12,7 +12,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::HttpMessage;
-use ociregistry_actors::metrics::{HttpLabels, METRICS};
+use ociregistry_actors::metrics::{CacheOutcome, HttpLabels, METRICS};
 
 /// Requests served since start.
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
@@ -28,10 +28,48 @@ static PROCESS: LazyLock<u32> = LazyLock::new(|| {
 pub struct Access {
     /// The upstream registry the request was for.
     pub registry: Option<String>,
-    /// `hit`, `miss`, `coalesced`, `upstream-error`, `error`.
-    pub outcome: &'static str,
+    /// How it was answered.
+    pub outcome: Outcome,
     /// The endpoint's metrics label ([`crate::route::Route::label`]).
     pub route: Option<&'static str>,
+}
+
+/// How a request was answered, as its access line says it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a manifest or blob answer (the API root, probes, refusals).
+    #[default]
+    None,
+    /// From the cache ([`CacheOutcome`]).
+    Cache(CacheOutcome),
+    /// A cached tag the upstream confirmed, or moved, just now (a hit).
+    Revalidated,
+    /// The upstream failed or did not answer in time.
+    UpstreamError,
+    /// Any other error.
+    Error,
+}
+
+impl Outcome {
+    /// The access line's `cache` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Cache(c) => c.label(),
+            Self::Revalidated => "revalidated",
+            Self::UpstreamError => "upstream-error",
+            Self::Error => "error",
+        }
+    }
+
+    /// For answers with content: `X-Cache` and the cache metrics' outcome.
+    pub fn cache(self) -> Option<CacheOutcome> {
+        match self {
+            Self::Cache(c) => Some(c),
+            Self::Revalidated => Some(CacheOutcome::Hit),
+            Self::None | Self::UpstreamError | Self::Error => None,
+        }
+    }
 }
 
 /// The id of one request: in its access line, its error lines and its
@@ -92,7 +130,7 @@ pub async fn log_request(
             "ms" => started.elapsed().as_millis() as u64,
             "client" => client,
             "registry" => access.registry.unwrap_or_default(),
-            "cache" => access.outcome,
+            "cache" => access.outcome.as_str(),
             "request_id" => id.0);
     }
     Ok(res)

@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use ociregistry_actors::coordinator::{PullCoordinator, UpstreamsHealth};
-use ociregistry_actors::metrics::METRICS;
+use ociregistry_actors::metrics::{CacheOutcome, METRICS};
 use ociregistry_actors::storage::{GetStats, ListImages, Prune, Storage};
 use regex::Regex;
 use serde::Deserialize;
@@ -149,12 +149,7 @@ async fn stats(state: web::Data<AdminState>) -> HttpResponse {
         .send(UpstreamsHealth)
         .await
         .unwrap_or_default();
-    let (hits, misses, coalesced, stale) = (
-        METRICS.outcome_count("hit"),
-        METRICS.outcome_count("miss"),
-        METRICS.outcome_count("coalesced"),
-        METRICS.outcome_count("stale"),
-    );
+    let [hits, misses, coalesced, stale] = CacheOutcome::ALL.map(|o| METRICS.outcome_count(o));
     let served = hits + misses + coalesced + stale;
     let ratio = if served == 0 {
         0.0

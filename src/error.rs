@@ -7,6 +7,8 @@ use actix_web::{HttpResponse, ResponseError};
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::names::NameError;
 
+use crate::access_log::Outcome;
+
 /// What was asked for, so "not found" can name the right thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
@@ -87,7 +89,9 @@ impl ApiError {
                 FetchError::DigestMismatch { .. } | FetchError::BadResponse(_) => {
                     ("UNKNOWN", StatusCode::BAD_GATEWAY)
                 }
-                FetchError::Storage(_) => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
+                FetchError::Storage(_) | FetchError::Internal(_) => {
+                    ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR)
+                }
             },
             Self::PullTimeout(_) | Self::Unavailable => {
                 ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
@@ -99,10 +103,10 @@ impl ApiError {
     }
 
     /// The access-log outcome of a request that ended in this error.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Self::Upstream { .. } | Self::PullTimeout(_) => "upstream-error",
-            _ => "error",
+            Self::Upstream { .. } | Self::PullTimeout(_) => Outcome::UpstreamError,
+            _ => Outcome::Error,
         }
     }
 }

@@ -125,7 +125,7 @@ impl BlobDownload {
 
 /// The error followers see when a fetch ended without a final state.
 fn abandoned() -> FetchError {
-    FetchError::Storage("blob fetch ended unexpectedly".into())
+    FetchError::Internal("blob fetch ended unexpectedly".into())
 }
 
 /// A blob to stream: a complete cache file, or a download in progress.

@@ -47,9 +47,13 @@ pub enum FetchError {
     /// its token realm). What was refused is logged, never shown.
     #[error("refused by the upstream guard: this mirror does not connect there for registries it does not list (upstreams.deny, upstreams.denyNetworks)")]
     Guarded,
-    /// The cache could not be written or read.
+    /// The cache could not be written or read (an I/O error: disk full,
+    /// permissions).
     #[error("storage: {0}")]
     Storage(String),
+    /// A task of this server ended before answering (a bug, or a panic in it).
+    #[error("internal: {0}")]
+    Internal(String),
     /// Too many upstream fetches are in flight (in all, or for this
     /// registry); the client may retry shortly.
     #[error("too many upstream fetches in flight ({0}); retry shortly")]

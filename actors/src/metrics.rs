@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -37,11 +37,56 @@ pub struct RegistryLabel {
     pub registry: String,
 }
 
+/// Where the answer to a manifest or blob request came from, as
+/// `X-Cache` and the `outcome` label say it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Every byte was local and verified when the answer started.
+    Hit,
+    /// Fetched from upstream for this request.
+    Miss,
+    /// Joined a fetch still receiving.
+    Coalesced,
+    /// A cached tag answered without the upstream's confirmation.
+    Stale,
+}
+
+impl CacheOutcome {
+    /// Every outcome.
+    pub const ALL: [Self; 4] = [Self::Hit, Self::Miss, Self::Coalesced, Self::Stale];
+
+    /// The metrics label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Coalesced => "coalesced",
+            Self::Stale => "stale",
+        }
+    }
+
+    /// The `X-Cache` header value.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Coalesced => "COALESCED",
+            Self::Stale => "STALE",
+        }
+    }
+}
+
+impl EncodeLabelValue for CacheOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.label().encode(encoder)
+    }
+}
+
 /// A single `outcome` label: `hit`, `miss`, `coalesced`, `stale`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     /// The cache outcome.
-    pub outcome: &'static str,
+    pub outcome: CacheOutcome,
 }
 
 /// A single `kind` label: `manifest` or `blob`.
@@ -199,7 +244,7 @@ impl Metrics {
     }
 
     /// The counter of one cache outcome (for the admin API's statistics).
-    pub fn outcome_count(&self, outcome: &'static str) -> u64 {
+    pub fn outcome_count(&self, outcome: CacheOutcome) -> u64 {
         self.cache_requests
             .get_or_create(&OutcomeLabel { outcome })
             .get()

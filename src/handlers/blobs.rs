@@ -10,12 +10,12 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use ociregistry_actors::coordinator::FetchBlob;
 use ociregistry_actors::download::BlobSource;
-use ociregistry_actors::metrics::{KindLabel, METRICS};
+use ociregistry_actors::metrics::{CacheOutcome, KindLabel, METRICS};
 use ociregistry_actors::names::Digest;
 use ociregistry_actors::storage::LookupBlob;
 
 use super::{api_version, within, AppState};
-use crate::access_log::Access;
+use crate::access_log::{Access, Outcome};
 use crate::error::{ApiError, Content};
 use crate::namespace::Target;
 use crate::range;
@@ -35,7 +35,7 @@ pub async fn serve(
         .await
         .map_err(|_| ApiError::Unavailable)?;
     let source = if let Some(blob) = cached {
-        access.outcome = "hit";
+        access.outcome = Outcome::Cache(CacheOutcome::Hit);
         let file = std::fs::File::open(&blob.path).map_err(|e| ApiError::Upstream {
             source: e.into(),
             content: Content::Blob,
@@ -56,11 +56,11 @@ pub async fn serve(
         let source = within(&state.policy, joined.value.ready(), Content::Blob).await?;
         // A request that joins a fetch whose bytes are all verified (the
         // fsync and indexing may still run) is answered from local bytes.
-        access.outcome = match (joined.joined, source.downloading()) {
-            (false, _) => "miss",
-            (true, true) => "coalesced",
-            (true, false) => "hit",
-        };
+        access.outcome = Outcome::Cache(match (joined.joined, source.downloading()) {
+            (false, _) => CacheOutcome::Miss,
+            (true, true) => CacheOutcome::Coalesced,
+            (true, false) => CacheOutcome::Hit,
+        });
         source
     };
     respond(req, source, &digest)

@@ -7,12 +7,12 @@ use actix_web::{HttpRequest, HttpResponse};
 use ociregistry_actors::coordinator::FetchManifest;
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::Manifest;
-use ociregistry_actors::metrics::{KindLabel, METRICS};
+use ociregistry_actors::metrics::{CacheOutcome, KindLabel, METRICS};
 use ociregistry_actors::names::Reference;
 use ociregistry_actors::storage::LookupManifest;
 
 use super::{api_version, within, AppState};
-use crate::access_log::Access;
+use crate::access_log::{Access, Outcome};
 use crate::error::{ApiError, Content};
 use crate::namespace::Target;
 
@@ -43,7 +43,7 @@ pub async fn serve(
         (Some(c), Reference::Tag(tag)) if !policy.air_gapped => {
             let tags = policy.tags.for_tag(&target.registry, tag);
             if c.checked.is_some_and(|t| tags.is_fresh(t)) {
-                access.outcome = "hit";
+                access.outcome = Outcome::Cache(CacheOutcome::Hit);
                 return respond(req, &c.manifest);
             }
             if tags.stale_while_revalidate {
@@ -52,13 +52,13 @@ pub async fn serve(
                     reference,
                     Some(Arc::clone(&c.manifest)),
                 ));
-                access.outcome = "stale";
+                access.outcome = Outcome::Cache(CacheOutcome::Stale);
                 return respond(req, &c.manifest);
             }
             Some(c.manifest)
         }
         (Some(c), _) => {
-            access.outcome = "hit";
+            access.outcome = Outcome::Cache(CacheOutcome::Hit);
             return respond(req, &c.manifest);
         }
     };
@@ -68,21 +68,21 @@ pub async fn serve(
             .coordinator
             .send(fetch)
             .await
-            .map_err(|e| FetchError::Storage(e.to_string()))?
+            .map_err(FetchError::from)?
     };
     match (within(policy, fetched, Content::Manifest).await, stale) {
         (Ok(j), stale) => {
             access.outcome = match (j.joined, stale) {
-                (true, _) => "coalesced",
-                (false, Some(_)) => "revalidated",
-                (false, None) => "miss",
+                (true, _) => Outcome::Cache(CacheOutcome::Coalesced),
+                (false, Some(_)) => Outcome::Revalidated,
+                (false, None) => Outcome::Cache(CacheOutcome::Miss),
             };
             respond(req, &j.value)
         }
         (Err(e), Some(m)) => {
             slog::warn!(state.log, "serving a cached tag: the upstream could not revalidate it";
                 "digest" => %m.digest, "error" => %e);
-            access.outcome = "stale";
+            access.outcome = Outcome::Cache(CacheOutcome::Stale);
             respond(req, &m)
         }
         (Err(e), None) => Err(e),

@@ -72,29 +72,18 @@ pub async fn dispatch(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
             e.error_response()
         }
     };
-    if let Some((header, outcome)) = cache_outcome(access.outcome) {
+    if let Some(outcome) = access.outcome.cache() {
         METRICS
             .cache_requests
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
         res.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("x-cache"),
-            actix_web::http::header::HeaderValue::from_static(header),
+            actix_web::http::header::HeaderValue::from_static(outcome.header()),
         );
     }
     res.extensions_mut().insert(access);
     res
-}
-
-/// The `X-Cache` header and the metrics outcome of an access-log outcome.
-fn cache_outcome(outcome: &str) -> Option<(&'static str, &'static str)> {
-    match outcome {
-        "hit" | "revalidated" => Some(("HIT", "hit")),
-        "miss" => Some(("MISS", "miss")),
-        "coalesced" => Some(("COALESCED", "coalesced")),
-        "stale" => Some(("STALE", "stale")),
-        _ => None,
-    }
 }
 
 /// Routes one request.

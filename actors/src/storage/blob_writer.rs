@@ -173,10 +173,10 @@ impl BlobWriter {
         let hashed = self
             .hashed
             .take()
-            .ok_or_else(|| FetchError::Storage("blob already finished".into()))?;
+            .ok_or_else(|| FetchError::Internal("blob already finished".into()))?;
         let actual = hashed
             .await
-            .map_err(|_| FetchError::Storage("the hashing thread stopped".into()))?;
+            .map_err(|_| FetchError::Internal("the hashing thread stopped".into()))?;
         if actual != self.digest {
             return Err(FetchError::DigestMismatch {
                 expected: self.digest.clone(),
@@ -215,7 +215,7 @@ impl VerifiedBlob {
             commit(&partial, &path)
         })
         .await
-        .map_err(|e| FetchError::Storage(e.to_string()))??;
+        .map_err(|e| FetchError::Internal(e.to_string()))??;
         w.committed = true;
         Ok(w.written)
     }

@@ -597,7 +597,7 @@ impl Handler<CommitManifest> for Storage {
             }
             tokio::task::spawn_blocking(move || journal.append(&tag_records))
                 .await
-                .map_err(|e| FetchError::Storage(e.to_string()))?
+                .map_err(|e| FetchError::Internal(e.to_string()))?
                 .map_err(FetchError::from)
         };
         Box::pin(persist.into_actor(self).map(move |res, act, _| {
@@ -655,7 +655,7 @@ impl Storage {
                 journal.append(&[record])
             })
             .await
-            .map_err(|e| FetchError::Storage(e.to_string()))?
+            .map_err(|e| FetchError::Internal(e.to_string()))?
             .map_err(FetchError::from)
         }
         .boxed()
