@@ -94,7 +94,7 @@ pub async fn log_request(
     let id = RequestId::next();
     req.extensions_mut().insert(id.clone());
     let log = req
-        .app_data::<actix_web::web::Data<crate::handlers::AppState>>()
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
         .map(|s| s.log.clone());
     let method = req.method().clone();
     let path = req.uri().to_string();

@@ -9,6 +9,11 @@ use ociregistry_actors::names::NameError;
 
 use crate::access_log::Outcome;
 
+/// The `Docker-Distribution-Api-Version` header every response carries.
+pub fn api_version() -> (&'static str, &'static str) {
+    ("Docker-Distribution-Api-Version", "registry/2.0")
+}
+
 /// What was asked for, so "not found" can name the right thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Content {
@@ -130,7 +135,7 @@ impl ResponseError for ApiError {
         match self {
             Self::RangeNotSatisfiable { size } => {
                 return res
-                    .insert_header(crate::handlers::api_version())
+                    .insert_header(api_version())
                     .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
                     .finish();
             }
@@ -160,10 +165,9 @@ impl ResponseError for ApiError {
             Self::Upstream { source, .. } => serde_json::json!({ "upstream": source.to_string() }),
             _ => serde_json::Value::Null,
         };
-        res.insert_header(crate::handlers::api_version())
-            .json(serde_json::json!({
-                "errors": [{ "code": code, "message": self.to_string(), "detail": detail }]
-            }))
+        res.insert_header(api_version()).json(serde_json::json!({
+            "errors": [{ "code": code, "message": self.to_string(), "detail": detail }]
+        }))
     }
 }
 

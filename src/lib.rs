@@ -7,12 +7,14 @@
 //! - [`route`]: `/v2/...` path → endpoint.
 //! - [`namespace`]: which upstream registry and repository a request means.
 //! - [`handlers`]: manifest and blob handlers.
+//! - [`state`]: what every handler shares (actor addresses, serving policy).
 //! - [`freshness`]: when a cached tag is answered without the upstream.
 //! - [`preload`]: filling the cache from a list of images.
 //! - [`prune`]: prune requests from the CLI, the admin API and the config.
 //! - [`range`]: `Range` header parsing.
 //! - [`units`]: durations in the configuration.
-//! - [`error`]: every client-facing error and its OCI code, in one place.
+//! - [`error`]: every client-facing error and its OCI code, in one place
+//!   (and the API version header every response carries).
 //! - [`access_log`]: one log line per request.
 //! - [`admin`]: the admin API (list, history, prune, stats) on its own port.
 //! - [`probes`]: `/health`, `/ready` and the Prometheus `/metrics`.
@@ -39,5 +41,6 @@ pub mod prune;
 pub mod range;
 pub mod route;
 pub mod server;
+pub mod state;
 pub mod tarball;
 pub mod units;

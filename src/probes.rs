@@ -8,8 +8,8 @@ use ociregistry_actors::metrics::METRICS;
 use ociregistry_actors::storage::GetStats;
 
 use crate::error::ApiError;
-use crate::handlers::AppState;
 use crate::route::{self, Route};
+use crate::state::AppState;
 
 /// `/health`: the process answers.
 pub fn health() -> HttpResponse {

@@ -26,7 +26,8 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// The lock file a running server holds in its cache directory.
 const LOCK_FILE: &str = ".lock";
-use crate::handlers::{self, AppState, Policy};
+use crate::handlers;
+use crate::state::{AppState, Policy};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

@@ -14,11 +14,12 @@ use ociregistry_actors::metrics::{CacheOutcome, KindLabel, METRICS};
 use ociregistry_actors::names::Digest;
 use ociregistry_actors::storage::LookupBlob;
 
-use super::{api_version, within, AppState};
+use super::within;
 use crate::access_log::{Access, Outcome};
-use crate::error::{ApiError, Content};
+use crate::error::{api_version, ApiError, Content};
 use crate::namespace::Target;
 use crate::range;
+use crate::state::AppState;
 
 /// Serves a blob, fetching it once from upstream when it is not cached.
 pub async fn serve(

@@ -11,10 +11,11 @@ use ociregistry_actors::metrics::{CacheOutcome, KindLabel, METRICS};
 use ociregistry_actors::names::Reference;
 use ociregistry_actors::storage::LookupManifest;
 
-use super::{api_version, within, AppState};
+use super::within;
 use crate::access_log::{Access, Outcome};
-use crate::error::{ApiError, Content};
+use crate::error::{api_version, ApiError, Content};
 use crate::namespace::Target;
+use crate::state::AppState;
 
 /// Serves a manifest from memory, or fetches it once from upstream.
 pub async fn serve(

@@ -5,57 +5,15 @@
 mod blobs;
 mod manifests;
 
-use std::collections::HashSet;
-use std::time::Duration;
-
-use actix::Addr;
 use actix_web::http::Method;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use ociregistry_actors::coordinator::PullCoordinator;
 use ociregistry_actors::metrics::{OutcomeLabel, METRICS};
-use ociregistry_actors::names::RegistryName;
-use ociregistry_actors::storage::Storage;
-use ociregistry_actors::upstream::guard::HostRules;
 
 use crate::access_log::{Access, RequestId};
-use crate::error::ApiError;
-use crate::freshness::TagPolicies;
+use crate::error::{api_version, ApiError};
 use crate::namespace::{self, Target};
 use crate::route::{self, Route};
-
-/// What every handler needs.
-pub struct AppState {
-    /// The cache index.
-    pub storage: Addr<Storage>,
-    /// Single-flight upstream fetches.
-    pub coordinator: Addr<PullCoordinator>,
-    /// How requests are answered.
-    pub policy: Policy,
-    /// Access and error log.
-    pub log: slog::Logger,
-}
-
-/// The serving policy from the configuration.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// Registry for requests that name none.
-    pub default_ns: Option<RegistryName>,
-    /// Never contact an upstream.
-    pub air_gapped: bool,
-    /// When cached tags are revalidated.
-    pub tags: TagPolicies,
-    /// How long a request waits for upstream response headers.
-    pub pull_timeout: Duration,
-    /// Registries named in the configuration (trusted as written).
-    pub listed: HashSet<RegistryName>,
-    /// Which other registries clients may make the server dial.
-    pub hosts: HostRules,
-}
-
-/// The `Docker-Distribution-Api-Version` header every response carries.
-pub fn api_version() -> (&'static str, &'static str) {
-    ("Docker-Distribution-Api-Version", "registry/2.0")
-}
+use crate::state::{AppState, Policy};
 
 /// Answers every request under the server's root.
 pub async fn dispatch(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -1,0 +1,41 @@
+//! What every handler shares: the actors' addresses and the serving policy.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix::Addr;
+use ociregistry_actors::coordinator::PullCoordinator;
+use ociregistry_actors::names::RegistryName;
+use ociregistry_actors::storage::Storage;
+use ociregistry_actors::upstream::guard::HostRules;
+
+use crate::freshness::TagPolicies;
+
+/// What every handler needs.
+pub struct AppState {
+    /// The cache index.
+    pub storage: Addr<Storage>,
+    /// Single-flight upstream fetches.
+    pub coordinator: Addr<PullCoordinator>,
+    /// How requests are answered.
+    pub policy: Policy,
+    /// Access and error log.
+    pub log: slog::Logger,
+}
+
+/// The serving policy from the configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Registry for requests that name none.
+    pub default_ns: Option<RegistryName>,
+    /// Never contact an upstream.
+    pub air_gapped: bool,
+    /// When cached tags are revalidated.
+    pub tags: TagPolicies,
+    /// How long a request waits for upstream response headers.
+    pub pull_timeout: Duration,
+    /// Registries named in the configuration (trusted as written).
+    pub listed: HashSet<RegistryName>,
+    /// Which other registries clients may make the server dial.
+    pub hosts: HostRules,
+}
