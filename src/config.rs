@@ -56,6 +56,7 @@ const KEYS: &[&str] = &[
     "upstreams",
     "drainTimeout",
     "maxConnections",
+    "maxConnectionsPerClient",
     "headerTimeout",
     "keepAlive",
     "idleTimeout",
@@ -177,8 +178,10 @@ pub struct Config {
     pub upstreams: UpstreamRules,
     /// On SIGTERM/SIGINT, how long in-flight transfers may finish.
     pub drain_timeout: String,
-    /// Most client connections served at once.
+    /// Most client connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address.
+    pub max_connections_per_client: usize,
     /// How long a client may take to send its request headers.
     pub header_timeout: String,
     /// How long an idle keep-alive connection is kept.
@@ -262,7 +265,10 @@ fn default_deny_networks() -> Vec<String> {
 pub struct ClientLimits {
     /// Most connections at once.
     pub max_connections: usize,
-    /// Time to receive a request's headers.
+    /// Most connections at once from one client address.
+    pub max_per_client: usize,
+    /// Time to receive a request's headers (from the first byte, on a
+    /// connection's later requests).
     pub header_timeout: Duration,
     /// Idle keep-alive time.
     pub keep_alive: Duration,
@@ -533,14 +539,12 @@ impl Config {
 
     /// Connection limits and timeouts toward clients.
     pub fn client_limits(&self) -> Result<ClientLimits, ConfigError> {
-        if self.max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                key: "maxConnections",
-                reason: "must be at least 1".into(),
-            });
-        }
         Ok(ClientLimits {
-            max_connections: self.max_connections,
+            max_connections: at_least_one("maxConnections", self.max_connections)?,
+            max_per_client: at_least_one(
+                "maxConnectionsPerClient",
+                self.max_connections_per_client,
+            )?,
             header_timeout: positive_duration("headerTimeout", &self.header_timeout)?,
             keep_alive: positive_duration("keepAlive", &self.keep_alive)?,
             drain: positive_duration("drainTimeout", &self.drain_timeout)?,
@@ -627,14 +631,13 @@ impl Config {
 
     /// Bounds on upstream fetches.
     pub fn fetch_limits(&self) -> Result<FetchLimits, ConfigError> {
-        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
-        let at_least_one = |key, n: usize| match n {
-            0 => Err(invalid(key, "must be at least 1".into())),
-            n => Ok(n),
-        };
         Ok(FetchLimits {
-            max_blob_size: parse_size(&self.max_blob_size)
-                .map_err(|e| invalid("maxBlobSize", e))?,
+            max_blob_size: parse_size(&self.max_blob_size).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "maxBlobSize",
+                    reason,
+                }
+            })?,
             max_fetches: at_least_one("maxFetches", self.max_fetches)?,
             max_fetches_per_registry: at_least_one(
                 "maxFetchesPerRegistry",
@@ -754,6 +757,17 @@ fn endpoint(url: &str) -> Option<String> {
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', '@']);
     ok.then(|| trimmed.to_string())
+}
+
+/// A count setting that must be at least 1.
+fn at_least_one(key: &'static str, n: usize) -> Result<usize, ConfigError> {
+    match n {
+        0 => Err(ConfigError::Invalid {
+            key,
+            reason: "must be at least 1".into(),
+        }),
+        n => Ok(n),
+    }
 }
 
 /// A duration setting that must be positive (`30s`, `500ms`; not `0` or `never`).
@@ -925,6 +939,19 @@ mod tests {
         let defaults = parsed("{}");
         assert!(defaults.timeouts().is_ok() && defaults.client_limits().is_ok());
         assert!(defaults.fetch_limits().is_ok());
+    }
+
+    #[test]
+    fn connection_limits_default_and_must_be_at_least_one() {
+        let limits = parsed("port: 1\n").client_limits().unwrap();
+        assert_eq!(
+            (limits.max_connections, limits.max_per_client),
+            (10_000, 1000)
+        );
+        for key in ["maxConnections", "maxConnectionsPerClient"] {
+            let err = parsed(&format!("{key}: 0\n")).client_limits().unwrap_err();
+            assert_eq!(err.to_string(), format!("{key}: must be at least 1"));
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`error`]: every client-facing error and its OCI code, in one place
 //!   (and the API version header every response carries).
 //! - [`access_log`]: one log line per request.
+//! - [`connections`]: client connections: per-client cap, idle ones closed
+//!   first near `maxConnections`, a deadline on every request head.
 //! - [`admin`]: the admin API (list, history, prune, stats) on its own port.
 //! - [`probes`]: `/health`, `/ready` and the Prometheus `/metrics`.
 //! - [`hello_world`]: the embedded demo image.
@@ -30,6 +32,7 @@ pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod freshness;
 pub mod handlers;

@@ -1,19 +1,30 @@
 //! Start-up: open the cache, start the actors, bind, serve.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Arbiter};
+use actix_http::HttpService;
+use actix_server::{GracefulShutdownSignal, Server};
+use actix_service::{fn_service, map_config, ServiceFactory, ServiceFactoryExt};
+use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, ServiceRequest, ServiceResponse};
+use actix_web::rt::net::{TcpSocket, TcpStream};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
+use futures::future::ready;
 use futures::future::Either;
 use ociregistry_actors::coordinator::{Drain, PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::storage::{Flush, Layout, Prune, Storage};
 use ociregistry_actors::upstream::{require_native_roots, ProxyRules, ServerTlsConfig, TlsError};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admin::{self, AdminState};
 use crate::config::{ClientLimits, Config, ConfigError};
+use crate::connections::{ClientStream, Connections, Refused};
 use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
 
@@ -225,38 +236,176 @@ pub async fn run(
 
 /// The registry port's server with the client limits, over TLS when
 /// configured; also its bound address and scheme.
+///
+/// Assembled like actix-web's `HttpServer` does it, plus a
+/// [`ClientStream`] around every connection: see [`crate::connections`].
 fn registry_server(
     config: &Config,
     limits: &ClientLimits,
     tls: Option<ServerTlsConfig>,
     state: &web::Data<AppState>,
 ) -> Result<(actix_web::dev::Server, SocketAddr, &'static str), StartError> {
-    let state = state.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(nosniff())
-            .wrap(from_fn(crate::access_log::log_request))
-            .default_service(web::to(handlers::dispatch))
-    })
-    .workers(workers())
-    .max_connections(limits.max_connections.div_ceil(workers()))
-    .client_request_timeout(limits.header_timeout)
-    .keep_alive(limits.keep_alive)
-    .shutdown_timeout(drain_secs(limits.drain))
-    .backlog(LISTEN_BACKLOG)
-    .disable_signals();
     let listen = |e| listen_error(&config.host, config.port, e);
-    let addr = (config.host.as_str(), config.port);
-    let (server, scheme) = match tls {
-        Some(tls) => (server.bind_rustls_0_23(addr, tls).map_err(listen)?, "https"),
-        None => (server.bind(addr).map_err(listen)?, "http"),
-    };
-    let local = *server
-        .addrs()
-        .first()
-        .ok_or_else(|| listen(std::io::Error::other("no address bound")))?;
-    Ok((server.run(), local, scheme))
+    let listeners = bind((config.host.as_str(), config.port)).map_err(listen)?;
+    let local = listeners[0].local_addr().map_err(listen)?;
+    let connections = Connections::new(limits);
+    let mut builder = Server::build()
+        .workers(workers())
+        .max_concurrent_connections(limits.max_connections.div_ceil(workers()))
+        .shutdown_timeout(drain_secs(limits.drain))
+        .disable_signals();
+    let shutdown = builder.graceful_shutdown_signal();
+    let limits = *limits;
+    for listener in listeners {
+        let addr = listener.local_addr().map_err(listen)?;
+        let (connections, state, shutdown) = (connections.clone(), state.clone(), shutdown.clone());
+        builder = match tls.clone() {
+            None => builder.listen("registry", listener, move || {
+                admission(&connections).and_then(http_service::<ClientStream>(
+                    &limits, addr, &state, &shutdown,
+                ))
+            }),
+            Some(tls) => builder.listen("registry", listener, move || {
+                admission(&connections)
+                    .and_then(Acceptor::new(tls.clone()).map_err(ConnectionError::Tls))
+                    .and_then(http_service::<TlsStream<ClientStream>>(
+                        &limits, addr, &state, &shutdown,
+                    ))
+            }),
+        }
+        .map_err(listen)?;
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    Ok((builder.run(), local, scheme))
+}
+
+/// What ended a client connection early (actix-server drops it).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// Refused before it was served.
+    #[error(transparent)]
+    Refused(Refused),
+    /// The TLS handshake failed.
+    #[error("TLS: {0:?}")]
+    Tls(actix_tls::accept::TlsError<std::io::Error, std::convert::Infallible>),
+    /// HTTP failed.
+    #[error("HTTP: {0}")]
+    Http(actix_http::error::DispatchError),
+}
+
+/// A client connection's stream as HTTP reads it: plain or TLS.
+trait ClientIo: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// The TCP stream underneath.
+    fn client(&self) -> &ClientStream;
+}
+
+impl ClientIo for ClientStream {
+    fn client(&self) -> &ClientStream {
+        self
+    }
+}
+
+impl ClientIo for TlsStream<ClientStream> {
+    fn client(&self) -> &ClientStream {
+        self.get_ref().0
+    }
+}
+
+/// Takes each accepted connection into `connections`, or refuses it.
+fn admission(
+    connections: &Arc<Connections>,
+) -> impl ServiceFactory<
+    TcpStream,
+    Config = (),
+    Response = ClientStream,
+    Error = ConnectionError,
+    InitError = (),
+> {
+    let connections = connections.clone();
+    fn_service(move |io| ready(connections.admit(io).map_err(ConnectionError::Refused)))
+}
+
+/// The registry's HTTP/1 service over client streams of type `T`; each
+/// request carries its [`Connection`] (see [`crate::connections::track`]).
+fn http_service<T: ClientIo>(
+    limits: &ClientLimits,
+    addr: SocketAddr,
+    state: &web::Data<AppState>,
+    shutdown: &GracefulShutdownSignal,
+) -> impl ServiceFactory<T, Config = (), Response = (), Error = ConnectionError, InitError = ()> {
+    let shutdown = shutdown.clone();
+    // `AppConfig` feeds only `ConnectionInfo` (scheme and host when a
+    // request names none), which this server never reads; actix-web keeps
+    // its constructor to itself.
+    let app = map_config(registry_app(state.clone()), |_| AppConfig::default());
+    let h1 = HttpService::build()
+        .client_request_timeout(limits.header_timeout)
+        .keep_alive(limits.keep_alive)
+        .local_addr(addr)
+        // On shutdown, idle connections close and answers in flight end
+        // their connection (as in actix-web's `HttpServer`).
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
+        .on_connect_ext(|io: &T, data| {
+            data.insert(io.client().connection().clone());
+        })
+        .h1(app);
+    fn_service(|io: T| {
+        let peer = Some(io.client().peer());
+        ready(Ok((io, peer)))
+    })
+    .and_then(h1.map_err(ConnectionError::Http))
+}
+
+/// The registry's application: every request tracked on its connection,
+/// logged, then dispatched.
+fn registry_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap(nosniff())
+        .wrap(from_fn(crate::access_log::log_request))
+        .wrap(from_fn(crate::connections::track))
+        .default_service(web::to(handlers::dispatch))
+}
+
+/// Listening sockets on every address `addr` resolves to (at least one),
+/// with the server's backlog.
+fn bind(addr: impl ToSocketAddrs) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::new();
+    let mut failure = None;
+    for addr in addr.to_socket_addrs()? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
+        let listener = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(LISTEN_BACKLOG)?.into_std()
+        });
+        match listener {
+            Ok(l) => listeners.push(l),
+            Err(e) => failure = Some(e),
+        }
+    }
+    match (listeners.is_empty(), failure) {
+        (false, _) => Ok(listeners),
+        (true, Some(e)) => Err(e),
+        (true, None) => Err(std::io::Error::other("the address resolves to nothing")),
+    }
 }
 
 /// Runs `servers` until one fails or SIGTERM/SIGINT arrives; then stops

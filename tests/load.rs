@@ -297,7 +297,14 @@ fn server_with_cached_image(seed: u64) -> (Server, Expected) {
     actix_web::rt::System::new().block_on(async {
         push_image(&common::client(), &upstream.url(), REPO, TAG, &img).await;
     });
-    let server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
+    // Every connection comes from 127.0.0.1: one client may hold them all.
+    let server = Server::start(
+        &docker_io_config(
+            &upstream.url(),
+            &format!("maxConnectionsPerClient: {CONNECTIONS}\n"),
+        ),
+        &[],
+    );
     let exp = Expected {
         blob_path: format!("/v2/{REPO}/blobs/{}?ns=docker.io", blob.digest),
         blob_digest: blob.digest.clone(),

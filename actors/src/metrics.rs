@@ -134,6 +134,13 @@ pub struct Metrics {
     pub token_refreshes: Family<RegistryLabel, Counter>,
     /// Client requests refused by the upstream guard.
     pub guard_refusals: Counter,
+    /// Client connections open on the registry port.
+    pub client_connections: Gauge,
+    /// Client connections refused because their address had
+    /// `maxConnectionsPerClient` open.
+    pub client_connections_refused: Counter,
+    /// Idle keep-alive client connections closed to make room for new ones.
+    pub idle_connections_closed: Counter,
 }
 
 impl Metrics {
@@ -158,6 +165,9 @@ impl Metrics {
             upstream_up: Family::default(),
             token_refreshes: Family::default(),
             guard_refusals: Counter::default(),
+            client_connections: Gauge::default(),
+            client_connections_refused: Counter::default(),
+            idle_connections_closed: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -231,6 +241,21 @@ impl Metrics {
             "upstream_guard_refusals",
             "Upstreams refused by the upstream guard",
             m.guard_refusals.clone(),
+        );
+        r.register(
+            "client_connections",
+            "Client connections open on the registry port",
+            m.client_connections.clone(),
+        );
+        r.register(
+            "client_connections_refused",
+            "Client connections refused: their address had maxConnectionsPerClient open",
+            m.client_connections_refused.clone(),
+        );
+        r.register(
+            "client_idle_connections_closed",
+            "Idle keep-alive client connections closed to make room for new ones",
+            m.idle_connections_closed.clone(),
         );
         Self { registry, ..m }
     }

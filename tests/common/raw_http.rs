@@ -4,8 +4,8 @@
 //! no client library pools, retries or normalises anything.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 /// The text of a body-less HTTP/1.1 request: the request line, `Host: host`,
 /// then `headers` in order.
@@ -54,6 +54,34 @@ impl RawConn {
     /// Nagle's algorithm off; requests name `host_port` as their `Host`.
     pub fn connect(host_port: &str, io_timeout: Duration) -> io::Result<RawConn> {
         let stream = TcpStream::connect(host_port)?;
+        stream.set_read_timeout(Some(io_timeout))?;
+        stream.set_write_timeout(Some(io_timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(RawConn::new(stream, host_port))
+    }
+
+    /// Like [`RawConn::connect`], from the local address `local` (any
+    /// 127.0.0.0/8 address is a distinct client of a loopback server).
+    pub fn connect_from(
+        local: IpAddr,
+        host_port: &str,
+        io_timeout: Duration,
+    ) -> io::Result<RawConn> {
+        let server: SocketAddr = host_port
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        let stream = runtime.block_on(async {
+            let socket = match local {
+                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(local, 0))?;
+            socket.connect(server).await?.into_std()
+        })?;
+        stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(io_timeout))?;
         stream.set_write_timeout(Some(io_timeout))?;
         stream.set_nodelay(true)?;
@@ -167,6 +195,42 @@ impl RawConn {
             self.read_body(len, |piece| body.extend_from_slice(piece))?;
         }
         Ok((head, body))
+    }
+
+    /// How long after this call the server closed the connection (end of
+    /// stream or reset), reading past anything it sends first; `None` if
+    /// it was still open `within` later. The read timeout is restored.
+    pub fn closed_within(&mut self, within: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let before = self.reader.get_ref().read_timeout().expect("read timeout");
+        let mut scratch = [0u8; 4096];
+        let closed = loop {
+            let Some(left) = within.checked_sub(start.elapsed()) else {
+                break None;
+            };
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("set the read timeout");
+            match self.reader.read(&mut scratch) {
+                Ok(0) => break Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break None
+                }
+                Err(_) => break Some(start.elapsed()),
+            }
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(before)
+            .expect("restore the read timeout");
+        closed
     }
 
     /// Everything the server sends until it closes the connection (or a
