@@ -1,5 +1,6 @@
 //! Start-up: open the cache, start the actors, bind, serve.
 
+use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,18 +152,60 @@ impl Cache {
     }
 }
 
-/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully:
-/// stops accepting, lets client transfers and upstream fetches in flight
-/// finish within `drainTimeout`, saves what is pending and returns.
-/// Prints `ociregistry listening on http(s)://ADDR` on stdout once it accepts.
-/// Images listed in `preload` are loaded in the background: what is
-/// cached serves at once, and an unreachable upstream never delays start-up.
+/// Runs the server on the configured registry address until SIGTERM or
+/// SIGINT (a second signal exits at once), then shuts down as [`serve`]
+/// says.
 pub async fn run(
     config: Config,
     hello_world: bool,
     preload: Option<Source>,
     log: slog::Logger,
 ) -> Result<(), StartError> {
+    let listen = |e| listen_error(&config.host, config.port, e);
+    let registry = bind((config.host.as_str(), config.port)).map_err(listen)?;
+    let signalled = async {
+        let name = shutdown_signal().await;
+        actix::spawn(async {
+            shutdown_signal().await;
+            std::process::exit(1);
+        });
+        name
+    };
+    let start = Start {
+        hello_world,
+        preload,
+    };
+    serve(config, registry, start, signalled, log).await
+}
+
+/// What a server does once at start-up besides opening the cache.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// Install the embedded demo image.
+    pub hello_world: bool,
+    /// Images to load in the background: what is cached serves at once,
+    /// and an unreachable upstream never delays start-up.
+    pub preload: Option<Source>,
+}
+
+/// Serves the registry port on `registry` (bound by the caller: [`run`],
+/// or a test on `127.0.0.1:0`), and the admin, metrics and health ports
+/// the configuration names, until `shutdown` resolves (with a name for the
+/// log); then stops accepting, lets client transfers and upstream fetches
+/// in flight finish within `drainTimeout`, saves what is pending and
+/// returns. Prints `ociregistry listening on http(s)://ADDR` on stdout once
+/// it accepts.
+pub async fn serve(
+    config: Config,
+    registry: Vec<std::net::TcpListener>,
+    start: Start,
+    shutdown: impl Future<Output = &'static str>,
+    log: slog::Logger,
+) -> Result<(), StartError> {
+    let Start {
+        hello_world,
+        preload,
+    } = start;
     let limits = config.client_limits()?;
     let tls = match config.server_tls()? {
         Some(settings) => Some(settings.server_config().map_err(StartError::ServerTls)?),
@@ -203,7 +246,7 @@ pub async fn run(
     }
 
     raise_open_files_limit(limits.max_connections, &log);
-    let (registry, local, scheme) = registry_server(&config, &limits, tls, &state)?;
+    let (registry, local, scheme) = registry_server(&config, registry, &limits, tls, &state)?;
     let mut servers = vec![registry];
     if let Some(port) = config.admin_port {
         servers.push(admin_server(&config, port, &state, limits.drain, &log)?);
@@ -226,7 +269,7 @@ pub async fn run(
         "cache" => %config.image_path.display(), "air_gapped" => config.air_gapped);
     println!("ociregistry listening on {scheme}://{local}");
 
-    serve_until_signal(servers, &state, limits.drain, &log)
+    serve_until(servers, shutdown, &state, limits.drain, &log)
         .await
         .map_err(|e| listen_error(&config.host, config.port, e))?;
     let _ = state.storage.send(Flush).await;
@@ -241,13 +284,16 @@ pub async fn run(
 /// [`ClientStream`] around every connection: see [`crate::connections`].
 fn registry_server(
     config: &Config,
+    listeners: Vec<std::net::TcpListener>,
     limits: &ClientLimits,
     tls: Option<ServerTlsConfig>,
     state: &web::Data<AppState>,
 ) -> Result<(actix_web::dev::Server, SocketAddr, &'static str), StartError> {
     let listen = |e| listen_error(&config.host, config.port, e);
-    let listeners = bind((config.host.as_str(), config.port)).map_err(listen)?;
-    let local = listeners[0].local_addr().map_err(listen)?;
+    let first = listeners
+        .first()
+        .ok_or_else(|| listen(std::io::Error::other("no listener")));
+    let local = first?.local_addr().map_err(listen)?;
     let connections = Connections::new(limits);
     let mut builder = Server::build()
         .workers(workers())
@@ -408,11 +454,12 @@ fn bind(addr: impl ToSocketAddrs) -> std::io::Result<Vec<std::net::TcpListener>>
     }
 }
 
-/// Runs `servers` until one fails or SIGTERM/SIGINT arrives; then stops
-/// them gracefully (in-flight responses finish) and waits, up to `drain`
-/// in all, for the coordinator's upstream fetches.
-async fn serve_until_signal(
+/// Runs `servers` until one fails or `shutdown` resolves; then stops them
+/// gracefully (in-flight responses finish) and waits, up to `drain` in
+/// all, for the coordinator's upstream fetches.
+async fn serve_until(
     servers: Vec<actix_web::dev::Server>,
+    shutdown: impl Future<Output = &'static str>,
     state: &AppState,
     drain: Duration,
     log: &slog::Logger,
@@ -420,18 +467,13 @@ async fn serve_until_signal(
     let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
     let stopped = futures::future::try_join_all(servers);
     futures::pin_mut!(stopped);
-    let signal = shutdown_signal();
-    futures::pin_mut!(signal);
-    let (name, stopped) = match futures::future::select(stopped, signal).await {
+    futures::pin_mut!(shutdown);
+    let (name, stopped) = match futures::future::select(stopped, shutdown).await {
         Either::Left((result, _)) => return result.map(drop),
         Either::Right(signalled) => signalled,
     };
-    slog::info!(log, "shutting down: draining transfers in flight (a second signal exits now)";
-        "signal" => name, "drain_timeout_ms" => drain.as_millis() as u64);
-    actix::spawn(async {
-        shutdown_signal().await;
-        std::process::exit(1);
-    });
+    slog::info!(log, "shutting down: draining transfers in flight";
+        "by" => name, "drain_timeout_ms" => drain.as_millis() as u64);
     let deadline = tokio::time::Instant::now() + drain;
     // The servers' futures must run while they process the stop.
     let stops = futures::future::join_all(handles.iter().map(|h| h.stop(true)));

@@ -183,6 +183,19 @@ pub fn http_get_status(host_port: &str, path: &str) -> Option<u16> {
     line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
 }
 
+/// [`wait_until`] for async tests whose own runtime must keep running
+/// (clients, or a server, on the test's thread): sleeps asynchronously.
+pub async fn wait_for(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while !ready() {
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    true
+}
+
 /// Polls `ready` every [`POLL_INTERVAL`] until it returns true or `deadline`
 /// passes. Returns whether it became ready.
 pub fn wait_until(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {

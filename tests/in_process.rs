@@ -1,0 +1,121 @@
+//! The whole server in this test's process: `server::serve` on a listener
+//! the test bound, a cache in a temporary directory, the fault upstream
+//! (served from this process too) as the registry, and a shutdown the test
+//! triggers. No root, no external tool, no child process.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use awc::http::StatusCode;
+use clap::Parser;
+use common::{client, digest_of, docker_io_config, Fault, FaultUpstream};
+use ociregistry::cli::Cli;
+use ociregistry::config::Config;
+use ociregistry::server::{serve, Start};
+use tokio::sync::oneshot;
+
+/// A server of this process and the means to stop it.
+struct InProcess {
+    /// `http://127.0.0.1:PORT`.
+    url: String,
+    /// Resolves the server's shutdown future.
+    stop: oneshot::Sender<()>,
+    /// The server's task: its result once it stopped.
+    task: tokio::task::JoinHandle<Result<(), ociregistry::server::StartError>>,
+}
+
+impl InProcess {
+    /// Starts the server on `127.0.0.1:0` with `config_yaml`, caching in `cache`.
+    fn start(config_yaml: &str, cache: &Path) -> InProcess {
+        let config_file = cache.with_extension("yaml");
+        std::fs::write(&config_file, config_yaml).unwrap();
+        let cli = Cli::parse_from([
+            "ociregistry",
+            "--config-file",
+            config_file.to_str().unwrap(),
+            "--image-path",
+            cache.to_str().unwrap(),
+            "serve",
+        ]);
+        let config = Config::load(&cli).unwrap().config;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+            "test"
+        };
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let task = actix_web::rt::spawn(serve(
+            config,
+            vec![listener],
+            Start::default(),
+            shutdown,
+            log,
+        ));
+        InProcess { url, stop, task }
+    }
+
+    /// Stops the server and waits until it has drained and returned.
+    async fn shut_down(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn pulls_through_the_server_in_this_process_and_stops_on_demand() {
+    let blob: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+    let upstream = FaultUpstream::start(blob.clone(), manifest.to_vec());
+    upstream.push_faults(&[Fault::Gated]);
+    let cache = tempfile::tempdir().unwrap();
+    let server = InProcess::start(
+        &docker_io_config(upstream.url(), ""),
+        &cache.path().join("cache"),
+    );
+    let blob_url = format!(
+        "{}/v2/library/app/blobs/{}?ns=docker.io",
+        server.url,
+        upstream.blob_digest()
+    );
+
+    // Twenty clients ask at once while the upstream holds its transfer:
+    // one upstream fetch answers them all.
+    let gets = (0..20).map(|_| async {
+        let mut res = client().get(&blob_url).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.body().limit(64 << 20).await.unwrap()
+    });
+    let all = futures::future::join_all(gets);
+    futures::pin_mut!(all);
+    let opened = async {
+        let asked = || upstream.blob_gets() == 1;
+        assert!(common::wait_for(std::time::Duration::from_secs(10), asked).await);
+        upstream.open_gate();
+    };
+    let (bodies, ()) = futures::future::join(all, opened).await;
+    for body in bodies {
+        assert_eq!(digest_of(&body), upstream.blob_digest());
+    }
+    assert_eq!(upstream.blob_gets(), 1);
+
+    let mut res = client()
+        .get(format!(
+            "{}/v2/library/app/manifests/1?ns=docker.io",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.body().await.unwrap(), &manifest[..]);
+
+    server.shut_down().await;
+    assert!(common::wait_stored(
+        &cache.path().join("cache"),
+        upstream.blob_digest()
+    ));
+}
