@@ -239,3 +239,66 @@ async fn start_up_reads_no_manifest_body_and_a_corrupt_one_is_caught_when_served
     let stats = storage.send(GetStats { images: false }).await.unwrap();
     assert_eq!(stats.manifests, 1);
 }
+
+/// Stores `bytes` as a blob through a writer and a commit.
+async fn store_blob(storage: &Addr<Storage>, bytes: &[u8]) -> Digest {
+    let digest = Digest::of(bytes);
+    let mut w = writer(
+        storage
+            .send(BeginBlob(digest.clone()))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    w.push(vec![Bytes::copy_from_slice(bytes)]).await.unwrap();
+    let verified = w.verify(Some(bytes.len() as u64)).await.unwrap();
+    storage.send(CommitBlob(verified)).await.unwrap().unwrap();
+    digest
+}
+
+#[actix::test]
+async fn blobs_being_written_count_toward_the_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let retention = Retention {
+        max_size: Some(1 << 20),
+        ..Retention::default()
+    };
+    let storage = Storage::open(dir.path(), retention, log).unwrap().start();
+    // An image of 600 KiB, then a download in progress of 600 KiB more.
+    let config = store_blob(&storage, b"{}").await;
+    let layer = store_blob(&storage, &vec![1u8; 600 << 10]).await;
+    let image = Arc::new(
+        Manifest::verify(
+            &Reference::Tag(Tag::parse("1").unwrap()),
+            Bytes::from(format!(
+                r#"{{"schemaVersion":2,"config":{{"digest":"{config}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+            )),
+            None,
+        )
+        .unwrap(),
+    );
+    commit(&storage, &image).await;
+    let big = vec![2u8; 600 << 10];
+    let mut downloading = writer(
+        storage
+            .send(BeginBlob(Digest::of(&big)))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    downloading.push(vec![Bytes::from(big)]).await.unwrap();
+    assert!(storage
+        .send(LookupBlob(layer.clone()))
+        .await
+        .unwrap()
+        .is_some());
+    // The next write goes over the limit only with the partial file counted.
+    store_blob(&storage, b"small").await;
+    assert!(
+        storage.send(LookupBlob(layer)).await.unwrap().is_none(),
+        "the least recently pulled image was evicted"
+    );
+    assert_eq!(lookup(&storage, &image.digest).await, None);
+    drop(downloading);
+}
