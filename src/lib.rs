@@ -8,6 +8,7 @@
 //! - [`namespace`]: which upstream registry and repository a request means.
 //! - [`handlers`]: manifest and blob handlers.
 //! - [`freshness`]: when a cached tag is answered without the upstream.
+//! - [`image_ref`]: image references (`[registry/]repo[:tag][@digest]`).
 //! - [`preload`]: filling the cache from a list of images.
 //! - [`prune`]: prune requests from the CLI, the admin API and the config.
 //! - [`range`]: `Range` header parsing.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod freshness;
 pub mod handlers;
 pub mod hello_world;
+pub mod image_ref;
 pub mod namespace;
 pub mod preload;
 pub mod probes;
