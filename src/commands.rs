@@ -5,7 +5,8 @@ use regex::Regex;
 
 use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
 use crate::config::Config;
-use crate::preload::{ImageRef, Loader, Source};
+use crate::image_ref::ImageRef;
+use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
 use crate::server::cache_in_use;
 use crate::server::{self, Cache};
@@ -26,7 +27,8 @@ pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), 
         .resolve_ref
         .as_deref()
         .map(ImageRef::parse)
-        .transpose()?;
+        .transpose()
+        .map_err(|e| e.to_string())?;
     actix::System::new().block_on(async {
         let cache = Cache::open(config, false, log)
             .await

@@ -312,10 +312,11 @@ pub struct RegistryEntry {
     /// TLS settings.
     #[serde(default)]
     pub tls: Option<TlsEntry>,
-    /// HTTP proxy (`http://host:port`) for this registry, instead of the
-    /// `HTTP(S)_PROXY` environment.
+    /// HTTP proxy (`http://[user:password@]host[:port]`) for this
+    /// registry, instead of the `HTTP(S)_PROXY` environment; any other
+    /// scheme stops start-up.
     #[serde(default)]
-    pub proxy: Option<String>,
+    pub proxy: Option<ProxyUrl>,
     /// This registry's `tagTtl`.
     #[serde(default, rename = "tagTtl", alias = "tag_ttl")]
     pub tag_ttl: Option<String>,
@@ -349,6 +350,18 @@ impl std::fmt::Debug for AuthEntry {
         f.debug_struct("AuthEntry")
             .field("user", &self.user)
             .finish_non_exhaustive()
+    }
+}
+
+/// `registries[].proxy` as written. `Debug` never shows it: it may hold a
+/// password.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ProxyUrl(pub String);
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyUrl(<redacted>)")
     }
 }
 
@@ -694,8 +707,9 @@ impl RegistryEntry {
             .map_err(err)?;
         let tls = self.tls.clone().unwrap_or_default();
         let proxy = match &self.proxy {
-            Some(url) => ProxyRules::single(url)
-                .ok_or_else(|| err(format!("proxy {url:?} is not http://host:port")))?,
+            Some(ProxyUrl(url)) => {
+                ProxyRules::single(url).map_err(|e| err(format!("proxy: {e}")))?
+            }
             None => env_proxy.clone(),
         };
         Ok(UpstreamSettings {
@@ -1006,6 +1020,33 @@ mod tests {
         };
         assert_eq!(auth.credentials().unwrap().password, "s3cret");
         assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn registry_proxies_are_http_and_never_shown() {
+        let entry = |proxy: &str| -> RegistryEntry {
+            serde_json::from_value(serde_json::json!({"name": "r.example", "proxy": proxy}))
+                .unwrap()
+        };
+        let https = entry("https://u:s3cret@proxy.example:3128");
+        let err = https
+            .settings(test_timeouts(), &ProxyRules::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "registries[r.example]: proxy: proxy scheme \"https\" is not supported"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let http = entry("http://u:s3cret@proxy.example:3128");
+        let settings = http
+            .settings(test_timeouts(), &ProxyRules::default())
+            .unwrap();
+        for shown in [format!("{http:?}"), format!("{settings:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
     }
 
     fn test_timeouts() -> Timeouts {

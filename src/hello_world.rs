@@ -33,7 +33,7 @@ pub async fn install(storage: &Addr<Storage>) -> Result<(), FetchError> {
     let repo = RepoName::parse(REPO).expect("valid repository");
     let mut entries = Vec::new();
     for arch in ARCHITECTURES {
-        let layer = tar(
+        let layer = one_file_tar(
             "hello",
             format!("Hello from ociregistry ({arch})\n").as_bytes(),
         );
@@ -104,53 +104,52 @@ async fn put_manifest(
     Ok(manifest)
 }
 
-/// A ustar archive holding one regular file.
-fn tar(name: &str, content: &[u8]) -> Vec<u8> {
-    const BLOCK: usize = 512;
-    let mut header = [0u8; BLOCK];
-    let mut field = |at: usize, value: &[u8]| header[at..at + value.len()].copy_from_slice(value);
-    field(0, name.as_bytes());
-    field(100, b"0000755\0");
-    field(108, b"0000000\0");
-    field(116, b"0000000\0");
-    field(124, format!("{:011o}\0", content.len()).as_bytes());
-    field(136, b"00000000000\0");
-    field(148, b"        ");
-    field(156, b"0");
-    field(257, b"ustar\0");
-    field(263, b"00");
-    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let padded = content.len().div_ceil(BLOCK) * BLOCK;
-    let mut out = Vec::with_capacity(BLOCK + padded + 2 * BLOCK);
-    out.extend_from_slice(&header);
-    out.extend_from_slice(content);
-    out.resize(BLOCK + padded + 2 * BLOCK, 0);
-    out
+/// A ustar archive holding one executable regular file. Every header field
+/// is fixed (mode 0755, uid and gid 0, mtime 0), so the layer, and with it
+/// every digest of the image, is the same in every build.
+fn one_file_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(content.len() as u64);
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    let mut archive = tar::Builder::new(Vec::new());
+    archive
+        .append_data(&mut header, name, content)
+        .and_then(|()| archive.into_inner())
+        .expect("writing to memory cannot fail")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     #[test]
-    fn tar_is_well_formed() {
-        let t = tar("hello", b"hi\n");
-        assert_eq!(t.len(), 512 * 4);
-        assert_eq!(&t[124..136], b"00000000003\0");
-        let sum: u32 = t[..512]
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u32::from(b)
-                }
-            })
-            .sum();
-        let stored = u32::from_str_radix(std::str::from_utf8(&t[148..154]).unwrap(), 8).unwrap();
-        assert_eq!(sum, stored);
-        assert_eq!(&t[512..515], b"hi\n");
+    fn the_layer_is_one_fixed_file() {
+        let layer = one_file_tar("hello", b"hi\n");
+        assert_eq!(
+            layer.len(),
+            512 * 4,
+            "header, one data block, end of archive"
+        );
+        let mut archive = tar::Archive::new(layer.as_slice());
+        let mut entries = archive.entries().unwrap();
+        let mut entry = entries.next().unwrap().unwrap();
+        let header = entry.header();
+        assert_eq!(header.entry_type(), tar::EntryType::Regular);
+        assert_eq!(&*header.path_bytes(), b"hello");
+        assert_eq!(header.mode().unwrap(), 0o755);
+        assert_eq!(header.uid().unwrap(), 0);
+        assert_eq!(header.gid().unwrap(), 0);
+        assert_eq!(header.mtime().unwrap(), 0);
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        assert_eq!(content, b"hi\n");
+        assert!(entries.next().is_none());
+        assert_eq!(one_file_tar("hello", b"hi\n"), layer, "deterministic");
     }
 }

@@ -9,6 +9,7 @@
 //! - [`handlers`]: manifest and blob handlers.
 //! - [`state`]: what every handler shares (actor addresses, serving policy).
 //! - [`freshness`]: when a cached tag is answered without the upstream.
+//! - [`image_ref`]: image references (`[registry/]repo[:tag][@digest]`).
 //! - [`preload`]: filling the cache from a list of images.
 //! - [`prune`]: prune requests from the CLI, the admin API and the config.
 //! - [`range`]: `Range` header parsing.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod freshness;
 pub mod handlers;
 pub mod hello_world;
+pub mod image_ref;
 pub mod namespace;
 pub mod preload;
 pub mod probes;

@@ -23,7 +23,7 @@ pub fn resolve(
 ) -> Result<Target, ApiError> {
     let (registry, repo) = if let Some(ns) = ns {
         (RegistryName::parse(ns)?, name)
-    } else if let Some((host, rest)) = name.split_once('/').filter(|(h, _)| is_host(h)) {
+    } else if let Some((host, rest)) = split_host(name) {
         (RegistryName::parse(host)?, rest)
     } else if let Some(default) = default_ns {
         (default.clone(), name)
@@ -35,9 +35,13 @@ pub fn resolve(
     Ok(Target { registry, repo })
 }
 
-/// Docker's rule for telling a registry host from a repository component.
-fn is_host(segment: &str) -> bool {
-    segment.contains(['.', ':']) || segment == "localhost"
+/// `host/rest` when the first segment of `name` is a registry host, by
+/// Docker's rule for telling one from a repository component: it contains
+/// `.` or `:`, or is `localhost`. Request paths and image references
+/// (`crate::image_ref`) both split names here.
+pub fn split_host(name: &str) -> Option<(&str, &str)> {
+    name.split_once('/')
+        .filter(|(host, _)| host.contains(['.', ':']) || *host == "localhost")
 }
 
 #[cfg(test)]

@@ -12,58 +12,10 @@ use futures::stream::{self, StreamExt};
 use ociregistry_actors::coordinator::{FetchBlob, FetchManifest, PullCoordinator};
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::Manifest;
-use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName};
+use ociregistry_actors::names::{Digest, Reference};
 use ociregistry_actors::storage::{LookupBlob, LookupManifest, Storage};
 
-/// An image named in a list: `[registry/]repo[:tag|@digest]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    /// Registry host (Docker Hub when none is named).
-    pub registry: RegistryName,
-    /// Repository (Docker Hub's `library/` added).
-    pub repo: RepoName,
-    /// Tag (`latest` when none) or digest.
-    pub reference: Reference,
-}
-
-impl ImageRef {
-    /// Parses a reference the way docker and containerd do.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = |why: String| format!("{text:?}: {why}");
-        let (name, reference) = match text.rsplit_once('@') {
-            Some((n, d)) => (n, d.to_string()),
-            None => match text.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-                Some((n, t)) => (n, t.to_string()),
-                None => (text, "latest".to_string()),
-            },
-        };
-        let (registry, repo) = match name.split_once('/') {
-            Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => (host, rest),
-            _ => ("docker.io", name),
-        };
-        let registry = RegistryName::parse(registry).map_err(|e| bad(e.to_string()))?;
-        let repo = RepoName::parse(repo)
-            .and_then(|r| r.for_registry(&registry))
-            .map_err(|e| bad(e.to_string()))?;
-        let reference = Reference::parse(&reference).map_err(|e| bad(e.to_string()))?;
-        Ok(Self {
-            registry,
-            repo,
-            reference,
-        })
-    }
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sep = if matches!(self.reference, Reference::Digest(_)) {
-            '@'
-        } else {
-            ':'
-        };
-        write!(f, "{}/{}{sep}{}", self.registry, self.repo, self.reference)
-    }
-}
+use crate::image_ref::ImageRef;
 
 /// Where images to load come from.
 #[derive(Debug, Clone)]
@@ -91,7 +43,7 @@ pub fn read_list(path: &Path) -> Result<Vec<ImageRef>, String> {
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
-        .map(ImageRef::parse)
+        .map(|line| ImageRef::parse(line).map_err(|e| e.to_string()))
         .collect()
 }
 
@@ -259,32 +211,20 @@ impl Loader {
 mod tests {
     use super::*;
 
-    fn parsed(s: &str) -> String {
-        ImageRef::parse(s).unwrap().to_string()
-    }
-
-    #[test]
-    fn references_like_docker() {
-        assert_eq!(parsed("alpine"), "docker.io/library/alpine:latest");
-        assert_eq!(parsed("alpine:3.20"), "docker.io/library/alpine:3.20");
-        assert_eq!(parsed("quay.io/org/app:v1"), "quay.io/org/app:v1");
-        assert_eq!(parsed("localhost:5000/x"), "localhost:5000/x:latest");
-        let digest = Digest::of(b"x");
-        assert_eq!(
-            parsed(&format!("ghcr.io/a/b@{digest}")),
-            format!("ghcr.io/a/b@{digest}")
-        );
-        assert!(ImageRef::parse("UPPER/case").is_err());
-        assert!(ImageRef::parse("a:bad tag").is_err());
-    }
-
     #[test]
     fn list_files_skip_comments() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("images.txt");
-        std::fs::write(&path, "# base images\nalpine:3.20\n\n  busybox # shell\n").unwrap();
+        let digest = Digest::of(b"x");
+        let text =
+            format!("# base images\nalpine:3.20\n\n  busybox # shell\nquay.io/a/b:1@{digest}\n");
+        std::fs::write(&path, text).unwrap();
         let list = read_list(&path).unwrap();
-        assert_eq!(list.len(), 2);
+        assert_eq!(list.len(), 3);
         assert_eq!(list[1].to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(list[2].reference, Reference::Digest(digest));
+        std::fs::write(&path, "alpine\nalpine@latest\n").unwrap();
+        let e = read_list(&path).unwrap_err();
+        assert!(e.contains("alpine@latest"), "{e}");
     }
 }

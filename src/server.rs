@@ -20,7 +20,9 @@ use futures::future::Either;
 use ociregistry_actors::coordinator::{Drain, PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::storage::{Flush, Layout, Prune, Storage};
-use ociregistry_actors::upstream::{require_native_roots, ProxyRules, ServerTlsConfig, TlsError};
+use ociregistry_actors::upstream::{
+    require_native_roots, ProxyEnvError, ProxyRules, ServerTlsConfig, TlsError,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::admin::{self, AdminState};
@@ -58,6 +60,9 @@ pub enum StartError {
     /// An upstream's TLS settings are unusable.
     #[error("upstream TLS: {0}")]
     Tls(#[from] TlsError),
+    /// `HTTP_PROXY`, `HTTPS_PROXY` or `NO_PROXY` is unusable.
+    #[error("egress proxy: {0}")]
+    Proxy(#[from] ProxyEnvError),
     /// `serverTlsConfig` is unusable.
     #[error("serverTlsConfig: {0}")]
     ServerTls(TlsError),
@@ -106,7 +111,7 @@ impl Cache {
         if !config.air_gapped {
             require_native_roots()?;
         }
-        let env_proxy = ProxyRules::from_env();
+        let env_proxy = ProxyRules::from_env()?;
         let upstreams = config.upstreams(&env_proxy)?;
         let cache_error = |source| StartError::Cache {
             path: config.image_path.clone(),

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
 
-use crate::preload::ImageRef;
+use crate::image_ref::{ImageRef, ImageRefError};
 
 /// Read size when copying an entry out of the archive or into the cache.
 const CHUNK: usize = 1 << 20;
@@ -72,6 +72,9 @@ pub enum ImportError {
     /// `index.json` or `manifest.json` is malformed, or names nothing.
     #[error("{0}")]
     Format(String),
+    /// An image name in the archive is not an image reference.
+    #[error("an image name in the archive: {0}")]
+    Name(#[from] ImageRefError),
     /// Index nesting deeper than the cache keeps.
     #[error("indexes nested deeper than {MAX_INDEX_DEPTH}")]
     TooDeep,
@@ -311,7 +314,7 @@ impl Archive<'_> {
         for image in saved {
             let name = match (resolve_ref, single, image.repo_tags.first()) {
                 (Some(r), true, _) => r.clone(),
-                (_, _, Some(tag)) => ImageRef::parse(tag).map_err(ImportError::Format)?,
+                (_, _, Some(tag)) => ImageRef::parse(tag)?,
                 _ => return Err(no_name()),
             };
             self.import_saved(&name, &image).await?;
@@ -481,7 +484,7 @@ fn entry_name(annotations: &HashMap<String, String>) -> Result<ImageRef, ImportE
                 .filter(|n| n.contains('/') || n.contains(':'))
         })
         .ok_or_else(no_name)?;
-    ImageRef::parse(name).map_err(ImportError::Format)
+    Ok(ImageRef::parse(name)?)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use awc::http::StatusCode;
+use base64::Engine as _;
 use common::{
     assert_success, client, digest_of, htpasswd, push_image, require_root_tools,
     skopeo_copy_from_mirror, Containerd, Fault, FaultUpstream, Pki, Server, TestImage, TokenServer,
@@ -305,16 +306,28 @@ async fn redirected_blobs_never_carry_the_registry_credentials() {
     );
 }
 
-/// A CONNECT proxy on 127.0.0.1 that counts its tunnels.
-fn connect_proxy() -> (String, Arc<AtomicUsize>) {
+/// A CONNECT proxy on 127.0.0.1.
+struct ConnectProxy {
+    /// `http://127.0.0.1:<port>`.
+    url: String,
+    /// Tunnels opened.
+    tunnels: Arc<AtomicUsize>,
+    /// The head of every CONNECT request, as received.
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts a [`ConnectProxy`].
+fn connect_proxy() -> ConnectProxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let tunnels = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&tunnels);
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (count, seen) = (Arc::clone(&tunnels), Arc::clone(&heads));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let mut client = conn.unwrap();
             let head = read_head(&mut client);
+            seen.lock().unwrap().push(head.clone());
             let Some(target) = head
                 .strip_prefix("CONNECT ")
                 .and_then(|r| r.split(' ').next())
@@ -336,13 +349,21 @@ fn connect_proxy() -> (String, Arc<AtomicUsize>) {
             std::thread::spawn(move || std::io::copy(&mut server, &mut client));
         }
     });
-    (url, tunnels)
+    ConnectProxy {
+        url,
+        tunnels,
+        heads,
+    }
 }
 
 #[actix_web::test]
 async fn egress_proxy_from_env_no_proxy_and_per_registry() {
     let (plain, _) = seeded().await;
-    let (proxy, tunnels) = connect_proxy();
+    let ConnectProxy {
+        url: proxy,
+        tunnels,
+        ..
+    } = connect_proxy();
 
     let server = Server::start_env(
         &config(&plain.url(), ""),
@@ -378,10 +399,76 @@ async fn egress_proxy_from_env_no_proxy_and_per_registry() {
 }
 
 #[actix_web::test]
+async fn egress_proxy_credentials_go_to_the_proxy_and_nowhere_else() {
+    let blob = b"a layer behind an authenticating proxy".to_vec();
+    let manifest = br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec();
+    let registry = FaultUpstream::start(blob.clone(), manifest);
+    let proxy = connect_proxy();
+    let address = proxy.url.strip_prefix("http://").unwrap();
+    // Percent-encoded in the URL, sent decoded: "puller:p@ss:w0rd".
+    let url = format!("http://puller:p%40ss%3Aw0rd@{address}");
+    let from_env = Server::start_env(&config(registry.url(), ""), &[], &[("HTTP_PROXY", &url)]);
+    let own_key = Server::start(&config(registry.url(), &format!("    proxy: {url}\n")), &[]);
+    for server in [&from_env, &own_key] {
+        let path = format!("/v2/{REPO}/blobs/{}?ns=docker.io", digest_of(&blob));
+        let mut res = client().get(server.url() + &path).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(digest_of(&res.body().await.unwrap()), digest_of(&blob));
+        let log = server.log_contents();
+        assert!(!log.contains("p%40ss") && !log.contains("p@ss"), "{log}");
+    }
+    let expected = format!(
+        "Proxy-Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("puller:p@ss:w0rd")
+    );
+    let heads = proxy.heads.lock().unwrap();
+    assert!(heads.len() >= 2, "both servers tunnelled: {heads:?}");
+    for head in heads.iter() {
+        assert!(head.lines().any(|l| l == expected), "{head:?}");
+    }
+    assert_eq!(registry.authorizations(), Vec::<String>::new());
+}
+
+#[test]
+fn an_https_egress_proxy_stops_start_up() {
+    let cache = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("HTTPS_PROXY", "https://puller:s3cret@127.0.0.1:3128"),
+        ("http_proxy", "socks5://127.0.0.1:1080"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+            .arg("--image-path")
+            .arg(cache.path())
+            .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("NO_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("no_proxy")
+            .env(var, value)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} started: {stderr}");
+        assert!(
+            stderr.contains(&format!("egress proxy: {var}: proxy scheme")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+}
+
+#[actix_web::test]
 async fn literal_denied_addresses_are_refused_before_the_egress_proxy() {
     let (plain, _) = seeded().await;
     let port = plain.host_port().rsplit(':').next().unwrap().to_string();
-    let (proxy, tunnels) = connect_proxy();
+    let ConnectProxy {
+        url: proxy,
+        tunnels,
+        ..
+    } = connect_proxy();
     let server = Server::start_env("", &[], &[("HTTPS_PROXY", proxy.as_str())]);
     for host in ["127.0.0.1", "0x7f.0.0.1", "2130706433", "127.1"] {
         let url = format!(
@@ -409,7 +496,11 @@ async fn ipv6_literal_token_realms_and_redirects_work() {
     // The realm is the IPv6 host's /token; the redirect goes to the same
     // host (the blob is found by its digest at the end of the path).
     registry.set_target(&format!("{}/token", v6.url()));
-    let (proxy, tunnels) = connect_proxy();
+    let ConnectProxy {
+        url: proxy,
+        tunnels,
+        ..
+    } = connect_proxy();
     let direct = [];
     let nothing_proxied = [("HTTP_PROXY", proxy.as_str()), ("NO_PROXY", "*")];
     let loopback_not_proxied = [

@@ -117,6 +117,16 @@ impl fmt::Display for Network {
     }
 }
 
+impl From<IpAddr> for Network {
+    /// The network of that one address (`/32` or `/128`).
+    fn from(ip: IpAddr) -> Self {
+        Self {
+            base: ip,
+            prefix: width(ip),
+        }
+    }
+}
+
 impl Network {
     /// Whether `ip` lies in this network (addresses of the other family never do).
     pub fn contains(&self, ip: IpAddr) -> bool {

@@ -23,7 +23,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use self::auth::{Challenge, TokenCache, TokenResponse};
-pub use self::proxy::ProxyRules;
+pub use self::proxy::{ProxyEnvError, ProxyError, ProxyRules};
 pub use self::settings::{
     default_endpoint, require_native_roots, Credentials, ServerTlsSettings, Timeouts, TlsError,
     TlsSettings, UpstreamSettings,
