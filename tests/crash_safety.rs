@@ -358,6 +358,9 @@ struct RoundReport {
 
 #[test]
 fn sigkill_at_random_points_under_load_always_restarts_clean() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let started = Instant::now();
     let seed = seed();
     let mut rng = Rng::new(seed);

@@ -36,6 +36,9 @@ async fn get_tag(server: &Server) -> (StatusCode, String, String) {
 #[actix_web::test]
 async fn ttl_zero_revalidates_with_head_follows_a_moved_tag_and_serves_stale_when_the_upstream_is_gone(
 ) {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let mut upstream = Upstream::start();
     let (first, second) = (TestImage::oci(21, &[10_000]), TestImage::oci(22, &[10_000]));
     push_image(&client(), &upstream.url(), REPO, TAG, &first).await;
@@ -91,6 +94,9 @@ async fn ttl_zero_revalidates_with_head_follows_a_moved_tag_and_serves_stale_whe
 
 #[actix_web::test]
 async fn within_the_ttl_the_cached_tag_is_served_without_asking_the_upstream() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let (first, second) = (TestImage::oci(23, &[10_000]), TestImage::oci(24, &[10_000]));
     push_image(&client(), &upstream.url(), REPO, TAG, &first).await;
@@ -108,6 +114,9 @@ async fn within_the_ttl_the_cached_tag_is_served_without_asking_the_upstream() {
 
 #[actix_web::test]
 async fn stale_while_revalidate_answers_at_once_and_updates_in_the_background() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let (first, second) = (TestImage::oci(25, &[10_000]), TestImage::oci(26, &[10_000]));
     push_image(&client(), &upstream.url(), REPO, TAG, &first).await;
@@ -143,6 +152,9 @@ async fn stale_while_revalidate_answers_at_once_and_updates_in_the_background() 
 
 #[actix_web::test]
 async fn air_gapped_mode_never_contacts_the_upstream() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let img = TestImage::oci(27, &[10_000]);
     push_image(&client(), &upstream.url(), REPO, TAG, &img).await;

@@ -43,6 +43,9 @@ async fn get_text(url: &str) -> (StatusCode, String) {
 
 #[actix_web::test]
 async fn metrics_and_health_ports_report_what_happened() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let image = TestImage::oci(61, &[300_000]);
     push_image(&client(), &upstream.url(), "library/app", "1.0", &image).await;
@@ -314,6 +317,9 @@ fn curl(server: &Server, args: &[&str]) -> i32 {
 
 #[actix_web::test]
 async fn https_toward_clients_with_and_without_client_certificates() {
+    if !common::e2e(&["skopeo", "openssl", "curl"], false) {
+        return;
+    }
     let pki = Pki::generate();
     let ca = pki.path("ca.pem").display().to_string();
 
@@ -360,6 +366,9 @@ async fn https_toward_clients_with_and_without_client_certificates() {
 
 #[test]
 fn unusable_server_tls_files_fail_start_up() {
+    if !common::e2e(&["openssl"], false) {
+        return;
+    }
     let pki = Pki::generate();
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.pem");
@@ -420,6 +429,9 @@ fn unusable_server_tls_files_fail_start_up() {
 
 #[actix_web::test]
 async fn the_upstream_guard_refuses_what_clients_choose() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let image = TestImage::oci(62, &[1000]);
     push_image(&client(), &upstream.url(), "library/app", "1.0", &image).await;
@@ -490,6 +502,9 @@ fn assert_hides(body: &str, hidden: &[&str]) {
 
 #[actix_web::test]
 async fn redirects_and_token_realms_of_unlisted_registries_stay_off_denied_names_and_networks() {
+    if !common::e2e(&["openssl"], false) {
+        return;
+    }
     let pki = Pki::generate();
     let blob = b"a layer".to_vec();
     // An unlisted HTTPS registry on 127.0.0.1 that clients may use, an
@@ -637,6 +652,9 @@ impl Drop for Tmpfs {
 
 #[actix_web::test]
 async fn a_full_disk_keeps_serving_the_cache_and_fails_misses_cleanly() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let small = TestImage::oci(63, &[200_000]);
     let big = TestImage::oci(64, &[6 << 20]);

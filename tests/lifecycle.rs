@@ -62,6 +62,9 @@ async fn two_images() -> (Upstream, Server, TestImage, TestImage) {
 
 #[actix_web::test]
 async fn list_and_prune_from_the_cli_keep_what_other_images_use() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let (upstream, mut server, keep, drop_me) = two_images().await;
     let (shared, unique) = (&drop_me.layers[0].digest, &drop_me.layers[1].digest);
     assert_eq!(keep.layers[0].digest, *shared, "a shared first layer");
@@ -148,6 +151,9 @@ async fn list_and_prune_from_the_cli_keep_what_other_images_use() {
 
 #[actix_web::test]
 async fn the_admin_api_needs_its_token_and_prunes_only_when_asked() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let img = TestImage::oci(33, &[30_000]);
     push_image(&client(), &upstream.url(), "library/app", "1", &img).await;
@@ -233,6 +239,9 @@ async fn the_admin_api_needs_its_token_and_prunes_only_when_asked() {
 
 #[actix_web::test]
 async fn size_eviction_drops_the_least_recently_pulled_but_never_pins_or_shared_layers() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let pinned = TestImage::oci(41, &[100_000]);
     let old = TestImage::oci(42, &[20_000, 100_000]);
@@ -326,6 +335,9 @@ async fn a_prune_during_a_download_does_not_break_it() {
 
 #[actix_web::test]
 async fn prune_by_creation_and_by_access_time() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let (_upstream, mut server, _, _) = two_images().await;
     server.kill();
     let prune = |args: &[&str]| {

@@ -57,6 +57,9 @@ fn list_file(dir: &Path, text: &str) -> String {
 
 #[actix_web::test]
 async fn load_a_list_with_every_platform_then_pull_it_all_with_the_upstream_gone() {
+    if !common::e2e(&["docker-registry", "ctr", "containerd"], false) {
+        return;
+    }
     let (mut upstream, multi, config) = upstream_with_multi(52).await;
     let app = TestImage::oci(51, &[50_000, 5_000]);
     push_image(&client(), &upstream.url(), "library/app", "1.0", &app).await;
@@ -97,6 +100,9 @@ async fn load_a_list_with_every_platform_then_pull_it_all_with_the_upstream_gone
 
 #[actix_web::test]
 async fn load_only_the_chosen_platforms() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let (_upstream, multi, config) = upstream_with_multi(53).await;
     let dir = tempfile::tempdir().unwrap();
     let list = list_file(dir.path(), "multi\n");
@@ -191,6 +197,9 @@ fn tar(dir: &Path, file: &Path) {
 
 #[actix_web::test]
 async fn load_oci_layout_and_docker_save_tarballs_then_serve_them_air_gapped() {
+    if !common::e2e(&["ctr", "containerd"], false) {
+        return;
+    }
     let work = tempfile::tempdir().unwrap();
     let (named, unnamed, saved) = (
         TestImage::oci(61, &[30_000]),

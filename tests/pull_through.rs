@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use awc::http::StatusCode;
 use common::{
     assert_success, client, digest_of, dir_blob_digests, docker_io_config, log_tail, push_image,
-    push_index, read_dir_manifest, require_root_tools, skopeo_copy_from_mirror, Containerd, Server,
-    TestImage, TestIndex, Upstream,
+    push_index, read_dir_manifest, skopeo_copy_from_mirror, Containerd, Server, TestImage,
+    TestIndex, Upstream,
 };
 
 /// An image pushed to the upstream, and what a pull of it must produce.
@@ -87,7 +87,12 @@ fn pull_all(server: &Server, ctr: &mut Containerd, images: &[Pushed]) {
 
 #[actix_web::test]
 async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_after_restart() {
-    require_root_tools();
+    if !common::e2e(
+        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
+        true,
+    ) {
+        return;
+    }
     let mut upstream = Upstream::start();
     let client = client();
     let oci = TestImage::oci(1, &[300_000, 40_000]);
@@ -178,7 +183,12 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[actix_web::test]
 async fn fifty_concurrent_gets_of_an_uncached_blob_make_one_upstream_get() {
-    require_root_tools();
+    if !common::e2e(
+        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
+        true,
+    ) {
+        return;
+    }
     let upstream = Upstream::start();
     let client = client();
     let big = TestImage::oci(4, &[50 << 20]);
@@ -211,7 +221,12 @@ async fn fifty_concurrent_gets_of_an_uncached_blob_make_one_upstream_get() {
 
 #[actix_web::test]
 async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
-    require_root_tools();
+    if !common::e2e(
+        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
+        true,
+    ) {
+        return;
+    }
     let upstream = Upstream::start();
     let client = client();
     let img = TestImage::oci(5, &[100_000]);
@@ -364,7 +379,12 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
 
 #[actix_web::test]
 async fn a_node_cache_fills_from_a_cluster_cache_through_upstream_mirror() {
-    require_root_tools();
+    if !common::e2e(
+        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
+        true,
+    ) {
+        return;
+    }
     let upstream = Upstream::start();
     let img = TestImage::oci(7, &[60_000]);
     push_image(&client(), &upstream.url(), "library/chained", "1", &img).await;
@@ -387,6 +407,9 @@ async fn a_node_cache_fills_from_a_cluster_cache_through_upstream_mirror() {
 
 #[actix_web::test]
 async fn one_clients_accept_never_changes_what_another_client_gets() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let upstream = Upstream::start();
     let list = TestIndex::docker_multiarch(77);
     push_index(&client(), &upstream.url(), "library/multi", "1", &list).await;

@@ -13,9 +13,8 @@ use std::time::Duration;
 use awc::http::StatusCode;
 use base64::Engine as _;
 use common::{
-    assert_success, client, digest_of, htpasswd, push_image, require_root_tools,
-    skopeo_copy_from_mirror, Containerd, Fault, FaultUpstream, Pki, Server, TestImage, TokenServer,
-    Upstream,
+    assert_success, client, digest_of, htpasswd, push_image, skopeo_copy_from_mirror, Containerd,
+    Fault, FaultUpstream, Pki, Server, TestImage, TokenServer, Upstream,
 };
 
 const USER: &str = "puller";
@@ -69,7 +68,19 @@ fn cached_manifests(server: &Server) -> usize {
 
 #[actix_web::test]
 async fn https_upstream_with_a_private_ca() {
-    require_root_tools();
+    if !common::e2e(
+        &[
+            "docker-registry",
+            "skopeo",
+            "ctr",
+            "containerd",
+            "umount",
+            "openssl",
+        ],
+        true,
+    ) {
+        return;
+    }
     let pki = Pki::generate();
     let (plain, img) = seeded().await;
     let registry = plain.secured(&pki.registry_tls(false), true);
@@ -80,6 +91,9 @@ async fn https_upstream_with_a_private_ca() {
 
 #[actix_web::test]
 async fn https_upstream_without_its_ca_is_refused_with_a_hint_unless_verification_is_off() {
+    if !common::e2e(&["docker-registry", "openssl"], false) {
+        return;
+    }
     let pki = Pki::generate();
     let (plain, _) = seeded().await;
     let registry = plain.secured(&pki.registry_tls(false), true);
@@ -102,7 +116,19 @@ async fn https_upstream_without_its_ca_is_refused_with_a_hint_unless_verificatio
 
 #[actix_web::test]
 async fn mtls_upstream_needs_the_client_certificate() {
-    require_root_tools();
+    if !common::e2e(
+        &[
+            "docker-registry",
+            "skopeo",
+            "ctr",
+            "containerd",
+            "umount",
+            "openssl",
+        ],
+        true,
+    ) {
+        return;
+    }
     let pki = Pki::generate();
     let (plain, img) = seeded().await;
     let registry = plain.secured(&pki.registry_tls(true), true);
@@ -128,7 +154,20 @@ async fn mtls_upstream_needs_the_client_certificate() {
 
 #[actix_web::test]
 async fn basic_auth_from_env_or_file_and_a_wrong_password_is_401_and_caches_nothing() {
-    require_root_tools();
+    if !common::e2e(
+        &[
+            "docker-registry",
+            "skopeo",
+            "ctr",
+            "containerd",
+            "umount",
+            "openssl",
+            "htpasswd",
+        ],
+        true,
+    ) {
+        return;
+    }
     let pki = Pki::generate();
     let (plain, img) = seeded().await;
     let htpasswd = htpasswd(pki.dir(), USER, PASSWORD);
@@ -171,7 +210,19 @@ async fn basic_auth_from_env_or_file_and_a_wrong_password_is_401_and_caches_noth
 
 #[actix_web::test]
 async fn bearer_tokens_are_fetched_once_per_scope_and_refused_credentials_are_401() {
-    require_root_tools();
+    if !common::e2e(
+        &[
+            "docker-registry",
+            "skopeo",
+            "ctr",
+            "containerd",
+            "umount",
+            "openssl",
+        ],
+        true,
+    ) {
+        return;
+    }
     let pki = Pki::generate();
     let (plain, img) = seeded().await;
     let tokens = TokenServer::start(&pki, (USER, PASSWORD), false, 300);
@@ -199,6 +250,9 @@ async fn bearer_tokens_are_fetched_once_per_scope_and_refused_credentials_are_40
 
 #[actix_web::test]
 async fn anonymous_bearer_tokens_and_renewal_after_expiry() {
+    if !common::e2e(&["docker-registry", "openssl"], false) {
+        return;
+    }
     let pki = Pki::generate();
     let (plain, img) = seeded().await;
     let tokens = TokenServer::start(&pki, (USER, PASSWORD), true, 2);
@@ -358,6 +412,9 @@ fn connect_proxy() -> ConnectProxy {
 
 #[actix_web::test]
 async fn egress_proxy_from_env_no_proxy_and_per_registry() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let (plain, _) = seeded().await;
     let ConnectProxy {
         url: proxy,
@@ -462,6 +519,9 @@ fn an_https_egress_proxy_stops_start_up() {
 
 #[actix_web::test]
 async fn literal_denied_addresses_are_refused_before_the_egress_proxy() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let (plain, _) = seeded().await;
     let port = plain.host_port().rsplit(':').next().unwrap().to_string();
     let ConnectProxy {
@@ -532,6 +592,9 @@ async fn ipv6_literal_token_realms_and_redirects_work() {
 
 #[actix_web::test]
 async fn a_plain_http_realm_of_an_https_registry_gets_no_credentials() {
+    if !common::e2e(&["openssl"], false) {
+        return;
+    }
     let pki = Pki::generate();
     let registry = FaultUpstream::start_on(
         "127.0.0.1:0",
@@ -556,6 +619,9 @@ async fn a_plain_http_realm_of_an_https_registry_gets_no_credentials() {
 
 #[actix_web::test]
 async fn failover_to_the_next_url_when_one_is_down() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
     let (plain, img) = seeded().await;
     let urls = format!("http://127.0.0.1:1, {}", plain.url());
     let server = Server::start(&config(&urls, ""), &[]);
