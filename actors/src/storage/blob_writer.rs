@@ -28,7 +28,7 @@ use crate::names::Digest;
 const HASH_QUEUE: usize = 16;
 
 /// A blob being written. Dropping it, or the [`VerifiedBlob`] it becomes,
-/// before [`VerifiedBlob::persist`] succeeds deletes the partial file.
+/// before Storage committed it (`CommitBlob`) deletes the partial file.
 ///
 /// The batch received last is held back in memory and reaches the file only
 /// after the digest matched, so readers following the file can never read a
@@ -126,12 +126,12 @@ impl BlobWriter {
     }
 
     /// Hands `batch` (chunks that arrived together) to the hashing thread,
-    /// waiting while it is [`HASH_QUEUE`] batches behind, writes the batch
+    /// waiting while its queue is full, writes the batch
     /// held back before it and keeps `batch` back.
     ///
     /// Writes go to the page cache with `pwrite`; they are short and are not
-    /// worth a thread hop each. Durability comes from the fsync in
-    /// [`VerifiedBlob::persist`].
+    /// worth a thread hop each. Durability comes from the fsync when
+    /// Storage commits the blob (`CommitBlob`).
     pub async fn push(&mut self, batch: Vec<Bytes>) -> std::io::Result<()> {
         let hasher = self
             .to_hasher
@@ -160,8 +160,8 @@ impl BlobWriter {
 
     /// Checks the length (when announced) and the digest, then writes the
     /// held-back bytes: from here every byte of the file is verified and
-    /// readable. The blob is not durable or in place until
-    /// [`VerifiedBlob::persist`].
+    /// readable. The blob is not durable or in place until Storage
+    /// commits it (`CommitBlob`).
     pub async fn verify(mut self, expected_len: Option<u64>) -> Result<VerifiedBlob, FetchError> {
         let received = self.received();
         if let Some(len) = expected_len.filter(|&l| l != received) {
