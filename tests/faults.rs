@@ -20,7 +20,7 @@ fn blob() -> Vec<u8> {
 }
 
 fn manifest() -> Vec<u8> {
-    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#.to_vec()
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#.to_vec()
 }
 
 fn server_for(upstream: &FaultUpstream, pull_timeout_ms: u64) -> Server {
@@ -228,7 +228,7 @@ async fn answers_that_are_not_manifests_are_502_and_never_stored() {
     let bodies: [&[u8]; 4] = [
         br#"{"access_token":"internal-secret","expires_in":300}"#,
         b"<html><body>internal admin</body></html>",
-        br#"{"schemaVersion":2,"mediaType":"application/json","config":{},"layers":[]}"#,
+        br#"{"schemaVersion":2,"mediaType":"application/json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#,
         br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#,
     ];
     for body in bodies {

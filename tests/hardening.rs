@@ -491,7 +491,7 @@ async fn the_upstream_guard_refuses_what_clients_choose() {
 }
 
 /// A manifest, for hostile registries to serve.
-const MANIFEST: &[u8] = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+const MANIFEST: &[u8] = br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
 
 /// Asserts a refusal the client sees names none of `hidden`.
 fn assert_hides(body: &str, hidden: &[&str]) {

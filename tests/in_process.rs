@@ -68,7 +68,7 @@ impl InProcess {
 #[actix_web::test]
 async fn pulls_through_the_server_in_this_process_and_stops_on_demand() {
     let blob: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
     let upstream = FaultUpstream::start(blob.clone(), manifest.to_vec());
     upstream.push_faults(&[Fault::Gated]);
     let cache = tempfile::tempdir().unwrap();

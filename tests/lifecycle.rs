@@ -292,7 +292,7 @@ async fn size_eviction_drops_the_least_recently_pulled_but_never_pins_or_shared_
 #[actix_web::test]
 async fn a_prune_during_a_download_does_not_break_it() {
     let blob: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
-    let manifest = br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec();
+    let manifest = br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#.to_vec();
     let upstream = FaultUpstream::start(blob, manifest);
     let admin_port = free_port();
     let extra = format!("adminPort: {admin_port}\n");

@@ -458,7 +458,7 @@ async fn egress_proxy_from_env_no_proxy_and_per_registry() {
 #[actix_web::test]
 async fn egress_proxy_credentials_go_to_the_proxy_and_nowhere_else() {
     let blob = b"a layer behind an authenticating proxy".to_vec();
-    let manifest = br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec();
+    let manifest = br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#.to_vec();
     let registry = FaultUpstream::start(blob.clone(), manifest);
     let proxy = connect_proxy();
     let address = proxy.url.strip_prefix("http://").unwrap();
@@ -550,7 +550,7 @@ async fn literal_denied_addresses_are_refused_before_the_egress_proxy() {
 #[actix_web::test]
 async fn ipv6_literal_token_realms_and_redirects_work() {
     let blob = b"a layer behind an IPv6 literal".to_vec();
-    let manifest = br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec();
+    let manifest = br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#.to_vec();
     let registry = FaultUpstream::start(blob.clone(), manifest.clone());
     let v6 = FaultUpstream::start_on("[::1]:0", None, blob.clone(), manifest);
     // The realm is the IPv6 host's /token; the redirect goes to the same
@@ -600,7 +600,7 @@ async fn a_plain_http_realm_of_an_https_registry_gets_no_credentials() {
         "127.0.0.1:0",
         Some(pki.server_tls()),
         b"x".to_vec(),
-        br#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_vec(),
+        br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#.to_vec(),
     );
     let realm = FaultUpstream::start(b"x".to_vec(), b"{}".to_vec());
     registry.set_target(&format!("{}/token", realm.url()));

@@ -207,6 +207,10 @@ pub enum NotAManifest {
     /// An index without `manifests`, or an image manifest without `config` and `layers`.
     #[error("it lacks the fields of a {0}")]
     Shape(&'static str),
+    /// A descriptor (config, layer or index entry) without a valid
+    /// `sha256:` digest: what it points to could not be kept track of.
+    #[error("a descriptor has no valid sha256 digest")]
+    Descriptor,
 }
 
 /// The media type of an image manifest or index: the `mediaType` it
@@ -239,9 +243,21 @@ pub fn media_type_of(bytes: &[u8]) -> Result<&'static str, NotAManifest> {
         OCI_INDEX | DOCKER_LIST => kind.manifests.is_some(),
         _ => kind.config.is_some() && kind.layers.is_some(),
     };
-    shaped
-        .then_some(media_type)
-        .ok_or(NotAManifest::Shape(media_type))
+    if !shaped {
+        return Err(NotAManifest::Shape(media_type));
+    }
+    // What it points to must be readable, or prune and eviction could not
+    // tell which blobs and manifests it keeps.
+    let shape: Shape = serde_json::from_slice(bytes).map_err(|_| NotAManifest::Descriptor)?;
+    let mut pointed = shape
+        .config
+        .iter()
+        .chain(&shape.layers)
+        .chain(&shape.manifests);
+    match pointed.all(|d| Digest::parse(&d.digest).is_ok()) {
+        true => Ok(media_type),
+        false => Err(NotAManifest::Descriptor),
+    }
 }
 
 #[cfg(test)]
@@ -254,7 +270,7 @@ mod tests {
     }
 
     /// A minimal OCI image manifest.
-    const IMAGE: &[u8] = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+    const IMAGE: &[u8] = br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
 
     #[test]
     fn by_digest_must_match() {
@@ -318,7 +334,7 @@ mod tests {
 
     #[test]
     fn declared_media_type_wins() {
-        let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{},"layers":[]}"#;
+        let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
         assert_eq!(media_type_of(docker), Ok(DOCKER_MANIFEST));
         let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
         assert_eq!(media_type_of(list), Ok(DOCKER_LIST));
@@ -336,6 +352,12 @@ mod tests {
             (br#"{"schemaVersion":2}"#, NotAManifest::Shape(OCI_MANIFEST)),
             (br#"{"schemaVersion":2,"layers":[]}"#, NotAManifest::Shape(OCI_MANIFEST)),
             (br#"{"schemaVersion":2,"config":{},"layers":{}}"#, NotAManifest::NotJson),
+            (br#"{"schemaVersion":2,"config":{},"layers":[]}"#, NotAManifest::Descriptor),
+            (
+                br#"{"schemaVersion":2,"config":{"digest":"sha256:00"},"layers":[]}"#,
+                NotAManifest::Descriptor,
+            ),
+            (br#"{"schemaVersion":2,"manifests":[{"size":1}]}"#, NotAManifest::Descriptor),
             (
                 br#"{"schemaVersion":2,"mediaType":"application/json","config":{},"layers":[]}"#,
                 NotAManifest::MediaType,

@@ -88,7 +88,7 @@ async fn one_manifest_stored_under_two_tags_at_once_keeps_both() {
     let repo = RepoName::parse("app").unwrap();
     for round in 0..50 {
         let bytes = Bytes::from(format!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{}},"layers":[],"annotations":{{"round":"{round}"}}}}"#
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}},"layers":[],"annotations":{{"round":"{round}"}}}}"#
         ));
         let digest = Digest::of(&bytes);
         let manifest = Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None).unwrap());
@@ -139,7 +139,7 @@ async fn indexes_nested_beyond_the_bound_are_refused_and_not_stored() {
         let digest = Digest::of(&bytes);
         Arc::new(Manifest::verify(&Reference::Digest(digest), bytes, None).unwrap())
     };
-    let mut below = parse(r#"{"schemaVersion":2,"config":{},"layers":[]}"#.to_string());
+    let mut below = parse(r#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#.to_string());
     for depth in 1..=MAX_INDEX_DEPTH + 1 {
         let result = commit(&below).await.unwrap();
         if depth <= MAX_INDEX_DEPTH {
@@ -168,7 +168,7 @@ async fn indexes_nested_beyond_the_bound_are_refused_and_not_stored() {
 /// A valid image manifest of about `pad` bytes, distinct per `n`.
 fn padded(n: usize, pad: usize) -> Arc<Manifest> {
     let bytes = Bytes::from(format!(
-        r#"{{"schemaVersion":2,"config":{{}},"layers":[],"annotations":{{"n":"{n}","pad":"{}"}}}}"#,
+        r#"{{"schemaVersion":2,"config":{{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}},"layers":[],"annotations":{{"n":"{n}","pad":"{}"}}}}"#,
         "x".repeat(pad)
     ));
     let digest = Digest::of(&bytes);
