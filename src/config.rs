@@ -64,17 +64,6 @@ const KEYS: &[&str] = &[
     "maxFetches",
     "maxFetchesPerRegistry",
 ];
-/// Keys of a `registries` entry (snake_case spellings are accepted too).
-const REGISTRY_KEYS: &[&str] = &[
-    "name",
-    "urls",
-    "scheme",
-    "auth",
-    "tls",
-    "proxy",
-    "tagTtl",
-    "staleWhileRevalidate",
-];
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +71,15 @@ pub enum ConfigError {
     /// The file or a value could not be read or has the wrong type.
     #[error(transparent)]
     Load(#[from] config::ConfigError),
+    /// A value has the wrong type or form; `path` names it
+    /// (`registries[0].tls.insecureSkipVerify`).
+    #[error("{path}: {reason}")]
+    Value {
+        /// Where in the configuration.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A registry entry is unusable.
     #[error("registries[{name}]: {reason}")]
     Registry {
@@ -410,8 +408,18 @@ impl Config {
         }
         builder = cli.overrides(builder)?;
         let merged = builder.build()?;
-        let warnings = unknown_keys(&merged.clone().try_deserialize::<serde_json::Value>()?);
-        let config: Config = merged.try_deserialize()?;
+        let mut warnings = Vec::new();
+        let mut unknown = |path: serde_ignored::Path| {
+            warnings.push(format!("unknown key {} ignored", key_path(&path)))
+        };
+        let config: Config = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+            merged,
+            &mut unknown,
+        ))
+        .map_err(|e| ConfigError::Value {
+            path: e.path().to_string(),
+            reason: e.inner().to_string(),
+        })?;
         if let Some(url) = &config.upstream_mirror {
             endpoint(url).ok_or_else(|| ConfigError::UpstreamMirror(url.clone()))?;
         }
@@ -763,6 +771,22 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A key's path as errors spell it too: `registries[0].tls.caa`.
+fn key_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
+}
+
 /// A URL reduced to `scheme://host[:port]` (a trailing `/` is dropped).
 fn endpoint(url: &str) -> Option<String> {
     let trimmed = url.trim_end_matches('/');
@@ -803,29 +827,6 @@ fn env_name(key: &str) -> String {
             out.push('_');
         }
         out.push(c.to_ascii_uppercase());
-    }
-    out
-}
-
-/// Keys the server does not know (they are ignored, with a warning).
-fn unknown_keys(merged: &serde_json::Value) -> Vec<String> {
-    let mut out = Vec::new();
-    let Some(top) = merged.as_object() else {
-        return out;
-    };
-    out.extend(
-        top.keys()
-            .filter(|k| !KEYS.contains(&k.as_str()))
-            .map(|k| format!("unknown key {k:?} ignored")),
-    );
-    let entries = top.get("registries").and_then(|r| r.as_array());
-    for entry in entries.into_iter().flatten().filter_map(|e| e.as_object()) {
-        out.extend(
-            entry
-                .keys()
-                .filter(|k| !REGISTRY_KEYS.contains(&k.as_str()))
-                .map(|k| format!("unknown key registries[].{k} ignored")),
-        );
     }
     out
 }
@@ -989,10 +990,48 @@ mod tests {
         }
     }
 
+    /// Loads `yaml` as the config file, with the usual precedence.
+    fn load(yaml: &str) -> Result<Loaded, ConfigError> {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        Config::load(&Cli::parse_from([
+            "ociregistry",
+            "--config-file",
+            file.to_str().unwrap(),
+            "serve",
+        ]))
+    }
+
     #[test]
-    fn unknown_keys_are_reported() {
-        let v = serde_json::json!({"port": 1, "colour": "red", "registries": [{"name": "a", "mirror": 1}]});
-        assert_eq!(unknown_keys(&v).len(), 2);
+    fn unknown_keys_are_reported_at_every_level_and_aliases_are_known() {
+        let loaded = load(
+            "colour: red\nregistries:\n  - name: a.example\n    mirror: 1\n    tls: {insecure_skip_verify: true, caa: x}\nupstreams: {denyNetwork: []}\n",
+        )
+        .unwrap();
+        let mut warnings = loaded.warnings;
+        warnings.sort();
+        assert_eq!(
+            warnings,
+            [
+                "unknown key colour ignored",
+                "unknown key registries[0].mirror ignored",
+                "unknown key registries[0].tls.caa ignored",
+                "unknown key upstreams.denyNetwork ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_path() {
+        let err = load("registries:\n  - name: a.example\n    tls: {insecureSkipVerify: maybe}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("registries[0].tls.insecureSkipVerify: "),
+            "{err}"
+        );
     }
 
     #[test]
