@@ -40,7 +40,7 @@ pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), 
                     &path,
                     &Layout::new(&config.image_path).scratch(),
                     resolve_ref.as_ref(),
-                    config.import_limit().map_err(|e| e.to_string())?,
+                    config.import_limit(),
                 )
                 .await
                 .map_err(|e| e.to_string())?;

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::cli::Cli;
 use crate::freshness::{TagPolicies, TagPolicy};
 use crate::prune::PruneSpec;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{Size, Span};
 
 /// The built-in defaults (`config/defaults.yaml`).
 const DEFAULTS: &str = include_str!("../config/defaults.yaml");
@@ -134,14 +134,14 @@ pub struct Config {
     pub upstream_mirror: Option<String>,
     /// How long a fetched tag is answered without asking the upstream
     /// (`10m`, `0`: every time, `never`).
-    pub tag_ttl: String,
+    pub tag_ttl: Span,
     /// Answer expired tags at once and revalidate them in the background.
     pub stale_while_revalidate: bool,
     /// Evict least recently pulled images above this size (`50Gi`).
     #[serde(default)]
-    pub max_cache_size: Option<String>,
+    pub max_cache_size: Option<Size>,
     /// Most bytes `load` and `--preload-images` take from one tarball (`64Gi`).
-    pub max_import_size: String,
+    pub max_import_size: Size,
     /// Image-name patterns never pruned or evicted.
     #[serde(default)]
     pub pins: Vec<String>,
@@ -175,20 +175,20 @@ pub struct Config {
     #[serde(default)]
     pub upstreams: UpstreamRules,
     /// On SIGTERM/SIGINT, how long in-flight transfers may finish.
-    pub drain_timeout: String,
+    pub drain_timeout: Span,
     /// Most client connections open at once.
     pub max_connections: usize,
     /// Most connections open at once from one client address.
     pub max_connections_per_client: usize,
     /// How long a client may take to send its request headers.
-    pub header_timeout: String,
+    pub header_timeout: Span,
     /// How long an idle keep-alive connection is kept.
-    pub keep_alive: String,
+    pub keep_alive: Span,
     /// Longest pause between two chunks of an upstream body before the
     /// transfer counts as stalled.
-    pub idle_timeout: String,
+    pub idle_timeout: Span,
     /// Largest blob fetched from an upstream (`64Gi`).
-    pub max_blob_size: String,
+    pub max_blob_size: Size,
     /// Most upstream fetches in flight at once.
     pub max_fetches: usize,
     /// Most upstream fetches in flight at once from one registry.
@@ -282,15 +282,15 @@ pub struct PruneConfig {
     pub enabled: bool,
     /// How often (`1h`).
     #[serde(default = "default_prune_frequency")]
-    pub frequency: String,
+    pub frequency: Span,
     /// What each run prunes.
     #[serde(flatten)]
     pub spec: PruneSpec,
 }
 
 /// `pruneConfig.frequency` when absent.
-fn default_prune_frequency() -> String {
-    "1h".into()
+fn default_prune_frequency() -> Span {
+    Span(Some(Duration::from_secs(3600)))
 }
 
 /// One `registries` entry.
@@ -317,7 +317,7 @@ pub struct RegistryEntry {
     pub proxy: Option<ProxyUrl>,
     /// This registry's `tagTtl`.
     #[serde(default, rename = "tagTtl", alias = "tag_ttl")]
-    pub tag_ttl: Option<String>,
+    pub tag_ttl: Option<Span>,
     /// This registry's `staleWhileRevalidate`.
     #[serde(
         default,
@@ -423,9 +423,7 @@ impl Config {
         if let Some(url) = &config.upstream_mirror {
             endpoint(url).ok_or_else(|| ConfigError::UpstreamMirror(url.clone()))?;
         }
-        config.tag_policies()?;
         config.retention()?;
-        config.import_limit()?;
         config.scheduled_prune()?;
         config.admin_token()?;
         config.client_limits()?;
@@ -455,15 +453,9 @@ impl Config {
     }
 
     /// The tag freshness policies (global, per registry, `alwaysPullLatest`).
-    pub fn tag_policies(&self) -> Result<TagPolicies, ConfigError> {
-        let ttl = |text: &str, name: &str| {
-            parse_duration(text).map_err(|reason| ConfigError::Registry {
-                name: name.to_string(),
-                reason: format!("tagTtl: {reason}"),
-            })
-        };
+    pub fn tag_policies(&self) -> TagPolicies {
         let default = TagPolicy {
-            ttl: ttl(&self.tag_ttl, "*")?,
+            ttl: self.tag_ttl.0,
             stale_while_revalidate: self.stale_while_revalidate,
         };
         let mut per_registry = HashMap::new();
@@ -475,29 +467,23 @@ impl Config {
                 continue; // reported by `upstreams()`
             };
             let policy = TagPolicy {
-                ttl: match &entry.tag_ttl {
-                    Some(t) => ttl(t, &entry.name)?,
-                    None => default.ttl,
-                },
+                ttl: entry.tag_ttl.map_or(default.ttl, |t| t.0),
                 stale_while_revalidate: entry
                     .stale_while_revalidate
                     .unwrap_or(default.stale_while_revalidate),
             };
             per_registry.insert(name, policy);
         }
-        Ok(TagPolicies {
+        TagPolicies {
             default,
             per_registry,
             always_pull_latest: self.always_pull_latest,
-        })
+        }
     }
 
     /// Most bytes taken from one tarball.
-    pub fn import_limit(&self) -> Result<u64, ConfigError> {
-        parse_size(&self.max_import_size).map_err(|reason| ConfigError::Invalid {
-            key: "maxImportSize",
-            reason,
-        })
+    pub fn import_limit(&self) -> u64 {
+        self.max_import_size.0
     }
 
     /// Pins and the size limit.
@@ -508,10 +494,7 @@ impl Config {
             .iter()
             .map(|p| Regex::new(p).map_err(|e| invalid("pins", e.to_string())))
             .collect::<Result<_, _>>()?;
-        let max_size = match &self.max_cache_size {
-            Some(s) => Some(parse_size(s).map_err(|e| invalid("maxCacheSize", e))?),
-            None => None,
-        };
+        let max_size = self.max_cache_size.map(|s| s.0);
         Ok(Retention { pins, max_size })
     }
 
@@ -524,7 +507,7 @@ impl Config {
             key: "pruneConfig",
             reason,
         })?;
-        let every = positive_duration("pruneConfig", &p.frequency)?;
+        let every = positive("pruneConfig.frequency", p.frequency)?;
         Ok(Some((every, p.spec.clone())))
     }
 
@@ -566,9 +549,9 @@ impl Config {
                 "maxConnectionsPerClient",
                 self.max_connections_per_client,
             )?,
-            header_timeout: positive_duration("headerTimeout", &self.header_timeout)?,
-            keep_alive: positive_duration("keepAlive", &self.keep_alive)?,
-            drain: positive_duration("drainTimeout", &self.drain_timeout)?,
+            header_timeout: positive("headerTimeout", self.header_timeout)?,
+            keep_alive: positive("keepAlive", self.keep_alive)?,
+            drain: positive("drainTimeout", self.drain_timeout)?,
         })
     }
 
@@ -646,19 +629,14 @@ impl Config {
         Ok(Timeouts {
             connect: CONNECT_TIMEOUT,
             response: self.pull_timeout(),
-            idle: positive_duration("idleTimeout", &self.idle_timeout)?,
+            idle: positive("idleTimeout", self.idle_timeout)?,
         })
     }
 
     /// Bounds on upstream fetches.
     pub fn fetch_limits(&self) -> Result<FetchLimits, ConfigError> {
         Ok(FetchLimits {
-            max_blob_size: parse_size(&self.max_blob_size).map_err(|reason| {
-                ConfigError::Invalid {
-                    key: "maxBlobSize",
-                    reason,
-                }
-            })?,
+            max_blob_size: self.max_blob_size.0,
             max_fetches: at_least_one("maxFetches", self.max_fetches)?,
             max_fetches_per_registry: at_least_one(
                 "maxFetchesPerRegistry",
@@ -809,13 +787,12 @@ fn at_least_one(key: &'static str, n: usize) -> Result<usize, ConfigError> {
 }
 
 /// A duration setting that must be positive (`30s`, `500ms`; not `0` or `never`).
-fn positive_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    parse_duration(text)
-        .map_err(|reason| ConfigError::Invalid { key, reason })?
+fn positive(key: &'static str, span: Span) -> Result<Duration, ConfigError> {
+    span.0
         .filter(|d| !d.is_zero())
         .ok_or_else(|| ConfigError::Invalid {
             key,
-            reason: format!("{text:?} must be a positive duration"),
+            reason: "must be a positive duration (not 0 or never)".into(),
         })
 }
 
@@ -941,7 +918,7 @@ mod tests {
             "headerTimeout: 0s",
             "maxFetches: 0",
             "maxFetchesPerRegistry: 0",
-            "maxBlobSize: lots",
+            "idleTimeout: never",
         ] {
             let c = parsed(bad);
             let checks = [
@@ -1021,6 +998,29 @@ mod tests {
                 "unknown key upstreams.denyNetwork ignored",
             ]
         );
+    }
+
+    #[test]
+    fn sizes_and_durations_are_typed_when_loaded() {
+        let loaded =
+            load("maxBlobSize: 2Gi\nmaxCacheSize: 1000\ntagTtl: never\nkeepAlive: 5\n").unwrap();
+        let c = loaded.config;
+        assert_eq!(
+            (c.max_blob_size, c.max_cache_size),
+            (Size(2 << 30), Some(Size(1000)))
+        );
+        assert_eq!(
+            (c.tag_ttl, c.keep_alive),
+            (Span(None), Span(Some(Duration::from_secs(5))))
+        );
+        for (bad, path) in [
+            ("maxBlobSize: lots", "maxBlobSize"),
+            ("drainTimeout: 3x", "drainTimeout"),
+            ("keepAlive: -1", "keepAlive"),
+        ] {
+            let err = load(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{path}: ")), "{err}");
+        }
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub async fn serve(
             coordinator.clone(),
             source,
             Layout::new(&config.image_path).scratch(),
-            config.import_limit()?,
+            config.import_limit(),
             log.clone(),
         ));
     }
@@ -234,7 +234,7 @@ pub async fn serve(
         policy: Policy {
             default_ns: config.default_ns(),
             air_gapped: config.air_gapped,
-            tags: config.tag_policies()?,
+            tags: config.tag_policies(),
             pull_timeout: config.pull_timeout(),
             listed: config.registry_names()?,
             hosts: config.host_rules()?,

@@ -55,6 +55,68 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// A configuration value as written: text (`10m`, `50Gi`) or a bare number.
+enum Written {
+    /// A number without a unit.
+    Number(u64),
+    /// Text, parsed by the unit's rules.
+    Text(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Written {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Takes a non-negative integer or a string.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Written;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, or text with a unit such as 30s or 50Gi")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Written, E> {
+                Ok(Written::Number(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Written, E> {
+                u64::try_from(n)
+                    .map(Written::Number)
+                    .map_err(|_| E::custom(format!("{n} is negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<Written, E> {
+                Ok(Written::Text(t.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A byte size from the configuration: `50Gi`, `500M`, or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(Self(n)),
+            Written::Text(t) => parse_size(&t).map(Self).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration from the configuration: `30s`, `10m`, `500ms`, a number of
+/// seconds, or `never` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Option<Duration>);
+
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(Self(Some(Duration::from_secs(n)))),
+            Written::Text(t) => parse_duration(&t)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
