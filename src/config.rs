@@ -160,7 +160,7 @@ pub struct Config {
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
     /// `text` or `json` log lines.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// Port of the Prometheus metrics endpoint (off when unset).
     #[serde(default)]
     pub metrics: Option<u16>,
@@ -207,13 +207,40 @@ pub struct ServerTlsEntry {
     #[serde(default)]
     pub ca: Option<PathBuf>,
     /// `none` or `verify` (clients must present a certificate from `ca`).
-    #[serde(default = "default_client_auth", alias = "client_auth")]
-    pub client_auth: String,
+    #[serde(default, alias = "client_auth")]
+    pub client_auth: ClientAuth,
 }
 
-/// `serverTlsConfig.clientAuth` when absent.
-fn default_client_auth() -> String {
-    "none".into()
+/// `logFormat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Terminal lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `serverTlsConfig.clientAuth`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Any client may connect.
+    #[default]
+    None,
+    /// Clients must present a certificate from `ca`.
+    Verify,
+}
+
+/// `registries[].scheme`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS (the default).
+    #[default]
+    Https,
 }
 
 /// `upstreams`: the upstream guard for registries the configuration does
@@ -301,9 +328,9 @@ pub struct RegistryEntry {
     /// Endpoints, tried in order.
     #[serde(default)]
     pub urls: Vec<String>,
-    /// `http` or `https` when `urls` is absent.
+    /// `http` or `https` (default) when `urls` is absent.
     #[serde(default)]
-    pub scheme: Option<String>,
+    pub scheme: Scheme,
     /// Credentials.
     #[serde(default)]
     pub auth: Option<AuthEntry>,
@@ -431,12 +458,6 @@ impl Config {
         config.fetch_limits()?;
         config.host_rules()?;
         config.server_tls()?;
-        if !matches!(config.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError::Invalid {
-                key: "logFormat",
-                reason: format!("{:?} is neither text nor json", config.log_format),
-            });
-        }
         if let Some(ns) = &config.default_ns {
             RegistryName::parse(ns).map_err(ConfigError::DefaultNs)?;
         }
@@ -561,16 +582,7 @@ impl Config {
         let Some(t) = &self.server_tls_config else {
             return Ok(None);
         };
-        let verify_clients = match t.client_auth.as_str() {
-            "none" => false,
-            "verify" => true,
-            other => {
-                return Err(ConfigError::Invalid {
-                    key: "serverTlsConfig",
-                    reason: format!("clientAuth {other:?} is neither none nor verify"),
-                })
-            }
-        };
+        let verify_clients = t.client_auth == ClientAuth::Verify;
         if verify_clients && t.ca.is_none() {
             return Err(ConfigError::Invalid {
                 key: "serverTlsConfig",
@@ -670,10 +682,10 @@ impl RegistryEntry {
             reason,
         };
         let name = RegistryName::parse(&self.name).map_err(|e| err(e.to_string()))?;
-        let scheme = self.scheme.as_deref().unwrap_or("https");
-        if !matches!(scheme, "http" | "https") {
-            return Err(err(format!("scheme must be http or https, not {scheme:?}")));
-        }
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
         let endpoints = if self.urls.is_empty() {
             vec![default_endpoint(&name, scheme)]
         } else {
@@ -1001,7 +1013,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations_are_typed_when_loaded() {
+    fn sizes_durations_and_choices_are_typed_when_loaded() {
         let loaded =
             load("maxBlobSize: 2Gi\nmaxCacheSize: 1000\ntagTtl: never\nkeepAlive: 5\n").unwrap();
         let c = loaded.config;
@@ -1017,6 +1029,15 @@ mod tests {
             ("maxBlobSize: lots", "maxBlobSize"),
             ("drainTimeout: 3x", "drainTimeout"),
             ("keepAlive: -1", "keepAlive"),
+            ("logFormat: xml", "logFormat"),
+            (
+                "serverTlsConfig: {cert: c, key: k, clientAuth: maybe}",
+                "serverTlsConfig.clientAuth",
+            ),
+            (
+                "registries:\n  - name: r.example\n    scheme: ftp\n",
+                "registries[0].scheme",
+            ),
         ] {
             let err = load(bad).unwrap_err().to_string();
             assert!(err.starts_with(&format!("{path}: ")), "{err}");

@@ -3,7 +3,7 @@
 use clap::Parser;
 use ociregistry::cli::{Cli, Command};
 use ociregistry::commands;
-use ociregistry::config::Config;
+use ociregistry::config::{Config, LogFormat};
 use slog::Drain;
 
 fn main() -> std::process::ExitCode {
@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let log = logger(&loaded.config.log_level, &loaded.config.log_format);
+    let log = logger(&loaded.config.log_level, loaded.config.log_format);
     for w in &loaded.warnings {
         slog::warn!(log, "configuration"; "warning" => w);
     }
@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
 
 /// A synchronous logger on stderr at `level` (unknown names: info):
 /// terminal lines, or one JSON object per line for `json`.
-fn logger(level: &str, format: &str) -> slog::Logger {
+fn logger(level: &str, format: LogFormat) -> slog::Logger {
     let level = match level.to_ascii_lowercase().as_str() {
         "error" => slog::Level::Error,
         "warn" | "warning" => slog::Level::Warning,
@@ -45,7 +45,7 @@ fn logger(level: &str, format: &str) -> slog::Logger {
         "trace" => slog::Level::Trace,
         _ => slog::Level::Info,
     };
-    if format == "json" {
+    if format == LogFormat::Json {
         let json = slog_json::Json::new(std::io::stderr())
             .add_default_keys()
             .build();
