@@ -1,38 +1,73 @@
 //! The subcommands: `serve`, `load`, `list`, `prune`.
 
+use std::path::PathBuf;
+
 use ociregistry_actors::storage::{unix, ImageInfo, Layout, Prune, PruneReport, Storage};
 use regex::Regex;
 
 use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::image_ref::ImageRef;
 use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
 use crate::server::cache_in_use;
-use crate::server::{self, Cache};
-use crate::tarball;
+use crate::server::{self, Cache, StartError};
+use crate::tarball::{self, ImportError};
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server, or the cache, could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A tarball could not be imported.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// An argument or a file it names is malformed (an image list, an
+    /// image reference, a pattern, a prune request).
+    #[error("{0}")]
+    Input(String),
+    /// The cache could not be read or changed.
+    #[error("{path}: {source}")]
+    Cache {
+        /// The cache root.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Some images of a `load` could not be loaded (each was reported).
+    #[error("{0} images could not be loaded")]
+    LoadFailed(usize),
+    /// A server holds the cache and offers no admin API to prune through.
+    #[error("a server is using this cache and has no adminPort: prune through its admin API, or stop it")]
+    NoAdminPort,
+    /// The running server's admin API refused or failed the request.
+    #[error("admin API: {0}")]
+    Admin(String),
+}
 
 /// Serves until stopped.
-pub fn serve(config: Config, args: &ServeArgs, log: &slog::Logger) -> Result<(), String> {
-    let preload = args.preload_images.as_deref().map(Source::of).transpose()?;
-    actix::System::new()
-        .block_on(server::run(config, args.hello_world, preload, log.clone()))
-        .map_err(|e| e.to_string())
+pub fn serve(config: Config, args: &ServeArgs, log: &slog::Logger) -> Result<(), CommandError> {
+    let preload = args.preload_images.as_deref().map(Source::of).transpose();
+    let preload = preload.map_err(CommandError::Input)?;
+    actix::System::new().block_on(server::run(config, args.hello_world, preload, log.clone()))?;
+    Ok(())
 }
 
 /// Pulls the listed images into the cache; fails if any image could not be loaded.
-pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), String> {
-    let source = Source::of(&args.image_file)?;
+pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), CommandError> {
+    let source = Source::of(&args.image_file).map_err(CommandError::Input)?;
     let resolve_ref = args
         .resolve_ref
         .as_deref()
         .map(ImageRef::parse)
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CommandError::Input(e.to_string()))?;
     actix::System::new().block_on(async {
-        let cache = Cache::open(config, false, log)
-            .await
-            .map_err(|e| e.to_string())?;
+        let cache = Cache::open(config, false, log).await?;
         let images = match source {
             Source::Tarball(path) => {
                 let names = tarball::import(
@@ -42,8 +77,7 @@ pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), 
                     resolve_ref.as_ref(),
                     config.import_limit(),
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
                 println!(
                     "loaded {} images from {}: {}",
                     names.len(),
@@ -66,17 +100,21 @@ pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), 
             summary.loaded, summary.failed, summary.fetched_blobs, summary.fetched_bytes
         );
         if summary.failed > 0 {
-            return Err(format!("{} images could not be loaded", summary.failed));
+            return Err(CommandError::LoadFailed(summary.failed));
         }
         Ok(())
     })
 }
 
 /// Prints the cached images (or the tag history).
-pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), String> {
+pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), CommandError> {
     let root = &config.image_path;
+    let cache = |source| CommandError::Cache {
+        path: root.clone(),
+        source,
+    };
     if args.history {
-        for record in Storage::history(root).map_err(|e| e.to_string())? {
+        for record in Storage::history(root).map_err(cache)? {
             println!("{record}");
         }
         return Ok(());
@@ -86,9 +124,9 @@ pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), 
         .as_deref()
         .map(Regex::new)
         .transpose()
-        .map_err(|e| e.to_string())?;
-    let pins = config.retention().map_err(|e| e.to_string())?.pins;
-    let images = Storage::list(root, &pins, log).map_err(|e| format!("{}: {e}", root.display()))?;
+        .map_err(|e| CommandError::Input(e.to_string()))?;
+    let pins = config.retention()?.pins;
+    let images = Storage::list(root, &pins, log).map_err(cache)?;
     println!("NAME\tDIGEST\tMEDIA TYPE\tSIZE\tCREATED\tLAST PULLED");
     for image in images
         .iter()
@@ -120,7 +158,7 @@ fn row(i: &ImageInfo, full_digest: bool) -> String {
 }
 
 /// Prunes: directly when no server holds the cache, else through its admin API.
-pub fn prune(config: &Config, args: &PruneArgs, log: &slog::Logger) -> Result<(), String> {
+pub fn prune(config: &Config, args: &PruneArgs, log: &slog::Logger) -> Result<(), CommandError> {
     let spec = PruneSpec {
         kind: args.kind.clone(),
         duration: args.duration.clone(),
@@ -128,29 +166,28 @@ pub fn prune(config: &Config, args: &PruneArgs, log: &slog::Logger) -> Result<()
         count: args.count,
         dry_run: args.dry_run,
     };
-    let by = spec.by()?;
+    let by = spec.by().map_err(CommandError::Input)?;
     let report = if cache_in_use(&config.image_path) {
-        let port = config
-            .admin_port
-            .ok_or("a server is using this cache and has no adminPort: prune through its admin API, or stop it")?;
-        let token = config.admin_token().map_err(|e| e.to_string())?;
+        let port = config.admin_port.ok_or(CommandError::NoAdminPort)?;
+        let token = config.admin_token()?;
         actix::System::new().block_on(prune_remote(&config.admin_host, port, token, &spec))?
     } else {
-        let retention = config.retention().map_err(|e| e.to_string())?;
+        let retention = config.retention()?;
         let request = Prune {
             by,
             count: spec.count,
             dry_run: spec.dry_run,
         };
         let report: PruneReport =
-            Storage::prune_offline(&config.image_path, &retention, request, log)
-                .map_err(|e| e.to_string())?;
-        serde_json::to_value(report).map_err(|e| e.to_string())?
+            Storage::prune_offline(&config.image_path, &retention, request, log).map_err(
+                |source| CommandError::Cache {
+                    path: config.image_path.clone(),
+                    source,
+                },
+            )?;
+        serde_json::json!(report)
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-    );
+    println!("{report:#}");
     Ok(())
 }
 
@@ -160,7 +197,7 @@ async fn prune_remote(
     port: u16,
     token: Option<String>,
     spec: &PruneSpec,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, CommandError> {
     let body = serde_json::json!({
         "type": spec.kind, "duration": spec.duration, "expr": spec.expr,
         "count": spec.count, "dryRun": spec.dry_run,
@@ -169,17 +206,12 @@ async fn prune_remote(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let mut res = req
-        .send_json(&body)
-        .await
-        .map_err(|e| format!("admin API: {e}"))?;
-    let bytes = res.body().await.map_err(|e| format!("admin API: {e}"))?;
+    let admin = |e: &dyn std::fmt::Display| CommandError::Admin(e.to_string());
+    let mut res = req.send_json(&body).await.map_err(|e| admin(&e))?;
+    let bytes = res.body().await.map_err(|e| admin(&e))?;
     if !res.status().is_success() {
-        return Err(format!(
-            "admin API answered {}: {}",
-            res.status(),
-            String::from_utf8_lossy(&bytes)
-        ));
+        let answer = format!("{}: {}", res.status(), String::from_utf8_lossy(&bytes));
+        return Err(admin(&answer));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("admin API: {e}"))
+    serde_json::from_slice(&bytes).map_err(|e| admin(&e))
 }

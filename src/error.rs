@@ -116,6 +116,13 @@ impl ApiError {
     }
 }
 
+impl From<actix::MailboxError> for ApiError {
+    /// An actor's mailbox closed: the server is stopping.
+    fn from(_: actix::MailboxError) -> Self {
+        Self::Unavailable
+    }
+}
+
 /// `MANIFEST_UNKNOWN` or `BLOB_UNKNOWN`.
 fn unknown(c: Content) -> &'static str {
     match c {

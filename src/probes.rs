@@ -20,11 +20,7 @@ pub fn health() -> HttpResponse {
 /// full or read-only disk does not make the server unready: cached
 /// content is still served (write failures are counted in the metrics).
 pub async fn ready(state: &AppState) -> Result<HttpResponse, ApiError> {
-    let stats = state
-        .storage
-        .send(GetStats { images: false })
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let stats = state.storage.send(GetStats { images: false }).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))
 }
 

@@ -30,11 +30,7 @@ pub async fn serve(
     access: &mut Access,
 ) -> Result<HttpResponse, ApiError> {
     let digest = Digest::parse(digest)?;
-    let cached = state
-        .storage
-        .send(LookupBlob(digest.clone()))
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+    let cached = state.storage.send(LookupBlob(digest.clone())).await?;
     let source = if let Some(blob) = cached {
         access.outcome = Outcome::Cache(CacheOutcome::Hit);
         let file = std::fs::File::open(&blob.path).map_err(|e| ApiError::Upstream {
@@ -52,8 +48,7 @@ pub async fn serve(
                 repo: target.repo,
                 digest: digest.clone(),
             })
-            .await
-            .map_err(|_| ApiError::Unavailable)?;
+            .await?;
         let source = within(&state.policy, joined.value.ready(), Content::Blob).await?;
         // A request that joins a fetch whose bytes are all verified (the
         // fsync and indexing may still run) is answered from local bytes.

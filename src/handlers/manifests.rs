@@ -34,8 +34,7 @@ pub async fn serve(
             repo: target.repo.clone(),
             reference: reference.clone(),
         })
-        .await
-        .map_err(|_| ApiError::Unavailable)?;
+        .await?;
     // A cached tag past its TTL is revalidated: `stale` is what the cache
     // holds, served if the upstream cannot answer.
     let stale = match (cached, &reference) {
