@@ -87,10 +87,7 @@ fn pull_all(server: &Server, ctr: &mut Containerd, images: &[Pushed]) {
 
 #[actix_web::test]
 async fn ctr_and_skopeo_pull_through_then_from_cache_with_upstream_gone_and_after_restart() {
-    if !common::e2e(
-        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
-        true,
-    ) {
+    if !common::e2e(common::REAL_CLIENTS, true) {
         return;
     }
     let mut upstream = Upstream::start();
@@ -183,10 +180,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[actix_web::test]
 async fn fifty_concurrent_gets_of_an_uncached_blob_make_one_upstream_get() {
-    if !common::e2e(
-        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
-        true,
-    ) {
+    if !common::e2e(common::REAL_CLIENTS, true) {
         return;
     }
     let upstream = Upstream::start();
@@ -221,10 +215,7 @@ async fn fifty_concurrent_gets_of_an_uncached_blob_make_one_upstream_get() {
 
 #[actix_web::test]
 async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
-    if !common::e2e(
-        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
-        true,
-    ) {
+    if !common::e2e(common::REAL_CLIENTS, true) {
         return;
     }
     let upstream = Upstream::start();
@@ -379,10 +370,7 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
 
 #[actix_web::test]
 async fn a_node_cache_fills_from_a_cluster_cache_through_upstream_mirror() {
-    if !common::e2e(
-        &["docker-registry", "skopeo", "ctr", "containerd", "umount"],
-        true,
-    ) {
+    if !common::e2e(common::REAL_CLIENTS, true) {
         return;
     }
     let upstream = Upstream::start();

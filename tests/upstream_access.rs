@@ -68,17 +68,7 @@ fn cached_manifests(server: &Server) -> usize {
 
 #[actix_web::test]
 async fn https_upstream_with_a_private_ca() {
-    if !common::e2e(
-        &[
-            "docker-registry",
-            "skopeo",
-            "ctr",
-            "containerd",
-            "umount",
-            "openssl",
-        ],
-        true,
-    ) {
+    if !common::e2e(&[common::REAL_CLIENTS, &["openssl"]].concat(), true) {
         return;
     }
     let pki = Pki::generate();
@@ -116,17 +106,7 @@ async fn https_upstream_without_its_ca_is_refused_with_a_hint_unless_verificatio
 
 #[actix_web::test]
 async fn mtls_upstream_needs_the_client_certificate() {
-    if !common::e2e(
-        &[
-            "docker-registry",
-            "skopeo",
-            "ctr",
-            "containerd",
-            "umount",
-            "openssl",
-        ],
-        true,
-    ) {
+    if !common::e2e(&[common::REAL_CLIENTS, &["openssl"]].concat(), true) {
         return;
     }
     let pki = Pki::generate();
@@ -155,15 +135,7 @@ async fn mtls_upstream_needs_the_client_certificate() {
 #[actix_web::test]
 async fn basic_auth_from_env_or_file_and_a_wrong_password_is_401_and_caches_nothing() {
     if !common::e2e(
-        &[
-            "docker-registry",
-            "skopeo",
-            "ctr",
-            "containerd",
-            "umount",
-            "openssl",
-            "htpasswd",
-        ],
+        &[common::REAL_CLIENTS, &["openssl", "htpasswd"]].concat(),
         true,
     ) {
         return;
@@ -210,17 +182,7 @@ async fn basic_auth_from_env_or_file_and_a_wrong_password_is_401_and_caches_noth
 
 #[actix_web::test]
 async fn bearer_tokens_are_fetched_once_per_scope_and_refused_credentials_are_401() {
-    if !common::e2e(
-        &[
-            "docker-registry",
-            "skopeo",
-            "ctr",
-            "containerd",
-            "umount",
-            "openssl",
-        ],
-        true,
-    ) {
+    if !common::e2e(&[common::REAL_CLIENTS, &["openssl"]].concat(), true) {
         return;
     }
     let pki = Pki::generate();
@@ -493,16 +455,10 @@ fn an_https_egress_proxy_stops_start_up() {
         ("HTTPS_PROXY", "https://puller:s3cret@127.0.0.1:3128"),
         ("http_proxy", "socks5://127.0.0.1:1080"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        let out = common::server::server_command()
             .arg("--image-path")
             .arg(cache.path())
             .args(["serve", "--port", "0", "--host", "127.0.0.1"])
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("NO_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("no_proxy")
             .env(var, value)
             .stdin(std::process::Stdio::null())
             .output()

@@ -122,6 +122,11 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
 
+/// What the end-to-end tests that pull with real clients drive: the
+/// upstream registry, skopeo, containerd (whose mounts are undone with
+/// umount).
+pub const REAL_CLIENTS: &[&str] = &["docker-registry", "skopeo", "ctr", "containerd", "umount"];
+
 /// The environment variable that makes missing end-to-end tools fail the
 /// tests instead of skipping them; `.ci/run` sets it to `required`.
 pub const E2E_ENV: &str = "OCIREGISTRY_E2E";

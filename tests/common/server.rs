@@ -80,19 +80,13 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        let mut child = server_command()
             .arg("--config-file")
             .arg(self.config_path())
             .arg("--image-path")
             .arg(&self.cache_dir)
             .args(["serve", "--port", "0", "--host", "127.0.0.1"])
             .args(&self.extra_args)
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("NO_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("no_proxy")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -250,4 +244,21 @@ fn wait_for_listening(stdout: ChildStdout) -> Option<String> {
             return Some(url.trim().to_owned());
         }
     }
+}
+
+/// The server binary as a command, without the egress-proxy variables of
+/// the test's environment (a test sets the ones it means).
+pub fn server_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ociregistry"));
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    command
 }
