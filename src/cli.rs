@@ -6,6 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use config::builder::DefaultState;
 use config::ConfigBuilder;
 
+use crate::prune::PruneKind;
+use crate::units::Span;
+
 /// Pull-only, pull-through caching OCI Distribution server.
 #[derive(Debug, Parser)]
 #[command(name = "ociregistry", version, about)]
@@ -78,11 +81,11 @@ pub struct ListArgs {
 pub struct PruneArgs {
     /// accessed (not pulled for --duration), created (cached more than
     /// --duration ago) or pattern (name matches --expr).
-    #[arg(long = "type", value_name = "TYPE")]
-    pub kind: String,
+    #[arg(long = "type", value_name = "TYPE", value_enum)]
+    pub kind: PruneKind,
     /// For accessed and created, e.g. 7d, 12h.
     #[arg(long)]
-    pub duration: Option<String>,
+    pub duration: Option<Span>,
     /// For pattern: a regular expression on registry/repo:tag.
     #[arg(long, value_name = "REGEX")]
     pub expr: Option<String>,

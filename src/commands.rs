@@ -160,8 +160,8 @@ fn row(i: &ImageInfo, full_digest: bool) -> String {
 /// Prunes: directly when no server holds the cache, else through its admin API.
 pub fn prune(config: &Config, args: &PruneArgs, log: &slog::Logger) -> Result<(), CommandError> {
     let spec = PruneSpec {
-        kind: args.kind.clone(),
-        duration: args.duration.clone(),
+        kind: args.kind,
+        duration: args.duration,
         expr: args.expr.clone(),
         count: args.count,
         dry_run: args.dry_run,

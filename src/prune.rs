@@ -5,22 +5,33 @@ use std::time::Duration;
 
 use ociregistry_actors::storage::PruneBy;
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::units::parse_duration;
+use crate::units::Span;
+
+/// Which images a prune chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneKind {
+    /// Not pulled for `duration`.
+    Accessed,
+    /// Cached more than `duration` ago.
+    Created,
+    /// Whose name matches `expr`.
+    Pattern,
+}
 
 /// A prune request: `type` with its `duration` or `expr`, an optional
 /// `count` limit, and `dryRun`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PruneSpec {
-    /// `accessed` (not pulled for `duration`), `created` (cached more than
-    /// `duration` ago) or `pattern` (name matches `expr`).
+    /// Which images.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: PruneKind,
     /// For `accessed` and `created`.
     #[serde(default)]
-    pub duration: Option<String>,
+    pub duration: Option<Span>,
     /// For `pattern`: a regular expression on `registry/repo:tag`.
     #[serde(default)]
     pub expr: Option<String>,
@@ -33,24 +44,22 @@ pub struct PruneSpec {
 }
 
 impl PruneSpec {
-    /// What to prune, checked.
+    /// What to prune, checked: a duration (not `never`) for `accessed` and
+    /// `created`, an expression that compiles for `pattern`.
     pub fn by(&self) -> Result<PruneBy, String> {
         let duration = || -> Result<Duration, String> {
-            let text = self.duration.as_deref().ok_or("duration is required")?;
-            parse_duration(text)?.ok_or_else(|| "duration cannot be never".to_string())
+            let span = self.duration.ok_or("duration is required")?;
+            span.0.ok_or_else(|| "duration cannot be never".to_string())
         };
-        match self.kind.as_str() {
-            "accessed" => Ok(PruneBy::Accessed(duration()?)),
-            "created" => Ok(PruneBy::Created(duration()?)),
-            "pattern" => {
+        match self.kind {
+            PruneKind::Accessed => Ok(PruneBy::Accessed(duration()?)),
+            PruneKind::Created => Ok(PruneBy::Created(duration()?)),
+            PruneKind::Pattern => {
                 let expr = self.expr.as_deref().ok_or("expr is required")?;
                 Regex::new(expr)
                     .map(PruneBy::Pattern)
                     .map_err(|e| e.to_string())
             }
-            other => Err(format!(
-                "unknown prune type {other:?} (accessed, created, pattern)"
-            )),
         }
     }
 }
@@ -77,10 +86,18 @@ mod tests {
             serde_json::json!({"type": "accessed"}),
             serde_json::json!({"type": "created", "duration": "never"}),
             serde_json::json!({"type": "pattern", "expr": "("}),
-            serde_json::json!({"type": "size"}),
         ] {
             let spec: PruneSpec = serde_json::from_value(bad.clone()).unwrap();
             assert!(spec.by().is_err(), "{bad}");
+        }
+        for malformed in [
+            serde_json::json!({"type": "size"}),
+            serde_json::json!({"type": "accessed", "duration": "7x"}),
+        ] {
+            assert!(
+                serde_json::from_value::<PruneSpec>(malformed.clone()).is_err(),
+                "{malformed}"
+            );
         }
     }
 }

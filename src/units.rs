@@ -117,6 +117,25 @@ impl<'de> serde::Deserialize<'de> for Span {
     }
 }
 
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    /// Parses what the configuration accepts as text (command-line flags).
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(Self)
+    }
+}
+
+impl serde::Serialize for Span {
+    /// As text the deserializer reads back: `<n>ms`, or `never`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            None => s.serialize_str("never"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +163,10 @@ mod tests {
         assert_eq!(parse_duration("Never"), Ok(None));
         for bad in ["", "m", "10x", "-1s", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        for span in [Span(None), Span(Some(Duration::from_millis(1500)))] {
+            let text = serde_json::to_value(span).unwrap();
+            assert_eq!(serde_json::from_value::<Span>(text).unwrap(), span);
         }
     }
 }
