@@ -135,10 +135,7 @@ impl Cache {
         let unlisted = Unlisted {
             timeouts: config.timeouts()?,
             proxy: env_proxy,
-            mirror: config
-                .upstream_mirror
-                .as_deref()
-                .map(|u| u.trim_end_matches('/').to_string()),
+            mirror: config.upstream_mirror.as_ref().map(|u| u.0.clone()),
             guard: std::sync::Arc::new(config.host_rules()?),
         };
         let coordinator = PullCoordinator::start(
@@ -232,7 +229,7 @@ pub async fn serve(
         storage,
         coordinator,
         policy: Policy {
-            default_ns: config.default_ns(),
+            default_ns: config.default_ns.clone(),
             air_gapped: config.air_gapped,
             tags: config.tag_policies(),
             pull_timeout: config.pull_timeout(),

@@ -77,8 +77,18 @@ impl fmt::Display for Digest {
 }
 
 /// A registry host as clients name it (`docker.io`, `quay.io`, `127.0.0.1:5000`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Deserializes from text through [`RegistryName::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct RegistryName(String);
+
+impl TryFrom<String> for RegistryName {
+    type Error = NameError;
+
+    fn try_from(text: String) -> Result<Self, NameError> {
+        Self::parse(&text)
+    }
+}
 
 impl RegistryName {
     /// Parses `host[:port]`, lower-cases it and folds Docker Hub's aliases

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use config::{File, FileFormat};
 use ociregistry_actors::coordinator::FetchLimits;
-use ociregistry_actors::names::{NameError, RegistryName};
+use ociregistry_actors::names::RegistryName;
 use ociregistry_actors::storage::Retention;
 use ociregistry_actors::upstream::guard::{HostRules, Network, DEFAULT_DENY_NETWORKS};
 use ociregistry_actors::upstream::{ProxyRules, Timeouts, UpstreamSettings};
@@ -24,8 +24,7 @@ mod registries;
 
 pub use ports::{ClientAuth, ClientLimits, ServerTlsEntry};
 
-use registries::endpoint;
-pub use registries::{AuthEntry, ProxyUrl, RegistryEntry, Scheme, TlsEntry};
+pub use registries::{AuthEntry, BaseUrl, ProxyUrl, RegistryEntry, Scheme, TlsEntry};
 
 /// The built-in defaults (`config/defaults.yaml`).
 const DEFAULTS: &str = include_str!("../../config/defaults.yaml");
@@ -93,9 +92,6 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// `upstreamMirror` is not a base URL.
-    #[error("upstreamMirror {0:?} is not http(s)://host[:port]")]
-    UpstreamMirror(String),
     /// A cache-management key is invalid.
     #[error("{key}: {reason}")]
     Invalid {
@@ -104,9 +100,20 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-    /// `defaultNs` is not a registry host.
-    #[error("defaultNs: {0}")]
-    DefaultNs(NameError),
+}
+
+/// An image-name pattern of `pins` (a regular expression, compiled when
+/// the configuration is read).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Pin(pub Regex);
+
+impl TryFrom<String> for Pin {
+    type Error = regex::Error;
+
+    fn try_from(text: String) -> Result<Self, regex::Error> {
+        Regex::new(&text).map(Self)
+    }
 }
 
 /// The server's settings after all sources are merged.
@@ -125,7 +132,7 @@ pub struct Config {
     pub pull_timeout: u64,
     /// Registry for requests that name none.
     #[serde(default)]
-    pub default_ns: Option<String>,
+    pub default_ns: Option<RegistryName>,
     /// Never contact an upstream.
     pub air_gapped: bool,
     /// Re-resolve `:latest` upstream on every request.
@@ -136,7 +143,7 @@ pub struct Config {
     /// through, naming the registry in `?ns=` (node-local caches in front
     /// of a cluster cache).
     #[serde(default)]
-    pub upstream_mirror: Option<String>,
+    pub upstream_mirror: Option<BaseUrl>,
     /// How long a fetched tag is answered without asking the upstream
     /// (`10m`, `0`: every time, `never`).
     pub tag_ttl: Span,
@@ -149,7 +156,7 @@ pub struct Config {
     pub max_import_size: Size,
     /// Image-name patterns never pruned or evicted.
     #[serde(default)]
-    pub pins: Vec<String>,
+    pub pins: Vec<Pin>,
     /// A prune run on a schedule.
     #[serde(default)]
     pub prune_config: Option<PruneConfig>,
@@ -311,9 +318,6 @@ impl Config {
             path: e.path().to_string(),
             reason: e.inner().to_string(),
         })?;
-        if let Some(url) = &config.upstream_mirror {
-            endpoint(url).ok_or_else(|| ConfigError::UpstreamMirror(url.clone()))?;
-        }
         config.retention()?;
         config.scheduled_prune()?;
         config.admin_token()?;
@@ -322,9 +326,6 @@ impl Config {
         config.fetch_limits()?;
         config.host_rules()?;
         config.server_tls()?;
-        if let Some(ns) = &config.default_ns {
-            RegistryName::parse(ns).map_err(ConfigError::DefaultNs)?;
-        }
         Ok(Loaded { config, warnings })
     }
 
@@ -373,12 +374,7 @@ impl Config {
 
     /// Pins and the size limit.
     pub fn retention(&self) -> Result<Retention, ConfigError> {
-        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
-        let pins = self
-            .pins
-            .iter()
-            .map(|p| Regex::new(p).map_err(|e| invalid("pins", e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let pins = self.pins.iter().map(|p| p.0.clone()).collect();
         let max_size = self.max_cache_size.map(|s| s.0);
         Ok(Retention { pins, max_size })
     }
@@ -460,13 +456,6 @@ impl Config {
     /// How long a client waits for an upstream to start answering.
     pub fn pull_timeout(&self) -> Duration {
         Duration::from_millis(self.pull_timeout)
-    }
-
-    /// The parsed `defaultNs`.
-    pub fn default_ns(&self) -> Option<RegistryName> {
-        self.default_ns
-            .as_deref()
-            .and_then(|n| RegistryName::parse(n).ok())
     }
 }
 

@@ -192,6 +192,22 @@ impl AuthEntry {
     }
 }
 
+/// A base URL, `http(s)://host[:port]` (a trailing `/` is dropped), as
+/// `upstreamMirror` names one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BaseUrl(pub String);
+
+impl TryFrom<String> for BaseUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        endpoint(&text)
+            .map(Self)
+            .ok_or_else(|| format!("{text:?} is not http(s)://host[:port]"))
+    }
+}
+
 /// A URL reduced to `scheme://host[:port]` (a trailing `/` is dropped).
 pub(super) fn endpoint(url: &str) -> Option<String> {
     let trimmed = url.trim_end_matches('/');

@@ -1,5 +1,6 @@
 //! Tests of the configuration: loading, precedence, typed values, every check.
 
+use super::registries::endpoint;
 use super::*;
 
 #[test]
@@ -207,6 +208,9 @@ fn sizes_durations_and_choices_are_typed_when_loaded() {
         ("maxBlobSize: lots", "maxBlobSize"),
         ("drainTimeout: 3x", "drainTimeout"),
         ("keepAlive: -1", "keepAlive"),
+        ("defaultNs: 'not a host!'", "defaultNs"),
+        ("upstreamMirror: ftp://x", "upstreamMirror"),
+        ("pins: ['(']", "pins[0]"),
         ("logFormat: xml", "logFormat"),
         (
             "serverTlsConfig: {cert: c, key: k, clientAuth: maybe}",
