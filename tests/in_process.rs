@@ -119,3 +119,67 @@ async fn pulls_through_the_server_in_this_process_and_stops_on_demand() {
         upstream.blob_digest()
     ));
 }
+
+#[actix_web::test]
+async fn a_failed_fetch_is_not_remembered_and_the_cache_outlives_the_server() {
+    let blob: Vec<u8> = (0..1u32 << 20).map(|i| (i % 241) as u8).collect();
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+    let upstream = FaultUpstream::start(blob, manifest.to_vec());
+    upstream.push_faults(&[Fault::Status(500)]);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("cache");
+    let server = InProcess::start(&docker_io_config(upstream.url(), ""), &cache_dir);
+    let path = format!(
+        "/v2/library/app/blobs/{}?ns=docker.io",
+        upstream.blob_digest()
+    );
+    let res = client()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The next request fetches again, and succeeds.
+    let mut res = client()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.body().limit(64 << 20).await.unwrap();
+    assert_eq!(digest_of(&body), upstream.blob_digest());
+    assert_eq!(upstream.blob_gets(), 2);
+    let manifest_path = "/v2/library/app/manifests/1?ns=docker.io";
+    let res = client()
+        .get(format!("{}{manifest_path}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    server.shut_down().await;
+
+    // A new server on the same cache, air-gapped: both come from the cache.
+    drop(upstream);
+    let server = InProcess::start(
+        "airGapped: true\nregistries:\n  - name: docker.io\n    urls: [http://127.0.0.1:9]\n",
+        &cache_dir,
+    );
+    let mut res = client()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        digest_of(&res.body().limit(64 << 20).await.unwrap()),
+        digest_of(&body)
+    );
+    let mut res = client()
+        .get(format!("{}{manifest_path}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.body().await.unwrap(), &manifest[..]);
+    server.shut_down().await;
+}
