@@ -58,6 +58,17 @@ impl InProcess {
         InProcess { url, stop, task }
     }
 
+    /// GETs `path` (with its query) from the server: status and body.
+    async fn get(&self, path: &str) -> (StatusCode, bytes::Bytes) {
+        let mut res = client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let body = res.body().limit(64 << 20).await.unwrap();
+        (res.status(), body)
+    }
+
     /// Stops the server and waits until it has drained and returned.
     async fn shut_down(self) {
         self.stop.send(()).unwrap();
@@ -102,16 +113,8 @@ async fn pulls_through_the_server_in_this_process_and_stops_on_demand() {
     }
     assert_eq!(upstream.blob_gets(), 1);
 
-    let mut res = client()
-        .get(format!(
-            "{}/v2/library/app/manifests/1?ns=docker.io",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.body().await.unwrap(), &manifest[..]);
+    let got = server.get("/v2/library/app/manifests/1?ns=docker.io").await;
+    assert_eq!(got, (StatusCode::OK, bytes::Bytes::from_static(manifest)));
 
     server.shut_down().await;
     assert!(common::wait_stored(
@@ -133,29 +136,15 @@ async fn a_failed_fetch_is_not_remembered_and_the_cache_outlives_the_server() {
         "/v2/library/app/blobs/{}?ns=docker.io",
         upstream.blob_digest()
     );
-    let res = client()
-        .get(format!("{}{path}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = server.get(&path).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     // The next request fetches again, and succeeds.
-    let mut res = client()
-        .get(format!("{}{path}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let body = res.body().limit(64 << 20).await.unwrap();
+    let (status, body) = server.get(&path).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(digest_of(&body), upstream.blob_digest());
     assert_eq!(upstream.blob_gets(), 2);
     let manifest_path = "/v2/library/app/manifests/1?ns=docker.io";
-    let res = client()
-        .get(format!("{}{manifest_path}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(server.get(manifest_path).await.0, StatusCode::OK);
     server.shut_down().await;
 
     // A new server on the same cache, air-gapped: both come from the cache.
@@ -164,22 +153,8 @@ async fn a_failed_fetch_is_not_remembered_and_the_cache_outlives_the_server() {
         "airGapped: true\nregistries:\n  - name: docker.io\n    urls: [http://127.0.0.1:9]\n",
         &cache_dir,
     );
-    let mut res = client()
-        .get(format!("{}{path}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        digest_of(&res.body().limit(64 << 20).await.unwrap()),
-        digest_of(&body)
-    );
-    let mut res = client()
-        .get(format!("{}{manifest_path}", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.body().await.unwrap(), &manifest[..]);
+    assert_eq!(server.get(&path).await, (StatusCode::OK, body));
+    let cached = (StatusCode::OK, bytes::Bytes::from_static(manifest));
+    assert_eq!(server.get(manifest_path).await, cached);
     server.shut_down().await;
 }
