@@ -105,11 +105,12 @@ impl ManifestInfo {
 impl Manifest {
     /// What the index keeps of it.
     pub fn info(&self) -> ManifestInfo {
+        let (blobs, children) = self.pointers();
         ManifestInfo {
             media_type: self.media_type.clone(),
             size: self.bytes.len() as u64,
-            blobs: self.blobs(),
-            children: self.children(),
+            blobs,
+            children,
         }
     }
 }
@@ -160,32 +161,34 @@ struct RawPlatform {
 impl Manifest {
     /// Blobs of an image manifest (config first, then layers).
     pub fn blobs(&self) -> Vec<Digest> {
-        let Ok(shape) = serde_json::from_slice::<Shape>(&self.bytes) else {
-            return Vec::new();
-        };
-        let all = shape.config.into_iter().chain(shape.layers);
-        all.filter_map(|d| Digest::parse(&d.digest).ok()).collect()
+        self.pointers().0
     }
 
     /// Platform manifests of an index.
     pub fn children(&self) -> Vec<Descriptor> {
+        self.pointers().1
+    }
+
+    /// Blobs and index entries, from one parse of the bytes.
+    fn pointers(&self) -> (Vec<Digest>, Vec<Descriptor>) {
         let Ok(shape) = serde_json::from_slice::<Shape>(&self.bytes) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
-        shape
-            .manifests
-            .into_iter()
-            .filter_map(|d| {
-                let platform = d.platform.map(|p| match p.variant {
-                    Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                    None => format!("{}/{}", p.os, p.architecture),
-                });
-                Some(Descriptor {
-                    digest: Digest::parse(&d.digest).ok()?,
-                    platform,
-                })
+        let blobs = shape.config.into_iter().chain(shape.layers);
+        let blobs = blobs
+            .filter_map(|d| Digest::parse(&d.digest).ok())
+            .collect();
+        let children = shape.manifests.into_iter().filter_map(|d| {
+            let platform = d.platform.map(|p| match p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            });
+            Some(Descriptor {
+                digest: Digest::parse(&d.digest).ok()?,
+                platform,
             })
-            .collect()
+        });
+        (blobs, children.collect())
     }
 }
 

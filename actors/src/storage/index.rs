@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::journal::Record;
 use crate::error::FetchError;
-use crate::manifest::{Manifest, ManifestInfo};
+use crate::manifest::ManifestInfo;
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
 /// A tag's identity.
@@ -228,8 +228,8 @@ impl Index {
     /// Refuses a manifest that would exceed [`MAX_INDEX_ENTRIES`], or make a
     /// chain of nested indexes through it longer than [`MAX_INDEX_DEPTH`],
     /// counting what is stored above and below it.
-    pub fn admit(&self, manifest: &Manifest) -> Result<(), FetchError> {
-        let children = manifest.children();
+    pub fn admit(&self, digest: &Digest, manifest: &ManifestInfo) -> Result<(), FetchError> {
+        let children = &manifest.children;
         if children.len() > MAX_INDEX_ENTRIES {
             return Err(FetchError::BadResponse(format!(
                 "index of {} entries exceeds the limit of {MAX_INDEX_ENTRIES}",
@@ -244,16 +244,10 @@ impl Index {
                 .max()
                 .unwrap_or(0)
         };
-        let below = children.into_iter().map(|c| c.digest);
-        let below = longest(
-            below.filter(|d| self.manifests.contains_key(d)).collect(),
-            Direction::Down,
-        );
-        let above = self
-            .parents
-            .get(&manifest.digest)
-            .cloned()
-            .unwrap_or_default();
+        let below = children.iter().map(|c| &c.digest);
+        let below = below.filter(|d| self.manifests.contains_key(*d)).cloned();
+        let below = longest(below.collect(), Direction::Down);
+        let above = self.parents.get(digest).cloned().unwrap_or_default();
         let depth = longest(above, Direction::Up) + 1 + below;
         if depth > MAX_INDEX_DEPTH {
             return Err(FetchError::BadResponse(format!(
@@ -527,6 +521,7 @@ enum Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Manifest;
     use bytes::Bytes;
     use serde_json::json;
 
@@ -627,7 +622,7 @@ mod tests {
         let over = json!({"manifests": [{"digest": top.as_str()}]});
         let over = unstored(&over);
         assert!(matches!(
-            index.admit(&over),
+            index.admit(&over.digest, &over.info()),
             Err(FetchError::BadResponse(_))
         ));
 
@@ -649,16 +644,16 @@ mod tests {
         };
         let (bottom, rest) = chain.split_first().unwrap();
         for m in rest.iter().rev() {
-            index.admit(m).unwrap();
+            index.admit(&m.digest, &m.info()).unwrap();
             index.insert_manifest(&m.digest, m.info(), origin());
         }
         assert!(matches!(
-            index.admit(bottom),
+            index.admit(&bottom.digest, &bottom.info()),
             Err(FetchError::BadResponse(_))
         ));
         // One level less fits.
         index.remove_manifest(&rest[rest.len() - 1].digest);
-        index.admit(bottom).unwrap();
+        index.admit(&bottom.digest, &bottom.info()).unwrap();
     }
 
     #[test]
@@ -668,7 +663,7 @@ mod tests {
             .collect();
         let wide = unstored(&json!({"manifests": entries}));
         assert!(matches!(
-            Index::default().admit(&wide),
+            Index::default().admit(&wide.digest, &wide.info()),
             Err(FetchError::BadResponse(_))
         ));
     }

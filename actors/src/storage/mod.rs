@@ -31,7 +31,7 @@ use layout::write_atomically;
 pub use layout::Layout;
 
 use crate::error::FetchError;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, ManifestInfo};
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName, Tag};
 
@@ -559,10 +559,13 @@ impl Handler<CommitManifest> for Storage {
             repo: msg.repo.to_string(),
             stored: now,
         };
-        let stored = match self.index.manifests.contains_key(&digest) {
-            true => None,
-            false => match self.index.admit(&msg.manifest) {
-                Ok(()) => Some(self.manifest_write(&msg.manifest, &origin, ctx)),
+        // What the index keeps of a new manifest, parsed once for the
+        // bound, the journal record and the index.
+        let info = (!self.index.manifests.contains_key(&digest)).then(|| msg.manifest.info());
+        let stored = match &info {
+            None => None,
+            Some(info) => match self.index.admit(&digest, info) {
+                Ok(()) => Some(self.manifest_write(&msg.manifest, info, &origin, ctx)),
                 Err(e) => return Box::pin(fut::ready(Err(e))),
             },
         };
@@ -585,7 +588,9 @@ impl Handler<CommitManifest> for Storage {
             digest: digest.to_string(),
             seen: unix(now),
         });
-        let new_manifest = stored.is_some().then_some((msg.manifest, origin));
+        let new_manifest = info
+            .filter(|_| stored.is_some())
+            .map(|info| (msg.manifest, info, origin));
         let journal = Arc::clone(&self.journal);
         let tag_records: Vec<Record> = tag_record.iter().cloned().collect();
         let persist = async move {
@@ -605,8 +610,8 @@ impl Handler<CommitManifest> for Storage {
                 slog::error!(act.log, "storing manifest failed"; "digest" => %digest, "error" => %e);
                 return res;
             }
-            if let Some((manifest, origin)) = new_manifest {
-                act.index_manifest(manifest, origin);
+            if let Some((manifest, info, origin)) = new_manifest {
+                act.index_manifest(manifest, info, origin);
             }
             act.touch(&digest);
             if let (Some(k), Some(record)) = (new_tag, tag_record) {
@@ -630,6 +635,7 @@ impl Storage {
     fn manifest_write(
         &mut self,
         manifest: &Arc<Manifest>,
+        info: &ManifestInfo,
         origin: &Origin,
         ctx: &mut Context<Self>,
     ) -> ManifestWrite {
@@ -639,7 +645,7 @@ impl Storage {
         }
         let record = Record::manifest(
             digest,
-            &manifest.info(),
+            info,
             origin.registry.clone(),
             origin.repo.clone(),
             unix(origin.stored),
@@ -661,11 +667,11 @@ impl Storage {
         .boxed()
         .shared();
         self.manifest_writes.insert(digest.clone(), write.clone());
-        let (manifest, origin) = (Arc::clone(manifest), origin.clone());
+        let (manifest, info, origin) = (Arc::clone(manifest), info.clone(), origin.clone());
         ctx.spawn(write.clone().into_actor(self).map(move |res, act, _| {
             act.manifest_writes.remove(&manifest.digest);
             if res.is_ok() {
-                act.index_manifest(manifest, origin);
+                act.index_manifest(manifest, info, origin);
             }
         }));
         write
@@ -675,8 +681,7 @@ impl Storage {
 impl Storage {
     /// Indexes a durable manifest (when it is not yet) and keeps its body
     /// in memory as the most recently used.
-    fn index_manifest(&mut self, manifest: Arc<Manifest>, origin: Origin) {
-        let info = manifest.info();
+    fn index_manifest(&mut self, manifest: Arc<Manifest>, info: ManifestInfo, origin: Origin) {
         self.index.insert_manifest(&manifest.digest, info, origin);
         self.bodies.put(manifest);
     }
