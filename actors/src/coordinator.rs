@@ -272,8 +272,8 @@ async fn fetch_manifest(
     // Verified bytes are served even when the disk cannot keep them; a
     // manifest Storage refuses (beyond the nesting bounds) is not served.
     match stored {
-        Err(e @ FetchError::Storage(_)) => count_write_failure(&e),
-        Err(refused) => return Err(refused),
+        Err(refused @ FetchError::BadResponse(_)) => return Err(refused),
+        Err(e) => count_write_failure(&e),
         Ok(()) => {}
     }
     Ok(manifest)
