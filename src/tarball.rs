@@ -35,6 +35,10 @@ use crate::image_ref::{ImageRef, ImageRefError};
 
 /// Read size when copying an entry out of the archive or into the cache.
 const CHUNK: usize = 1 << 20;
+/// Most regular files taken from one archive (each becomes a scratch file;
+/// empty ones cost nothing against `maxImportSize`). Image archives hold a
+/// few per image.
+const MAX_ENTRIES: usize = 10_000;
 /// Annotation naming an image in an OCI layout (containerd and docker).
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Annotation naming an image in an OCI layout (the OCI spec).
@@ -66,6 +70,9 @@ pub enum ImportError {
         /// The limit.
         limit: u64,
     },
+    /// The archive holds more regular files than [`MAX_ENTRIES`].
+    #[error("the archive holds more than {MAX_ENTRIES} files")]
+    TooManyEntries,
     /// A name in `index.json` or `manifest.json` that no regular entry has.
     #[error("the archive has no file {0:?}")]
     Missing(String),
@@ -196,6 +203,9 @@ fn unpack(
         total = total.saturating_add(entry.size());
         if total > limit {
             return Err(ImportError::TooLarge { limit });
+        }
+        if files.len() >= MAX_ENTRIES {
+            return Err(ImportError::TooManyEntries);
         }
         let path = dir.join(files.len().to_string());
         let (digest, size) = copy_hashed(&mut entry, &path, cancel).map_err(read)?;

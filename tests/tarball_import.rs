@@ -262,6 +262,22 @@ async fn an_archive_over_the_size_limit_is_refused() {
     assert_nothing_kept(cache.path(), &storage).await;
 }
 
+#[actix_web::test]
+async fn an_archive_of_too_many_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut archive = Tar::new().file("manifest.json", &saved("c.json", &[]));
+    for n in 0..10_000 {
+        archive = archive.file(&format!("empty/{n}"), b"");
+    }
+    let tarball = archive.write(dir.path());
+    let (result, cache, storage) = import_into_fresh_cache(&tarball, NO_LIMIT).await;
+    assert!(
+        matches!(result, Err(ImportError::TooManyEntries)),
+        "{result:?}"
+    );
+    assert_nothing_kept(cache.path(), &storage).await;
+}
+
 #[test]
 fn start_up_removes_scratch_space_left_by_earlier_imports() {
     let cache = tempfile::tempdir().unwrap();
