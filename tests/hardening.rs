@@ -727,3 +727,34 @@ async fn a_full_disk_keeps_serving_the_cache_and_fails_misses_cleanly() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[test]
+fn every_top_level_key_is_read_from_its_environment_variable() {
+    let cache = tempfile::tempdir().unwrap();
+    for (var, value, message) in [
+        ("OCIREGISTRY_PULL_TIMEOUT", "soon", "pullTimeout"),
+        ("OCIREGISTRY_LOG_FORMAT", "xml", "logFormat"),
+        (
+            "OCIREGISTRY_MAX_CONNECTIONS",
+            "0",
+            "maxConnections: must be at least 1",
+        ),
+        (
+            "OCIREGISTRY_MAX_FETCHES_PER_REGISTRY",
+            "0",
+            "maxFetchesPerRegistry: must be at least 1",
+        ),
+    ] {
+        let out = common::server::server_command()
+            .arg("--image-path")
+            .arg(cache.path())
+            .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+            .env(var, value)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} started: {stderr}");
+        assert!(stderr.contains(message), "{var}={value}: {stderr}");
+    }
+}

@@ -31,44 +31,6 @@ const DEFAULTS: &str = include_str!("../../config/defaults.yaml");
 /// Upstream TCP connect and TLS handshake limit.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Top-level keys, each settable by `OCIREGISTRY_<UPPER_SNAKE>` too.
-const KEYS: &[&str] = &[
-    "imagePath",
-    "logLevel",
-    "port",
-    "host",
-    "pullTimeout",
-    "defaultNs",
-    "airGapped",
-    "alwaysPullLatest",
-    "registries",
-    "upstreamMirror",
-    "tagTtl",
-    "staleWhileRevalidate",
-    "maxCacheSize",
-    "maxImportSize",
-    "pins",
-    "pruneConfig",
-    "adminPort",
-    "adminHost",
-    "adminToken",
-    "adminTokenFile",
-    "logFormat",
-    "metrics",
-    "health",
-    "serverTlsConfig",
-    "upstreams",
-    "drainTimeout",
-    "maxConnections",
-    "maxConnectionsPerClient",
-    "headerTimeout",
-    "keepAlive",
-    "idleTimeout",
-    "maxBlobSize",
-    "maxFetches",
-    "maxFetchesPerRegistry",
-];
-
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -299,7 +261,10 @@ impl Config {
                     .required(true),
             );
         }
-        for key in KEYS.iter().filter(|k| **k != "registries") {
+        // Every top-level key but `registries` (a list) has a variable,
+        // named from the field list serde derives for `Config`.
+        let keys = serde_aux::serde_introspection::serde_introspect::<Config>();
+        for key in keys.iter().filter(|k| **k != "registries") {
             if let Ok(value) = std::env::var(env_name(key)) {
                 builder = builder.set_override(*key, value)?;
             }
