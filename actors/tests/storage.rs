@@ -1,7 +1,8 @@
 //! Storage in process, on a temporary directory: writers of one cache
 //! entry at once (a blob written by a tarball import beside a client's
 //! fetch, a manifest stored under two tags at once) neither corrupt nor
-//! fail each other; what the cache refuses to keep.
+//! fail each other; what the cache refuses to keep; what size eviction
+//! takes.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -301,4 +302,78 @@ async fn blobs_being_written_count_toward_the_size_limit() {
     );
     assert_eq!(lookup(&storage, &image.digest).await, None);
     drop(downloading);
+}
+
+/// Commits `manifest` under `registry.test/<repo>:1`.
+async fn commit_tagged(storage: &Addr<Storage>, repo: &str, manifest: &Arc<Manifest>) {
+    let put = CommitManifest {
+        registry: RegistryName::parse("registry.test").unwrap(),
+        repo: RepoName::parse(repo).unwrap(),
+        tag: Some(Tag::parse("1").unwrap()),
+        manifest: Arc::clone(manifest),
+    };
+    storage.send(put).await.unwrap().unwrap();
+}
+
+/// An image manifest of a config and `layers`.
+fn image_of(config: &Digest, layers: &[&Digest]) -> Arc<Manifest> {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|d| format!(r#"{{"digest":"{d}"}}"#))
+        .collect();
+    let body = format!(
+        r#"{{"schemaVersion":2,"config":{{"digest":"{config}"}},"layers":[{}]}}"#,
+        layers.join(",")
+    );
+    Arc::new(
+        Manifest::verify(
+            &Reference::Tag(Tag::parse("1").unwrap()),
+            Bytes::from(body),
+            None,
+        )
+        .unwrap(),
+    )
+}
+
+#[actix::test]
+async fn size_eviction_takes_the_least_recently_pulled_and_spares_pins_and_shared_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let retention = Retention {
+        pins: vec![regex::Regex::new("pinned").unwrap()],
+        max_size: Some(1 << 20),
+    };
+    let storage = Storage::open(dir.path(), retention, log).unwrap().start();
+    let base = store_blob(&storage, &vec![0u8; 200 << 10]).await;
+    let mut images = Vec::new();
+    for (n, repo) in ["pinned", "pulled", "idle"].into_iter().enumerate() {
+        let config = store_blob(&storage, format!("{{\"n\":{n}}}").as_bytes()).await;
+        let own = store_blob(&storage, &vec![n as u8 + 1; 200 << 10]).await;
+        let image = image_of(&config, &[&base, &own]);
+        commit_tagged(&storage, repo, &image).await;
+        images.push((image, own));
+    }
+    // "pulled" is pulled after "idle" was cached: "idle" is now the least
+    // recently used, though "pulled" is older.
+    let pull = LookupManifest {
+        registry: RegistryName::parse("registry.test").unwrap(),
+        repo: RepoName::parse("pulled").unwrap(),
+        reference: Reference::Tag(Tag::parse("1").unwrap()),
+    };
+    assert!(storage.send(pull).await.unwrap().is_some());
+
+    // 800 KiB cached; 300 KiB more go over 1 MiB.
+    let newcomer = store_blob(&storage, &vec![9u8; 300 << 10]).await;
+
+    let cached = |d: Digest| storage.send(LookupBlob(d));
+    let [(pinned, pinned_own), (pulled, pulled_own), (idle, idle_own)] = &images[..] else {
+        unreachable!()
+    };
+    assert!(cached(idle_own.clone()).await.unwrap().is_none(), "evicted");
+    assert_eq!(lookup(&storage, &idle.digest).await, None);
+    for kept in [&base, pinned_own, pulled_own, &newcomer] {
+        assert!(cached(kept.clone()).await.unwrap().is_some(), "{kept}");
+    }
+    assert!(lookup(&storage, &pinned.digest).await.is_some());
+    assert!(lookup(&storage, &pulled.digest).await.is_some());
 }
