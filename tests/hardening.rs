@@ -745,14 +745,7 @@ fn every_top_level_key_is_read_from_its_environment_variable() {
             "maxFetchesPerRegistry: must be at least 1",
         ),
     ] {
-        let out = common::server::server_command()
-            .arg("--image-path")
-            .arg(cache.path())
-            .args(["serve", "--port", "0", "--host", "127.0.0.1"])
-            .env(var, value)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let out = common::server::serve_with_env(cache.path(), var, value);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}={value} started: {stderr}");
         assert!(stderr.contains(message), "{var}={value}: {stderr}");

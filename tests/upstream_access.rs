@@ -453,14 +453,7 @@ fn an_https_egress_proxy_stops_start_up() {
         ("HTTPS_PROXY", "https://puller:s3cret@127.0.0.1:3128"),
         ("http_proxy", "socks5://127.0.0.1:1080"),
     ] {
-        let out = common::server::server_command()
-            .arg("--image-path")
-            .arg(cache.path())
-            .args(["serve", "--port", "0", "--host", "127.0.0.1"])
-            .env(var, value)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let out = common::server::serve_with_env(cache.path(), var, value);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}={value} started: {stderr}");
         assert!(

@@ -262,3 +262,20 @@ pub fn server_command() -> Command {
     }
     command
 }
+
+/// Runs `serve` on `image_path` with `var=value` set, to its exit (for
+/// settings that stop start-up).
+pub fn serve_with_env(
+    image_path: &std::path::Path,
+    var: &str,
+    value: &str,
+) -> std::process::Output {
+    server_command()
+        .arg("--image-path")
+        .arg(image_path)
+        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+        .env(var, value)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
