@@ -68,7 +68,15 @@ async fn metrics_and_health_ports_report_what_happened() {
         server.url(),
         layer.digest
     );
+    let idle = || {
+        let text = scrape(metrics_port);
+        metric(&text, "ociregistry_upstream_fetches_in_flight") == Some(0.0)
+    };
     for _ in 0..2 {
+        // The blob's fetch ends (fsync, index) just after its client has
+        // the last byte: the second round starts once it has, so that it
+        // is all hits.
+        assert!(common::wait_until(STORE_DEADLINE, idle));
         let (status, _) = get_text(&format!(
             "{}/v2/library/app/manifests/1.0?ns=docker.io",
             server.url()
@@ -89,13 +97,9 @@ async fn metrics_and_health_ports_report_what_happened() {
         assert_eq!(status, StatusCode::OK, "{name}: {body}");
     }
 
-    // The blob's fetch ends (fsync, index) just after its client has the
-    // last byte: the figures are read once nothing is in flight.
-    let mut text = String::new();
-    common::wait_until(STORE_DEADLINE, || {
-        text = scrape(metrics_port);
-        metric(&text, "ociregistry_upstream_fetches_in_flight") == Some(0.0)
-    });
+    // The figures are read once nothing is in flight.
+    assert!(common::wait_until(STORE_DEADLINE, idle));
+    let text = scrape(metrics_port);
     let value =
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     assert_eq!(
