@@ -2,8 +2,6 @@
 //! images and the tag history, prune, and statistics. When a token is
 //! configured, every request must carry `Authorization: Bearer <token>`.
 
-use std::path::PathBuf;
-
 use actix::Addr;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -12,7 +10,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use ociregistry_actors::coordinator::{PullCoordinator, UpstreamsHealth};
 use ociregistry_actors::metrics::{CacheOutcome, METRICS};
-use ociregistry_actors::storage::{GetStats, ListImages, Prune, Storage};
+use ociregistry_actors::storage::{GetStats, History, ListImages, Prune, Storage};
 use regex::Regex;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -25,8 +23,6 @@ pub struct AdminState {
     pub storage: Addr<Storage>,
     /// Upstream fetches (for upstream health).
     pub coordinator: Addr<PullCoordinator>,
-    /// The cache root (the tag history is read from its journal).
-    pub root: PathBuf,
     /// The bearer token required, if any.
     pub token: Option<String>,
 }
@@ -104,11 +100,10 @@ async fn images(state: web::Data<AdminState>, q: web::Query<ListQuery>) -> HttpR
 }
 
 async fn history(state: web::Data<AdminState>) -> HttpResponse {
-    let root = state.root.clone();
-    match web::block(move || Storage::history(root)).await {
+    match state.storage.send(History).await {
         Ok(Ok(records)) => HttpResponse::Ok().json(records),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use ociregistry_actors::storage::{unix, ImageInfo, Layout, Prune, PruneReport, Storage};
+use ociregistry_actors::storage::{unix, Flush, ImageInfo, Layout, Prune, PruneReport, Storage};
 use regex::Regex;
 
 use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
@@ -68,42 +68,57 @@ pub fn load(config: &Config, args: &LoadArgs, log: &slog::Logger) -> Result<(), 
         .map_err(|e| CommandError::Input(e.to_string()))?;
     actix::System::new().block_on(async {
         let cache = Cache::open(config, false, log).await?;
-        let images = match source {
-            Source::Tarball(path) => {
-                let names = tarball::import(
-                    &cache.storage,
-                    &path,
-                    &Layout::new(&config.image_path).scratch(),
-                    resolve_ref.as_ref(),
-                    config.import_limit(),
-                )
-                .await?;
-                println!(
-                    "loaded {} images from {}: {}",
-                    names.len(),
-                    path.display(),
-                    names.join(", ")
-                );
-                return Ok(());
-            }
-            Source::List(images) => images,
-        };
-        let loader = Loader {
-            storage: cache.storage.clone(),
-            coordinator: cache.coordinator.clone(),
-            platforms: args.platform.clone(),
-            log: log.clone(),
-        };
-        let summary = loader.load_all(images, args.concurrency).await;
-        println!(
-            "loaded {} images ({} failed); fetched {} blobs, {} bytes",
-            summary.loaded, summary.failed, summary.fetched_blobs, summary.fetched_bytes
-        );
-        if summary.failed > 0 {
-            return Err(CommandError::LoadFailed(summary.failed));
-        }
-        Ok(())
+        let loaded = load_into(&cache, source, config, args, resolve_ref.as_ref(), log).await;
+        // Last-pulled times of what was loaded.
+        let _ = cache.storage.send(Flush).await;
+        loaded
     })
+}
+
+/// Loads `source` into the open `cache`.
+async fn load_into(
+    cache: &Cache,
+    source: Source,
+    config: &Config,
+    args: &LoadArgs,
+    resolve_ref: Option<&ImageRef>,
+    log: &slog::Logger,
+) -> Result<(), CommandError> {
+    let images = match source {
+        Source::Tarball(path) => {
+            let names = tarball::import(
+                &cache.storage,
+                &path,
+                &Layout::new(&config.image_path).scratch(),
+                resolve_ref,
+                config.import_limit(),
+            )
+            .await?;
+            println!(
+                "loaded {} images from {}: {}",
+                names.len(),
+                path.display(),
+                names.join(", ")
+            );
+            return Ok(());
+        }
+        Source::List(images) => images,
+    };
+    let loader = Loader {
+        storage: cache.storage.clone(),
+        coordinator: cache.coordinator.clone(),
+        platforms: args.platform.clone(),
+        log: log.clone(),
+    };
+    let summary = loader.load_all(images, args.concurrency).await;
+    println!(
+        "loaded {} images ({} failed); fetched {} blobs, {} bytes",
+        summary.loaded, summary.failed, summary.fetched_blobs, summary.fetched_bytes
+    );
+    if summary.failed > 0 {
+        return Err(CommandError::LoadFailed(summary.failed));
+    }
+    Ok(())
 }
 
 /// Prints the cached images (or the tag history).
@@ -113,8 +128,10 @@ pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), 
         path: root.clone(),
         source,
     };
+    let backend = server::open_backend(config).map_err(cache)?;
     if args.history {
-        for record in Storage::history(root).map_err(cache)? {
+        let history = actix::System::new().block_on(Storage::history(&*backend));
+        for record in history.map_err(cache)? {
             println!("{record}");
         }
         return Ok(());
@@ -126,7 +143,9 @@ pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), 
         .transpose()
         .map_err(|e| CommandError::Input(e.to_string()))?;
     let pins = config.retention()?.pins;
-    let images = Storage::list(root, &pins, log).map_err(cache)?;
+    let images = actix::System::new()
+        .block_on(Storage::list(&*backend, &pins, log))
+        .map_err(cache)?;
     println!("NAME\tDIGEST\tMEDIA TYPE\tSIZE\tCREATED\tLAST PULLED");
     for image in images
         .iter()
@@ -178,13 +197,13 @@ pub fn prune(config: &Config, args: &PruneArgs, log: &slog::Logger) -> Result<()
             count: spec.count,
             dry_run: spec.dry_run,
         };
-        let report: PruneReport =
-            Storage::prune_offline(&config.image_path, &retention, request, log).map_err(
-                |source| CommandError::Cache {
-                    path: config.image_path.clone(),
-                    source,
-                },
-            )?;
+        let cache = |source| CommandError::Cache {
+            path: config.image_path.clone(),
+            source,
+        };
+        let backend = server::open_backend(config).map_err(cache)?;
+        let prune = Storage::prune_offline(&*backend, &retention, request, log);
+        let report: PruneReport = actix::System::new().block_on(prune).map_err(cache)?;
         serde_json::json!(report)
     };
     println!("{report:#}");

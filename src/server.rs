@@ -19,7 +19,7 @@ use futures::future::ready;
 use futures::future::Either;
 use ociregistry_actors::coordinator::{Drain, PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
-use ociregistry_actors::storage::{Flush, Layout, Prune, Storage};
+use ociregistry_actors::storage::{Backend, Filesystem, Flush, Layout, Prune, Storage};
 use ociregistry_actors::upstream::{
     require_native_roots, ProxyEnvError, ProxyRules, ServerTlsConfig, TlsError,
 };
@@ -119,8 +119,14 @@ impl Cache {
         };
         std::fs::create_dir_all(&config.image_path).map_err(cache_error)?;
         let lock = lock_cache(&config.image_path)?;
-        let storage = Storage::open(&config.image_path, config.retention()?, log.clone())
-            .map_err(cache_error)?;
+        let storage = Storage::open(
+            open_backend(config).map_err(cache_error)?,
+            Layout::new(&config.image_path),
+            config.retention()?,
+            log.clone(),
+        )
+        .await
+        .map_err(cache_error)?;
         let storage_thread = Arbiter::new();
         let storage = Storage::start_in_arbiter(&storage_thread.handle(), |_| storage);
         if hello_world {
@@ -564,6 +570,11 @@ fn side_server(
 }
 
 /// Takes the cache's lock file: one server per cache directory; also tells
+/// The store of record `config` names.
+pub fn open_backend(config: &Config) -> std::io::Result<Arc<dyn Backend>> {
+    Ok(Arc::new(Filesystem::open(&config.image_path)?))
+}
+
 /// `ociregistry prune` that a server owns the cache.
 fn lock_cache(root: &Path) -> Result<std::fs::File, StartError> {
     let path = root.join(LOCK_FILE);
@@ -631,7 +642,6 @@ fn admin_server(
     let admin = web::Data::new(AdminState {
         storage: state.storage.clone(),
         coordinator: state.coordinator.clone(),
-        root: config.image_path.clone(),
         token,
     });
     slog::info!(log, "admin API listening"; "addr" => &addr);

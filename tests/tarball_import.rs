@@ -8,15 +8,21 @@ use std::path::Path;
 use actix::{Actor, Addr};
 use ociregistry::tarball::{import, ImportError};
 use ociregistry_actors::names::Digest;
-use ociregistry_actors::storage::{GetStats, Layout, LookupBlob, Retention, Storage};
+use ociregistry_actors::storage::{Filesystem, GetStats, Layout, LookupBlob, Retention, Storage};
 
 const NO_LIMIT: u64 = u64::MAX;
 
-fn storage(root: &Path) -> Addr<Storage> {
+/// Storage on the filesystem backend at `root`.
+async fn open(root: &Path) -> Storage {
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    Storage::open(root, Retention::default(), log)
+    let backend = std::sync::Arc::new(Filesystem::open(root).unwrap());
+    Storage::open(backend, Layout::new(root), Retention::default(), log)
+        .await
         .unwrap()
-        .start()
+}
+
+async fn storage(root: &Path) -> Addr<Storage> {
+    open(root).await.start()
 }
 
 /// An archive builder writing into memory.
@@ -86,7 +92,7 @@ async fn import_into_fresh_cache(
     Addr<Storage>,
 ) {
     let cache = tempfile::tempdir().unwrap();
-    let storage = storage(cache.path());
+    let storage = storage(cache.path()).await;
     let scratch = Layout::new(cache.path()).scratch();
     let result = import(&storage, tarball, &scratch, None, limit).await;
     (result, cache, storage)
@@ -278,8 +284,8 @@ async fn an_archive_of_too_many_files_is_refused() {
     assert_nothing_kept(cache.path(), &storage).await;
 }
 
-#[test]
-fn start_up_removes_scratch_space_left_by_earlier_imports() {
+#[actix::test]
+async fn start_up_removes_scratch_space_left_by_earlier_imports() {
     let cache = tempfile::tempdir().unwrap();
     let layout = Layout::new(cache.path());
     let leftovers = [
@@ -290,8 +296,7 @@ fn start_up_removes_scratch_space_left_by_earlier_imports() {
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         std::fs::write(dir.join("blobs/sha256/x"), b"half an import").unwrap();
     }
-    let log = slog::Logger::root(slog::Discard, slog::o!());
-    Storage::open(cache.path(), Retention::default(), log).unwrap();
+    open(cache.path()).await;
     for dir in &leftovers {
         assert!(!dir.exists(), "{} survived start-up", dir.display());
     }

@@ -9,14 +9,21 @@ use ociregistry_actors::coordinator::{
 };
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::names::{Reference, RegistryName, RepoName, Tag};
-use ociregistry_actors::storage::{Retention, Storage};
+use ociregistry_actors::storage::{Filesystem, Layout, Retention, Storage};
 use ociregistry_actors::upstream::{ProxyRules, Timeouts};
 
-fn coordinator(dir: &tempfile::TempDir) -> Addr<PullCoordinator> {
+async fn coordinator(dir: &tempfile::TempDir) -> Addr<PullCoordinator> {
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    let storage = Storage::open(dir.path(), Retention::default(), log.clone())
-        .unwrap()
-        .start();
+    let backend = std::sync::Arc::new(Filesystem::open(dir.path()).unwrap());
+    let storage = Storage::open(
+        backend,
+        Layout::new(dir.path()),
+        Retention::default(),
+        log.clone(),
+    )
+    .await
+    .unwrap()
+    .start();
     let second = Duration::from_secs(1);
     let unlisted = Unlisted {
         timeouts: Timeouts {
@@ -39,7 +46,7 @@ fn coordinator(dir: &tempfile::TempDir) -> Addr<PullCoordinator> {
 #[actix::test]
 async fn upstream_actors_for_unlisted_registries_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let coordinator = coordinator(&dir);
+    let coordinator = coordinator(&dir).await;
     for port in 1..=3 * MAX_UNLISTED_ACTORS as u16 {
         // Loopback is never dialled for a registry clients chose: each
         // fetch fails at once, after its actor started.

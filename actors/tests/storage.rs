@@ -13,15 +13,22 @@ use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName, Tag};
 use ociregistry_actors::storage::{
-    BeginBlob, BlobStart, CommitBlob, CommitManifest, GetStats, LookupBlob, LookupManifest,
-    Retention, Storage, MAX_INDEX_DEPTH,
+    BeginBlob, BlobStart, CommitBlob, CommitManifest, Filesystem, GetStats, Layout, LookupBlob,
+    LookupManifest, Retention, Storage, MAX_INDEX_DEPTH,
 };
 
-fn storage(dir: &tempfile::TempDir) -> Addr<Storage> {
+/// Storage on the filesystem backend in `dir`, with `retention`.
+async fn open(dir: &tempfile::TempDir, retention: Retention) -> Addr<Storage> {
     let log = slog::Logger::root(slog::Discard, slog::o!());
-    Storage::open(dir.path(), Retention::default(), log)
+    let backend = Arc::new(Filesystem::open(dir.path()).unwrap());
+    Storage::open(backend, Layout::new(dir.path()), retention, log)
+        .await
         .unwrap()
         .start()
+}
+
+async fn storage(dir: &tempfile::TempDir) -> Addr<Storage> {
+    open(dir, Retention::default()).await
 }
 
 fn writer(start: BlobStart) -> Box<ociregistry_actors::storage::BlobWriter> {
@@ -34,7 +41,7 @@ fn writer(start: BlobStart) -> Box<ociregistry_actors::storage::BlobWriter> {
 #[actix::test]
 async fn a_second_writer_of_a_blob_leaves_the_first_ones_bytes_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage(&dir);
+    let storage = storage(&dir).await;
     let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
     let digest = Digest::of(&data);
     let (head, tail) = data.split_at(1 << 20);
@@ -84,7 +91,7 @@ async fn a_second_writer_of_a_blob_leaves_the_first_ones_bytes_alone() {
 #[actix::test]
 async fn one_manifest_stored_under_two_tags_at_once_keeps_both() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage(&dir);
+    let storage = storage(&dir).await;
     let registry = RegistryName::parse("registry.test").unwrap();
     let repo = RepoName::parse("app").unwrap();
     for round in 0..50 {
@@ -126,7 +133,7 @@ async fn one_manifest_stored_under_two_tags_at_once_keeps_both() {
 #[actix::test]
 async fn indexes_nested_beyond_the_bound_are_refused_and_not_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage(&dir);
+    let storage = storage(&dir).await;
     let commit = |manifest: &Arc<Manifest>| {
         storage.send(CommitManifest {
             registry: RegistryName::parse("registry.test").unwrap(),
@@ -201,7 +208,7 @@ async fn lookup(storage: &Addr<Storage>, digest: &Digest) -> Option<Arc<Manifest
 #[actix::test]
 async fn manifests_beyond_the_memory_budget_are_served_from_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage(&dir);
+    let storage = storage(&dir).await;
     // 100 MiB of manifests, more than Storage keeps in memory.
     let all: Vec<_> = (0..100).map(|n| padded(n, 1 << 20)).collect();
     for m in &all {
@@ -217,7 +224,7 @@ async fn start_up_reads_no_manifest_body_and_a_corrupt_one_is_caught_when_served
     let dir = tempfile::tempdir().unwrap();
     let (good, bad) = (padded(1, 10), padded(2, 10));
     {
-        let storage = storage(&dir);
+        let storage = storage(&dir).await;
         commit(&storage, &good).await;
         commit(&storage, &bad).await;
     }
@@ -228,7 +235,7 @@ async fn start_up_reads_no_manifest_body_and_a_corrupt_one_is_caught_when_served
     bytes[at] ^= 1;
     std::fs::write(&path, bytes).unwrap();
 
-    let storage = storage(&dir);
+    let storage = storage(&dir).await;
     let stats = storage.send(GetStats { images: false }).await.unwrap();
     assert_eq!(
         stats.manifests, 2,
@@ -260,12 +267,11 @@ async fn store_blob(storage: &Addr<Storage>, bytes: &[u8]) -> Digest {
 #[actix::test]
 async fn blobs_being_written_count_toward_the_size_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let log = slog::Logger::root(slog::Discard, slog::o!());
     let retention = Retention {
         max_size: Some(1 << 20),
         ..Retention::default()
     };
-    let storage = Storage::open(dir.path(), retention, log).unwrap().start();
+    let storage = open(&dir, retention).await;
     // An image of 600 KiB, then a download in progress of 600 KiB more.
     let config = store_blob(&storage, b"{}").await;
     let layer = store_blob(&storage, &vec![1u8; 600 << 10]).await;
@@ -338,12 +344,11 @@ fn image_of(config: &Digest, layers: &[&Digest]) -> Arc<Manifest> {
 #[actix::test]
 async fn size_eviction_takes_the_least_recently_pulled_and_spares_pins_and_shared_layers() {
     let dir = tempfile::tempdir().unwrap();
-    let log = slog::Logger::root(slog::Discard, slog::o!());
     let retention = Retention {
         pins: vec![regex::Regex::new("pinned").unwrap()],
         max_size: Some(1 << 20),
     };
-    let storage = Storage::open(dir.path(), retention, log).unwrap().start();
+    let storage = open(&dir, retention).await;
     let base = store_blob(&storage, &vec![0u8; 200 << 10]).await;
     let mut images = Vec::new();
     for (n, repo) in ["pinned", "pulled", "idle"].into_iter().enumerate() {

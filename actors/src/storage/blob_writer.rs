@@ -20,6 +20,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use super::backend::{Backend, Kind};
 use super::layout::{commit, unique_partial, Layout};
 use crate::error::FetchError;
 use crate::names::Digest;
@@ -205,17 +206,22 @@ impl VerifiedBlob {
         &self.0.digest
     }
 
-    /// Fsyncs the file and renames it into place. Returns the size. Only
-    /// Storage calls it, so the index learns of every blob in place.
-    pub(super) async fn persist(mut self) -> Result<u64, FetchError> {
+    /// Fsyncs the file and stores it in `backend`; where the backend
+    /// copied it rather than took it, renames it into its local place.
+    /// Returns the size. Only Storage calls it, so the index learns of
+    /// every blob stored.
+    pub(super) async fn persist(mut self, backend: Arc<dyn Backend>) -> Result<u64, FetchError> {
         let w = &mut self.0;
         let (file, partial, path) = (Arc::clone(&w.file), w.partial.clone(), w.path.clone());
-        tokio::task::spawn_blocking(move || {
-            file.sync_all()?;
-            commit(&partial, &path)
-        })
-        .await
-        .map_err(|e| FetchError::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(|e| FetchError::Internal(e.to_string()))??;
+        backend.put_file(Kind::Blob, &w.digest, &partial).await?;
+        if partial.exists() {
+            tokio::task::spawn_blocking(move || commit(&partial, &path))
+                .await
+                .map_err(|e| FetchError::Internal(e.to_string()))??;
+        }
         w.committed = true;
         Ok(w.written)
     }
@@ -269,7 +275,8 @@ mod tests {
             !layout.blob(&digest).exists(),
             "not in place before persist"
         );
-        assert_eq!(verified.persist().await.unwrap(), whole.len() as u64);
+        let backend = Arc::new(super::super::Filesystem::open(&dir).unwrap());
+        assert_eq!(verified.persist(backend).await.unwrap(), whole.len() as u64);
         assert_eq!(std::fs::read(layout.blob(&digest)).unwrap(), whole);
         assert!(!partial.exists());
         std::fs::remove_dir_all(dir).unwrap();

@@ -151,7 +151,7 @@ pub struct PruneReport {
 }
 
 /// The removals a prune decided on.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// Tags to drop.
     pub tags: Vec<TagKey>,

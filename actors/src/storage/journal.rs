@@ -6,8 +6,8 @@
 //! loading skips. Start-up rewrites the journal compactly.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufReader, Read, Write};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -140,45 +140,42 @@ impl Record {
     }
 }
 
-/// An open journal, appended to under a lock from blocking tasks.
+/// The journal file, appended to under a lock from blocking tasks.
 #[derive(Debug)]
 pub struct Journal {
-    /// The file, opened for append.
-    file: Mutex<File>,
+    /// Where it is.
+    path: PathBuf,
+    /// The file opened for append, once something was appended.
+    file: Mutex<Option<File>>,
 }
 
 impl Journal {
-    /// Reads every well-formed record of the journal at `path` (none if absent).
-    pub fn load(path: &Path) -> std::io::Result<Vec<Record>> {
-        let file = match File::open(path) {
+    /// The journal at `path` (nothing is opened yet).
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Reads every well-formed record (none if the file is absent).
+    pub fn load(&self) -> std::io::Result<Vec<Record>> {
+        let file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let mut records = Vec::new();
-        for line in BufReader::new(file).split(b'\n') {
-            if let Ok(r) = serde_json::from_slice::<Record>(&line?) {
-                records.push(r);
-            }
-        }
-        Ok(records)
+        let mut bytes = Vec::new();
+        BufReader::new(file).read_to_end(&mut bytes)?;
+        Ok(decode(&bytes))
     }
 
-    /// Replaces the journal at `path` with `records` atomically and opens it for append.
-    pub fn rewrite(path: &Path, records: &[Record]) -> std::io::Result<Self> {
-        write_atomically(path, &encode(records))?;
-        let file = OpenOptions::new().append(true).open(path)?;
-        Ok(Self {
-            file: Mutex::new(file),
-        })
-    }
-
-    /// Replaces the journal's content with `records` (compaction after a
-    /// prune), atomically, and keeps appending to the new file.
-    pub fn replace(&self, path: &Path, records: &[Record]) -> std::io::Result<()> {
+    /// Replaces the journal's content with `records` (compaction),
+    /// atomically; later appends go to the new file.
+    pub fn replace(&self, records: &[Record]) -> std::io::Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        write_atomically(path, &encode(records))?;
-        *file = OpenOptions::new().append(true).open(path)?;
+        write_atomically(&self.path, &encode(records))?;
+        *file = None;
         Ok(())
     }
 
@@ -186,13 +183,31 @@ impl Journal {
     pub fn append(&self, records: &[Record]) -> std::io::Result<()> {
         let buf = encode(records);
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match &mut *file {
+            Some(f) => f,
+            none => none.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            ),
+        };
         file.write_all(&buf)?;
         file.sync_data()
     }
 }
 
+/// Every well-formed record of JSON lines; torn or unreadable lines are
+/// skipped.
+pub fn decode(bytes: &[u8]) -> Vec<Record> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect()
+}
+
 /// Serialises records as JSON lines.
-fn encode(records: &[Record]) -> Vec<u8> {
+pub fn encode(records: &[Record]) -> Vec<u8> {
     let mut buf = Vec::new();
     for r in records {
         // Serialising these plain structs cannot fail.
@@ -223,11 +238,12 @@ mod tests {
         let digest = Digest::of(b"manifest");
         let rec = Record::manifest(&digest, &info, "docker.io".into(), "library/a".into(), 1);
         assert_eq!(rec.info(), Some(info), "a record says all the index keeps");
-        let j = Journal::rewrite(&path, std::slice::from_ref(&rec)).unwrap();
+        let j = Journal::new(path.clone());
+        j.replace(std::slice::from_ref(&rec)).unwrap();
         j.append(std::slice::from_ref(&rec)).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"kind":"tag","regis"#).unwrap();
-        assert_eq!(Journal::load(&path).unwrap(), vec![rec.clone(), rec]);
+        assert_eq!(j.load().unwrap(), vec![rec.clone(), rec]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,47 +1,49 @@
-//! Loading the cache from disk at start-up: leftover partial files and
-//! import scratch space are removed, blobs and manifest files listed, the
-//! journal replayed (no manifest body is read unless its record comes from
-//! an earlier version).
+//! Loading the cache at start-up: leftover partial files and import
+//! scratch space are removed from the local directory, the backend's
+//! blobs and manifests listed, its records replayed (no manifest body is
+//! read unless its record comes from an earlier version).
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-
-use super::index::{unix, Index, Origin, TagEntry, TagKey};
-use super::journal::{Journal, Record};
-use super::layout::{write_atomically, Layout, PARTIAL_SUFFIX};
+use super::backend::{Backend, Kind};
+use super::index::{Index, Origin, TagEntry, TagKey};
+use super::journal::Record;
+use super::layout::{Layout, PARTIAL_SUFFIX};
 use crate::manifest::{media_type_of, Manifest};
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
-/// Reads the cache at `layout` into memory. With `clean`, deletes what a
-/// crash left half-written; without, only reads (safe beside a running server).
-pub fn load(layout: &Layout, clean: bool, log: &slog::Logger) -> std::io::Result<Index> {
-    if clean {
-        remove_scratch(layout)?;
-        remove_partials(layout.root())?;
-        remove_partials(&layout.blob_dir())?;
-        remove_partials(&layout.manifest_dir())?;
-    }
+/// Reads what `backend` stores into an index. No manifest body is read
+/// unless its record comes from an earlier version.
+pub async fn load(backend: &dyn Backend, log: &slog::Logger) -> std::io::Result<Index> {
     let mut index = Index::default();
-    index.blobs = scan(&layout.blob_dir(), log)?;
-    let on_disk = scan(&layout.manifest_dir(), log)?;
-    for record in Journal::load(&layout.journal())? {
-        replay(&mut index, layout, &on_disk, record, log);
+    index.blobs = backend.list(Kind::Blob).await?;
+    let stored = backend.list(Kind::Manifest).await?;
+    for record in backend.records().await? {
+        replay(&mut index, backend, &stored, record, log).await;
     }
     let manifests = &index.manifests;
     index.tags.retain(|_, e| manifests.contains_key(&e.digest));
-    index.pulled = read_pulled(layout);
+    index.pulled = backend.pulled().await?;
     Ok(index)
+}
+
+/// Deletes what a crash left half-written in a local cache directory:
+/// partial files and import scratch space.
+pub fn clean(layout: &Layout) -> std::io::Result<()> {
+    remove_scratch(layout)?;
+    remove_partials(layout.root())?;
+    remove_partials(&layout.blob_dir())?;
+    remove_partials(&layout.manifest_dir())
 }
 
 /// Applies one journal record. A manifest record of this version says all
 /// the index keeps, and its file only has to exist with the recorded size;
 /// one of an earlier version is read and verified once.
-fn replay(
+async fn replay(
     index: &mut Index,
-    layout: &Layout,
-    on_disk: &HashMap<Digest, u64>,
+    backend: &dyn Backend,
+    sizes: &HashMap<Digest, u64>,
     record: Record,
     log: &slog::Logger,
 ) {
@@ -54,13 +56,14 @@ fn replay(
             stored,
             ..
         } => {
-            let known = Digest::parse(digest)
-                .map_err(|e| e.to_string())
-                .and_then(|d| match record.info() {
-                    Some(info) if on_disk.get(&d) == Some(&info.size) => Ok((d, info)),
-                    Some(_) => Err("its file is missing or has another size".into()),
-                    None => load_manifest(layout, &d).map(|m| (d, m.info())),
-                });
+            let known = match Digest::parse(digest) {
+                Err(e) => Err(e.to_string()),
+                Ok(d) => match record.info() {
+                    Some(info) if sizes.get(&d) == Some(&info.size) => Ok((d, info)),
+                    Some(_) => Err("it is missing or has another size".into()),
+                    None => read_manifest(backend, &d).await.map(|m| (d, m.info())),
+                },
+            };
             match known {
                 Ok((digest, info)) => {
                     let origin = Origin {
@@ -119,12 +122,16 @@ fn tag_key(registry: &str, repo: &str, tag: &str) -> Option<TagKey> {
     })
 }
 
-/// Reads a manifest file and checks that it still hashes to its name and
-/// is a manifest. Its media type comes from its bytes, not from the
-/// journal (which earlier versions filled from an upstream's
+/// Reads a stored manifest and checks that it still hashes to its digest
+/// and is a manifest. Its media type comes from its bytes, not from a
+/// record (which earlier versions filled from an upstream's
 /// `Content-Type`).
-pub fn load_manifest(layout: &Layout, digest: &Digest) -> Result<Manifest, String> {
-    let bytes = Bytes::from(std::fs::read(layout.manifest(digest)).map_err(|e| e.to_string())?);
+pub async fn read_manifest(backend: &dyn Backend, digest: &Digest) -> Result<Manifest, String> {
+    let bytes = match backend.get(Kind::Manifest, digest).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err("it is missing".into()),
+        Err(e) => return Err(e.to_string()),
+    };
     if Digest::of(&bytes) != *digest {
         return Err("content does not match its digest".into());
     }
@@ -134,28 +141,6 @@ pub fn load_manifest(layout: &Layout, digest: &Digest) -> Result<Manifest, Strin
         media_type: media_type.to_string(),
         bytes,
     })
-}
-
-/// The complete files of a content-addressed directory, with their sizes.
-fn scan(dir: &std::path::Path, log: &slog::Logger) -> std::io::Result<HashMap<Digest, u64>> {
-    let mut blobs = HashMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(PARTIAL_SUFFIX) {
-            continue;
-        }
-        match Digest::parse(&format!("sha256:{name}")) {
-            Ok(d) if entry.file_type()?.is_file() => {
-                blobs.insert(d, entry.metadata()?.len());
-            }
-            _ => {
-                slog::warn!(log, "ignoring an unexpected file"; "file" => %name, "dir" => %dir.display())
-            }
-        }
-    }
-    Ok(blobs)
 }
 
 /// Deletes the import scratch space, and the `.import-<pid>` directories
@@ -186,28 +171,4 @@ fn remove_partials(dir: &std::path::Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Last-pulled times saved by [`write_pulled`] (none if absent or unreadable).
-fn read_pulled(layout: &Layout) -> HashMap<Digest, SystemTime> {
-    let Ok(bytes) = std::fs::read(layout.pulled()) else {
-        return HashMap::new();
-    };
-    let saved: HashMap<String, u64> = serde_json::from_slice(&bytes).unwrap_or_default();
-    saved
-        .into_iter()
-        .filter_map(|(d, secs)| {
-            Some((
-                Digest::parse(&d).ok()?,
-                UNIX_EPOCH + Duration::from_secs(secs),
-            ))
-        })
-        .collect()
-}
-
-/// Saves last-pulled times (a batch, replacing the previous file atomically).
-pub fn write_pulled(layout: &Layout, pulled: &HashMap<Digest, SystemTime>) -> std::io::Result<()> {
-    let saved: HashMap<&str, u64> = pulled.iter().map(|(d, t)| (d.as_str(), unix(*t))).collect();
-    let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-    write_atomically(&layout.pulled(), &bytes)
 }

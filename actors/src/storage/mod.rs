@@ -4,6 +4,7 @@
 //! digest on disk and in memory; the tag index maps (registry, repo, tag) to
 //! a digest and keeps every tag, also when several tags share one digest.
 
+mod backend;
 mod blob_writer;
 mod bodies;
 mod index;
@@ -12,6 +13,7 @@ mod layout;
 mod load;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -21,13 +23,13 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use regex::Regex;
 
+pub use backend::{Backend, Bucket, Filesystem, Io, Kind};
 use blob_writer::WriteTicket;
 pub use blob_writer::{BlobWriter, VerifiedBlob};
 use bodies::Bodies;
 pub use index::{unix, ImageInfo, PruneBy, PruneReport, MAX_INDEX_DEPTH, MAX_INDEX_ENTRIES};
 use index::{Index, Origin, Plan, TagEntry, TagKey};
-use journal::{Journal, Record};
-use layout::write_atomically;
+pub use journal::Record;
 pub use layout::Layout;
 
 use crate::error::FetchError;
@@ -57,10 +59,11 @@ pub struct Retention {
 
 /// The Storage actor. See the module documentation.
 pub struct Storage {
-    /// Paths under the cache root.
+    /// The store of record: contents, records, last-pulled times.
+    backend: Arc<dyn Backend>,
+    /// The local directory: partial files of downloads, and the blob files
+    /// served (with the filesystem backend, its own root).
     layout: Layout,
-    /// Append-only record of manifests and tags; shared with blocking writers.
-    journal: Arc<Journal>,
     /// Everything cached, in memory (manifest bodies aside).
     index: Index,
     /// Manifest bodies kept in memory, within [`MANIFEST_MEMORY`].
@@ -80,23 +83,24 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens (creating if needed) the cache at `root`: removes leftover
-    /// partial files, indexes blobs, loads and verifies manifests, and
-    /// rewrites the journal compactly. Blocking; call at start-up.
-    pub fn open(
-        root: impl Into<PathBuf>,
+    /// Opens the cache stored in `backend`, with `local` as its local
+    /// directory: removes leftover partial files there, loads the index and
+    /// rewrites the records compactly. Call at start-up.
+    pub async fn open(
+        backend: Arc<dyn Backend>,
+        local: Layout,
         retention: Retention,
         log: slog::Logger,
     ) -> std::io::Result<Self> {
-        let layout = Layout::new(root);
-        layout.create_dirs()?;
-        let index = load::load(&layout, true, &log)?;
-        let journal = Arc::new(Journal::rewrite(&layout.journal(), &index.records())?);
-        slog::info!(log, "cache loaded"; "root" => %layout.root().display(),
+        local.create_dirs()?;
+        load::clean(&local)?;
+        let index = load::load(&*backend, &log).await?;
+        backend.rewrite(index.records()).await?;
+        slog::info!(log, "cache loaded"; "root" => %local.root().display(),
             "blobs" => index.blobs.len(), "manifests" => index.manifests.len(), "tags" => index.tags.len());
         Ok(Self {
-            layout,
-            journal,
+            backend,
+            layout: local,
             index,
             bodies: Bodies::new(MANIFEST_MEMORY),
             retention,
@@ -107,22 +111,20 @@ impl Storage {
         })
     }
 
-    /// Lists the images of the cache at `root` without changing anything
-    /// (safe while a server uses it). With `history`, adds the tag journal.
-    pub fn list(
-        root: impl Into<PathBuf>,
+    /// Lists the images stored in `backend` without changing anything
+    /// (safe while a server uses it).
+    pub async fn list(
+        backend: &dyn Backend,
         pins: &[Regex],
         log: &slog::Logger,
     ) -> std::io::Result<Vec<ImageInfo>> {
-        let layout = Layout::new(root);
-        Ok(load::load(&layout, false, log)?.images(pins))
+        Ok(load::load(backend, log).await?.images(pins))
     }
 
-    /// The tag journal of the cache at `root`: every digest each tag
-    /// pointed to, and when (JSON lines as stored).
-    pub fn history(root: impl Into<PathBuf>) -> std::io::Result<Vec<serde_json::Value>> {
-        let layout = Layout::new(root);
-        let records = Journal::load(&layout.journal())?;
+    /// The tag history stored in `backend`: every digest each tag pointed
+    /// to, and when (records as stored).
+    pub async fn history(backend: &dyn Backend) -> std::io::Result<Vec<serde_json::Value>> {
+        let records = backend.records().await?;
         Ok(records
             .into_iter()
             .filter(|r| !matches!(r, Record::Manifest { .. }))
@@ -130,25 +132,22 @@ impl Storage {
             .collect())
     }
 
-    /// Prunes the cache at `root` while no server runs (the caller checks):
-    /// removes files and rewrites the journal before returning.
-    pub fn prune_offline(
-        root: impl Into<PathBuf>,
+    /// Prunes the cache stored in `backend` while no server runs (the
+    /// caller checks): removes contents and rewrites the records before
+    /// returning.
+    pub async fn prune_offline(
+        backend: &dyn Backend,
         retention: &Retention,
         request: Prune,
         log: &slog::Logger,
     ) -> std::io::Result<PruneReport> {
-        let layout = Layout::new(root);
-        layout.create_dirs()?;
-        let mut index = load::load(&layout, true, log)?;
+        let mut index = load::load(backend, log).await?;
         let now = SystemTime::now();
         let plan = index.plan(&request.by, request.count, &retention.pins, now);
         if !request.dry_run {
             index.forget(&plan, now);
-            for f in plan_files(&layout, &plan) {
-                std::fs::remove_file(f)?;
-            }
-            Journal::rewrite(&layout.journal(), &index.records())?;
+            remove(backend, &plan).await?;
+            backend.rewrite(index.records()).await?;
         }
         Ok(PruneReport {
             dry_run: request.dry_run,
@@ -163,28 +162,25 @@ impl Storage {
     }
 
     /// Removes a plan's tags, manifests and blobs: from memory at once, from
-    /// disk on the blocking pool (readers holding a file keep reading it).
+    /// the backend in the background (readers holding a file keep reading it).
     fn apply(&mut self, plan: &Plan) {
         if plan.report.images.is_empty() && plan.manifests.is_empty() {
             return;
         }
         self.index.forget(plan, SystemTime::now());
         plan.manifests.iter().for_each(|d| self.bodies.remove(d));
-        let files = plan_files(&self.layout, plan);
-        let (journal, path, records, log) = (
-            Arc::clone(&self.journal),
-            self.layout.journal(),
+        let (backend, plan, records, log) = (
+            Arc::clone(&self.backend),
+            plan.clone(),
             self.index.records(),
             self.log.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            for f in files {
-                if let Err(e) = std::fs::remove_file(&f) {
-                    slog::warn!(log, "could not delete"; "file" => %f.display(), "error" => %e);
-                }
+        actix::spawn(async move {
+            if let Err(e) = remove(&*backend, &plan).await {
+                slog::warn!(log, "could not delete pruned content"; "error" => %e);
             }
-            if let Err(e) = journal.replace(&path, &records) {
-                slog::error!(log, "could not rewrite the journal"; "error" => %e);
+            if let Err(e) = backend.rewrite(records).await {
+                slog::error!(log, "could not rewrite the records"; "error" => %e);
             }
         });
     }
@@ -217,56 +213,43 @@ impl Actor for Storage {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        ctx.run_interval(PULLED_FLUSH, |act, _| act.flush_pulled());
-    }
-
-    fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        self.flush_pulled_now();
-        Running::Stop
-    }
-}
-
-impl Storage {
-    /// Saves last-pulled times now if they changed (the runtime may be
-    /// stopping, so not on the blocking pool).
-    fn flush_pulled_now(&mut self) {
-        if std::mem::take(&mut self.pulled_dirty) {
-            if let Err(e) = load::write_pulled(&self.layout, &self.index.pulled) {
-                slog::warn!(self.log, "could not save last-pulled times"; "error" => %e);
-            }
-        }
-    }
-
-    /// Saves last-pulled times if they changed (one small file, in the background).
-    fn flush_pulled(&mut self) {
-        if !self.pulled_dirty {
-            return;
-        }
-        self.pulled_dirty = false;
-        let (layout, pulled, log) = (
-            self.layout.clone(),
-            self.index.pulled.clone(),
-            self.log.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = load::write_pulled(&layout, &pulled) {
-                slog::warn!(log, "could not save last-pulled times"; "error" => %e);
-            }
+        ctx.run_interval(PULLED_FLUSH, |act, _| {
+            actix::spawn(act.flush_pulled());
         });
     }
 }
 
-/// Saves last-pulled times now, before the process exits (journal records
-/// are synced as they are written).
+impl Storage {
+    /// Saves last-pulled times if they changed since they were last saved.
+    fn flush_pulled(&mut self) -> impl Future<Output = ()> + 'static {
+        let changed = std::mem::take(&mut self.pulled_dirty);
+        let (backend, pulled, log) = (
+            Arc::clone(&self.backend),
+            self.index.pulled.clone(),
+            self.log.clone(),
+        );
+        async move {
+            if !changed {
+                return;
+            }
+            if let Err(e) = backend.save_pulled(pulled).await {
+                slog::warn!(log, "could not save last-pulled times"; "error" => %e);
+            }
+        }
+    }
+}
+
+/// Saves last-pulled times now, before the process exits (records are
+/// durable as they are written).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
 
 impl Handler<Flush> for Storage {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
-        self.flush_pulled_now();
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        Box::pin(self.flush_pulled())
     }
 }
 
@@ -336,30 +319,30 @@ impl Handler<LookupManifest> for Storage {
         if let Some(manifest) = self.bodies.get(&digest) {
             return Box::pin(fut::ready(Some(CachedManifest { manifest, checked })));
         }
-        let layout = self.layout.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let loaded = load::load_manifest(&layout, &digest);
+        let backend = Arc::clone(&self.backend);
+        let read = async move {
+            let loaded = load::read_manifest(&*backend, &digest).await;
             if loaded.is_err() {
-                let _ = std::fs::remove_file(layout.manifest(&digest));
+                let _ = backend.delete(Kind::Manifest, &digest).await;
             }
             (digest, loaded)
-        });
-        Box::pin(read.into_actor(self).map(move |read, act, _| {
-            let (digest, loaded) = read.ok()?;
-            match loaded {
-                Ok(m) => {
-                    let manifest = Arc::new(m);
-                    act.bodies.put(Arc::clone(&manifest));
-                    Some(CachedManifest { manifest, checked })
-                }
-                Err(e) => {
-                    slog::error!(act.log, "a cached manifest no longer verifies: forgotten";
+        };
+        Box::pin(
+            read.into_actor(self)
+                .map(move |(digest, loaded), act, _| match loaded {
+                    Ok(m) => {
+                        let manifest = Arc::new(m);
+                        act.bodies.put(Arc::clone(&manifest));
+                        Some(CachedManifest { manifest, checked })
+                    }
+                    Err(e) => {
+                        slog::error!(act.log, "a cached manifest no longer verifies: forgotten";
                         "digest" => %digest, "reason" => e);
-                    act.index.remove_manifest(&digest);
-                    None
-                }
-            }
-        }))
+                        act.index.remove_manifest(&digest);
+                        None
+                    }
+                }),
+        )
     }
 }
 
@@ -487,7 +470,8 @@ impl Handler<CommitBlob> for Storage {
         if let Some(cached) = self.cached_blob(&digest) {
             return Box::pin(fut::ready(Ok(cached.size)));
         }
-        Box::pin(msg.0.persist().into_actor(self).map(move |res, act, _| {
+        let persist = msg.0.persist(Arc::clone(&self.backend));
+        Box::pin(persist.into_actor(self).map(move |res, act, _| {
             let size = res?;
             act.index.blobs.insert(digest, size);
             act.evict_if_needed();
@@ -591,7 +575,7 @@ impl Handler<CommitManifest> for Storage {
         let new_manifest = info
             .filter(|_| stored.is_some())
             .map(|info| (msg.manifest, info, origin));
-        let journal = Arc::clone(&self.journal);
+        let backend = Arc::clone(&self.backend);
         let tag_records: Vec<Record> = tag_record.iter().cloned().collect();
         let persist = async move {
             if let Some(stored) = stored {
@@ -600,10 +584,7 @@ impl Handler<CommitManifest> for Storage {
             if tag_records.is_empty() {
                 return Ok(());
             }
-            tokio::task::spawn_blocking(move || journal.append(&tag_records))
-                .await
-                .map_err(|e| FetchError::Internal(e.to_string()))?
-                .map_err(FetchError::from)
+            Ok(backend.append(tag_records).await?)
         };
         Box::pin(persist.into_actor(self).map(move |res, act, _| {
             if let Err(e) = &res {
@@ -650,19 +631,14 @@ impl Storage {
             origin.repo.clone(),
             unix(origin.stored),
         );
-        let (journal, path, bytes) = (
-            Arc::clone(&self.journal),
-            self.layout.manifest(digest),
+        let (backend, key, bytes) = (
+            Arc::clone(&self.backend),
+            digest.clone(),
             manifest.bytes.clone(),
         );
         let write = async move {
-            tokio::task::spawn_blocking(move || {
-                write_atomically(&path, &bytes)?;
-                journal.append(&[record])
-            })
-            .await
-            .map_err(|e| FetchError::Internal(e.to_string()))?
-            .map_err(FetchError::from)
+            backend.put(Kind::Manifest, &key, bytes).await?;
+            Ok(backend.append(vec![record]).await?)
         }
         .boxed()
         .shared();
@@ -701,6 +677,20 @@ impl Handler<ListImages> for Storage {
             images.retain(|i| re.is_match(&i.name));
         }
         MessageResult(images)
+    }
+}
+
+/// The tag history (see [`Storage::history`]).
+#[derive(Message)]
+#[rtype(result = "std::io::Result<Vec<serde_json::Value>>")]
+pub struct History;
+
+impl Handler<History> for Storage {
+    type Result = ResponseFuture<std::io::Result<Vec<serde_json::Value>>>;
+
+    fn handle(&mut self, _: History, _: &mut Self::Context) -> Self::Result {
+        let backend = Arc::clone(&self.backend);
+        Box::pin(async move { Storage::history(&*backend).await })
     }
 }
 
@@ -769,10 +759,13 @@ impl Handler<GetStats> for Storage {
     }
 }
 
-/// The files a plan deletes.
-fn plan_files(layout: &Layout, plan: &Plan) -> Vec<PathBuf> {
-    let manifests = plan.manifests.iter().map(|d| layout.manifest(d));
-    manifests
-        .chain(plan.blobs.iter().map(|d| layout.blob(d)))
-        .collect()
+/// Deletes a plan's manifests and blobs from `backend`.
+async fn remove(backend: &dyn Backend, plan: &Plan) -> std::io::Result<()> {
+    for d in &plan.manifests {
+        backend.delete(Kind::Manifest, d).await?;
+    }
+    for d in &plan.blobs {
+        backend.delete(Kind::Blob, d).await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,285 @@
+//! The object-storage backend: a bucket (S3 and S3-compatible stores, GCS,
+//! Azure Blob, or memory in tests) through the `object_store` crate, shared
+//! by every replica that names it.
+//!
+//! Keys under the configured prefix:
+//! - `blobs/sha256/<hex>`, `manifests/sha256/<hex>`: content, each put in
+//!   one request (multipart for large blobs) that makes it visible whole
+//!   or not at all; a key is only ever written with bytes already
+//!   verified against its name.
+//! - `records/<time>-<writer>-<n>.jsonl`: each append is an object of its
+//!   own that nothing overwrites, so writers never corrupt each other's
+//!   records; they are read in key order (time first). A rewrite puts one
+//!   object holding every record, then deletes the objects it replaces.
+//! - `pulled/<writer>.json`: each writer's last-pulled times; reading
+//!   takes the latest time of every digest over all writers.
+
+use std::collections::HashMap;
+use std::path::Path as LocalPath;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{decode_pulled, encode_pulled, Backend, Io, Kind};
+use crate::names::Digest;
+use crate::storage::journal::{decode, encode, Record};
+
+/// Bytes read from a local file per request part of an upload.
+const UPLOAD_CHUNK: usize = 8 << 20;
+
+/// A bucket as a cache's store of record. See the module documentation.
+#[derive(Debug)]
+pub struct Bucket {
+    /// The bucket.
+    store: Arc<dyn ObjectStore>,
+    /// Where under the bucket this cache lives (may be empty).
+    prefix: Path,
+    /// Names this writer's records and last-pulled times (a replica).
+    writer: String,
+    /// Records objects this writer created, for unique names.
+    appended: AtomicU64,
+}
+
+impl Bucket {
+    /// The cache under `prefix` in `store`, written as `writer` (unique
+    /// among the replicas sharing the bucket, e.g. the pod's name).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, writer: &str) -> Self {
+        Self {
+            store,
+            prefix: Path::from(prefix),
+            writer: writer.replace(['/', '-'], "_"),
+            appended: AtomicU64::new(0),
+        }
+    }
+
+    /// The key `<prefix>/<parts...>`.
+    fn under(&self, parts: &[&str]) -> Path {
+        parts
+            .iter()
+            .fold(self.prefix.clone(), |p, part| p.join(*part))
+    }
+
+    /// The key of object `digest` of `kind`.
+    fn key(&self, kind: Kind, digest: &Digest) -> Path {
+        self.dir(kind).join(digest.hex())
+    }
+
+    /// The folder of objects of `kind`.
+    fn dir(&self, kind: Kind) -> Path {
+        let name = match kind {
+            Kind::Blob => "blobs",
+            Kind::Manifest => "manifests",
+        };
+        self.under(&[name, "sha256"])
+    }
+
+    /// A records object name no other append uses, ordered by time.
+    fn records_key(&self) -> Path {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let n = self.appended.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{now:020}-{}-{n:08}.jsonl", self.writer);
+        self.under(&["records", &name])
+    }
+
+    /// Every object under `dir`, in key order.
+    async fn keys(&self, dir: &str) -> std::io::Result<Vec<object_store::ObjectMeta>> {
+        let mut found: Vec<_> = self
+            .store
+            .list(Some(&self.under(&[dir])))
+            .try_collect()
+            .await
+            .map_err(io)?;
+        found.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(found)
+    }
+
+    /// Is object `key` stored already?
+    async fn exists(&self, key: &Path) -> std::io::Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Uploads the file `from` to `key`, in parts when it is large; an
+    /// upload that fails is aborted, so nothing appears under `key`.
+    async fn upload(&self, key: Path, from: &LocalPath) -> std::io::Result<()> {
+        let mut file = tokio::fs::File::open(from).await?;
+        let mut upload = BufWriter::with_capacity(Arc::clone(&self.store), key, UPLOAD_CHUNK);
+        let sent = async {
+            loop {
+                let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
+                let n = (&mut file)
+                    .take(UPLOAD_CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .await?;
+                if n == 0 {
+                    break;
+                }
+                upload.put(Bytes::from(chunk)).await.map_err(io)?;
+            }
+            upload.shutdown().await
+        }
+        .await;
+        if sent.is_err() {
+            let _ = upload.abort().await;
+        }
+        sent
+    }
+}
+
+/// An `object_store` error as an I/O error (not found stays not found).
+fn io(e: object_store::Error) -> std::io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())
+        }
+        e => std::io::Error::other(e.to_string()),
+    }
+}
+
+impl Backend for Bucket {
+    fn list(&self, kind: Kind) -> Io<'_, HashMap<Digest, u64>> {
+        async move {
+            let dir = self.dir(kind);
+            let mut found = HashMap::new();
+            let mut listing = self.store.list(Some(&dir));
+            while let Some(meta) = listing.next().await {
+                let meta = meta.map_err(io)?;
+                let name = meta.location.filename().unwrap_or_default();
+                if let Ok(d) = Digest::parse(&format!("sha256:{name}")) {
+                    found.insert(d, meta.size);
+                }
+            }
+            Ok(found)
+        }
+        .boxed()
+    }
+
+    fn put_file<'a>(&'a self, kind: Kind, digest: &'a Digest, from: &'a LocalPath) -> Io<'a, ()> {
+        async move {
+            let key = self.key(kind, digest);
+            if self.exists(&key).await? {
+                return Ok(());
+            }
+            self.upload(key, from).await
+        }
+        .boxed()
+    }
+
+    fn put(&self, kind: Kind, digest: &Digest, bytes: Bytes) -> Io<'_, ()> {
+        let key = self.key(kind, digest);
+        async move {
+            self.store.put(&key, bytes.into()).await.map_err(io)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn get(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Bytes>> {
+        let key = self.key(kind, digest);
+        async move {
+            match self.store.get(&key).await {
+                Ok(got) => Ok(Some(got.bytes().await.map_err(io)?)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn delete(&self, kind: Kind, digest: &Digest) -> Io<'_, ()> {
+        let key = self.key(kind, digest);
+        async move {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(io(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn append(&self, records: Vec<Record>) -> Io<'_, ()> {
+        async move {
+            let bytes = Bytes::from(encode(&records));
+            self.store
+                .put(&self.records_key(), bytes.into())
+                .await
+                .map_err(io)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn records(&self) -> Io<'_, Vec<Record>> {
+        async move {
+            let mut records = Vec::new();
+            for meta in self.keys("records").await? {
+                match self.store.get(&meta.location).await {
+                    Ok(got) => records.extend(decode(&got.bytes().await.map_err(io)?)),
+                    // Replaced by a rewrite since it was listed.
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            Ok(records)
+        }
+        .boxed()
+    }
+
+    fn rewrite(&self, records: Vec<Record>) -> Io<'_, ()> {
+        async move {
+            let replaced = self.keys("records").await?;
+            self.append(records).await?;
+            for meta in replaced {
+                match self.store.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn pulled(&self) -> Io<'_, HashMap<Digest, SystemTime>> {
+        async move {
+            let mut pulled: HashMap<Digest, SystemTime> = HashMap::new();
+            for meta in self.keys("pulled").await? {
+                let Ok(got) = self.store.get(&meta.location).await else {
+                    continue;
+                };
+                let Ok(bytes) = got.bytes().await else {
+                    continue;
+                };
+                for (d, t) in decode_pulled(&bytes) {
+                    let latest = pulled.entry(d).or_insert(t);
+                    *latest = (*latest).max(t);
+                }
+            }
+            Ok(pulled)
+        }
+        .boxed()
+    }
+
+    fn save_pulled(&self, pulled: HashMap<Digest, SystemTime>) -> Io<'_, ()> {
+        async move {
+            let key = self.under(&["pulled", &format!("{}.json", self.writer)]);
+            let bytes = Bytes::from(encode_pulled(&pulled));
+            self.store.put(&key, bytes.into()).await.map_err(io)?;
+            Ok(())
+        }
+        .boxed()
+    }
+}

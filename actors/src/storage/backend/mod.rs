@@ -1,0 +1,98 @@
+//! Where a cache keeps its contents and records for good: the
+//! [`Backend`] interface, and its implementations. Storage is its only
+//! user, so every write still has one owner per process.
+//!
+//! A backend holds two kinds of content-addressed objects (blobs and
+//! manifests, each under its digest), the append-only [`Record`]s of
+//! manifests and tags, and the last-pulled times. Content reaches a
+//! backend only verified, and a backend makes it visible under its digest
+//! whole or not at all; every implementation passes the one backend test
+//! suite (`actors/tests/backend.rs`).
+
+mod bucket;
+mod filesystem;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+pub use bucket::Bucket;
+pub use filesystem::Filesystem;
+
+use super::index::unix;
+use super::journal::Record;
+use crate::names::Digest;
+
+/// What a backend operation eventually gives.
+pub type Io<'a, T> = BoxFuture<'a, std::io::Result<T>>;
+
+/// The two kinds of content-addressed objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Layers and configs.
+    Blob,
+    /// Manifests and indexes, byte-exact.
+    Manifest,
+}
+
+/// The store of record of a cache. See the module documentation.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Every complete object of `kind`, with its size.
+    fn list(&self, kind: Kind) -> Io<'_, HashMap<Digest, u64>>;
+
+    /// Stores the verified bytes of the synced local file `from` as the
+    /// object `digest`: visible whole or not at all, durable when this
+    /// returns. Storing a digest that is stored already is a no-op. The
+    /// backend may take `from` (the filesystem renames it into place).
+    fn put_file<'a>(&'a self, kind: Kind, digest: &'a Digest, from: &'a Path) -> Io<'a, ()>;
+
+    /// Stores verified `bytes` as the object `digest`, like [`Backend::put_file`].
+    fn put(&self, kind: Kind, digest: &Digest, bytes: Bytes) -> Io<'_, ()>;
+
+    /// The whole object `digest`, if stored.
+    fn get(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Bytes>>;
+
+    /// Deletes the object `digest`; one that is not stored is no error.
+    fn delete(&self, kind: Kind, digest: &Digest) -> Io<'_, ()>;
+
+    /// Appends `records`, durable when this returns. Callers append a
+    /// record only once the content it names is stored.
+    fn append(&self, records: Vec<Record>) -> Io<'_, ()>;
+
+    /// Every record, in the order appended; torn or unreadable ones are
+    /// skipped.
+    fn records(&self) -> Io<'_, Vec<Record>>;
+
+    /// Replaces every record with `records` (compaction), atomically.
+    fn rewrite(&self, records: Vec<Record>) -> Io<'_, ()>;
+
+    /// The last-pulled times saved (none when absent or unreadable).
+    fn pulled(&self) -> Io<'_, HashMap<Digest, SystemTime>>;
+
+    /// Saves last-pulled times, replacing the previous ones.
+    fn save_pulled(&self, pulled: HashMap<Digest, SystemTime>) -> Io<'_, ()>;
+}
+
+/// Last-pulled times as saved: a JSON map of digest to unix seconds.
+fn encode_pulled(pulled: &HashMap<Digest, SystemTime>) -> Vec<u8> {
+    let saved: HashMap<&str, u64> = pulled.iter().map(|(d, t)| (d.as_str(), unix(*t))).collect();
+    // A map of strings to numbers always serialises.
+    serde_json::to_vec(&saved).expect("last-pulled times serialise")
+}
+
+/// Last-pulled times from what [`encode_pulled`] wrote (none if unreadable).
+fn decode_pulled(bytes: &[u8]) -> HashMap<Digest, SystemTime> {
+    let saved: HashMap<String, u64> = serde_json::from_slice(bytes).unwrap_or_default();
+    saved
+        .into_iter()
+        .filter_map(|(d, secs)| {
+            Some((
+                Digest::parse(&d).ok()?,
+                UNIX_EPOCH + Duration::from_secs(secs),
+            ))
+        })
+        .collect()
+}

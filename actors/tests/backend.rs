@@ -1,0 +1,220 @@
+//! The backend test suite: what every store of record must do, run against
+//! each implementation (the filesystem on a temporary directory, a bucket
+//! in memory; the end-to-end tests add a bucket on a real S3 server).
+//! A new backend gets a line in `suite!` below and passes the same checks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ociregistry_actors::names::Digest;
+use ociregistry_actors::storage::{Backend, Bucket, Filesystem, Kind, Record};
+
+/// A backend under test, and how to open it again on the same store.
+struct Fixture {
+    /// Opens the store anew (a restart, or another replica).
+    open: Box<dyn Fn() -> Arc<dyn Backend>>,
+    /// Holds the store's and the spool files' directories.
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn filesystem() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let open = move || Arc::new(Filesystem::open(&root).unwrap()) as Arc<dyn Backend>;
+        Self {
+            open: Box::new(open),
+            dir,
+        }
+    }
+
+    fn memory_bucket() -> Self {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let writers = std::sync::atomic::AtomicU64::new(0);
+        let open = move || {
+            let n = writers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let store = Arc::clone(&store) as Arc<dyn object_store::ObjectStore>;
+            Arc::new(Bucket::new(store, "cache/", &format!("replica-{n}"))) as Arc<dyn Backend>
+        };
+        Self {
+            open: Box::new(open),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A synced local file holding `bytes`, as a verified download leaves one.
+    fn spool(&self, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+fn tag(tag: &str, digest: &Digest, seen: u64) -> Record {
+    serde_json::from_value(serde_json::json!({
+        "kind": "tag", "registry": "registry.test", "repo": "app",
+        "tag": tag, "digest": digest.as_str(), "seen": seen,
+    }))
+    .unwrap()
+}
+
+/// Runs every check against one implementation, each as a test of its own.
+macro_rules! suite {
+    ($($backend:ident => $fixture:expr;)*) => {$(
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn objects_are_kept_by_kind_and_digest() {
+                super::objects_are_kept_by_kind_and_digest($fixture).await
+            }
+
+            #[tokio::test]
+            async fn files_are_stored_whole_and_again_is_a_no_op() {
+                super::files_are_stored_whole_and_again_is_a_no_op($fixture).await
+            }
+
+            #[tokio::test]
+            async fn deleting_is_idempotent() {
+                super::deleting_is_idempotent($fixture).await
+            }
+
+            #[tokio::test]
+            async fn records_come_back_in_order_and_a_rewrite_replaces_them() {
+                super::records_come_back_in_order_and_a_rewrite_replaces_them($fixture).await
+            }
+
+            #[tokio::test]
+            async fn concurrent_appends_all_land() {
+                super::concurrent_appends_all_land($fixture).await
+            }
+
+            #[tokio::test]
+            async fn last_pulled_times_are_replaced_and_survive_a_reopen() {
+                super::last_pulled_times_are_replaced_and_survive_a_reopen($fixture).await
+            }
+        }
+    )*};
+}
+
+suite! {
+    filesystem => Fixture::filesystem();
+    memory_bucket => Fixture::memory_bucket();
+}
+
+async fn objects_are_kept_by_kind_and_digest(f: Fixture) {
+    let backend = (f.open)();
+    let (blob, manifest) = (Bytes::from_static(b"layer"), Bytes::from_static(b"{}"));
+    let (b, m) = (Digest::of(&blob), Digest::of(&manifest));
+    assert_eq!(backend.get(Kind::Blob, &b).await.unwrap(), None);
+    assert!(backend.list(Kind::Blob).await.unwrap().is_empty());
+    backend.put(Kind::Blob, &b, blob.clone()).await.unwrap();
+    backend
+        .put(Kind::Manifest, &m, manifest.clone())
+        .await
+        .unwrap();
+
+    let reopened = (f.open)();
+    assert_eq!(reopened.get(Kind::Blob, &b).await.unwrap(), Some(blob));
+    assert_eq!(
+        reopened.get(Kind::Manifest, &m).await.unwrap(),
+        Some(manifest)
+    );
+    assert_eq!(reopened.get(Kind::Manifest, &b).await.unwrap(), None);
+    assert_eq!(
+        reopened.list(Kind::Blob).await.unwrap(),
+        HashMap::from([(b, 5)])
+    );
+    assert_eq!(
+        reopened.list(Kind::Manifest).await.unwrap(),
+        HashMap::from([(m, 2)])
+    );
+}
+
+async fn files_are_stored_whole_and_again_is_a_no_op(f: Fixture) {
+    let backend = (f.open)();
+    // Larger than one upload part of the bucket backend.
+    let bytes: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let digest = Digest::of(&bytes);
+    let spool = f.spool("first", &bytes);
+    backend.put_file(Kind::Blob, &digest, &spool).await.unwrap();
+    let again = f.spool("second", &bytes);
+    backend.put_file(Kind::Blob, &digest, &again).await.unwrap();
+
+    let reopened = (f.open)();
+    let listed = reopened.list(Kind::Blob).await.unwrap();
+    assert_eq!(
+        listed,
+        HashMap::from([(digest.clone(), bytes.len() as u64)])
+    );
+    let stored = reopened.get(Kind::Blob, &digest).await.unwrap().unwrap();
+    assert!(stored == bytes, "the stored bytes differ");
+}
+
+async fn deleting_is_idempotent(f: Fixture) {
+    let backend = (f.open)();
+    let bytes = Bytes::from_static(b"gone soon");
+    let digest = Digest::of(&bytes);
+    backend.put(Kind::Blob, &digest, bytes).await.unwrap();
+    backend.delete(Kind::Blob, &digest).await.unwrap();
+    backend.delete(Kind::Blob, &digest).await.unwrap();
+    assert_eq!(backend.get(Kind::Blob, &digest).await.unwrap(), None);
+    assert!(backend.list(Kind::Blob).await.unwrap().is_empty());
+}
+
+async fn records_come_back_in_order_and_a_rewrite_replaces_them(f: Fixture) {
+    let backend = (f.open)();
+    assert!(backend.records().await.unwrap().is_empty());
+    let (one, two) = (Digest::of(b"one"), Digest::of(b"two"));
+    let first = vec![tag("a", &one, 1), tag("b", &one, 2)];
+    backend.append(first.clone()).await.unwrap();
+    backend.append(vec![tag("a", &two, 3)]).await.unwrap();
+    let all = [first.clone(), vec![tag("a", &two, 3)]].concat();
+    assert_eq!((f.open)().records().await.unwrap(), all);
+
+    let compact = vec![tag("a", &two, 3), tag("b", &one, 2)];
+    backend.rewrite(compact.clone()).await.unwrap();
+    backend.append(vec![tag("c", &one, 4)]).await.unwrap();
+    let expected = [compact, vec![tag("c", &one, 4)]].concat();
+    assert_eq!((f.open)().records().await.unwrap(), expected);
+}
+
+async fn concurrent_appends_all_land(f: Fixture) {
+    let backend = (f.open)();
+    let appends =
+        (0..32u64).map(|n| backend.append(vec![tag(&format!("t{n}"), &Digest::of(b"x"), n)]));
+    for done in futures::future::join_all(appends).await {
+        done.unwrap();
+    }
+    let mut seen: Vec<u64> = (f.open)()
+        .records()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| match r {
+            Record::Tag { seen, .. } => *seen,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..32).collect::<Vec<_>>());
+}
+
+async fn last_pulled_times_are_replaced_and_survive_a_reopen(f: Fixture) {
+    let backend = (f.open)();
+    assert!(backend.pulled().await.unwrap().is_empty());
+    let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+    let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+    backend
+        .save_pulled(HashMap::from([(a.clone(), at(10)), (b.clone(), at(20))]))
+        .await
+        .unwrap();
+    backend
+        .save_pulled(HashMap::from([(a.clone(), at(30))]))
+        .await
+        .unwrap();
+    let pulled = (f.open)().pulled().await.unwrap();
+    assert_eq!(pulled, HashMap::from([(a, at(30))]));
+}
