@@ -87,6 +87,11 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn a_rewrite_keeps_records_appended_after_the_read() {
+                super::a_rewrite_keeps_records_appended_after_the_read($fixture).await
+            }
+
+            #[tokio::test]
             async fn concurrent_appends_all_land() {
                 super::concurrent_appends_all_land($fixture).await
             }
@@ -173,12 +178,32 @@ async fn records_come_back_in_order_and_a_rewrite_replaces_them(f: Fixture) {
     backend.append(vec![tag("a", &two, 3)]).await.unwrap();
     let all = [first.clone(), vec![tag("a", &two, 3)]].concat();
     assert_eq!((f.open)().records().await.unwrap(), all);
+    assert_eq!(backend.records().await.unwrap(), all);
 
     let compact = vec![tag("a", &two, 3), tag("b", &one, 2)];
     backend.rewrite(compact.clone()).await.unwrap();
     backend.append(vec![tag("c", &one, 4)]).await.unwrap();
     let expected = [compact, vec![tag("c", &one, 4)]].concat();
     assert_eq!((f.open)().records().await.unwrap(), expected);
+}
+
+async fn a_rewrite_keeps_records_appended_after_the_read(f: Fixture) {
+    let (compacting, other) = ((f.open)(), (f.open)());
+    let (old, new) = (Digest::of(b"old"), Digest::of(b"new"));
+    compacting
+        .append(vec![tag("a", &old, 1), tag("a", &old, 2)])
+        .await
+        .unwrap();
+    let read = compacting.records().await.unwrap();
+    assert_eq!(read.len(), 2);
+    // Another writer (or this one) appends while the compaction runs.
+    other.append(vec![tag("a", &new, 3)]).await.unwrap();
+    compacting.rewrite(vec![tag("a", &old, 2)]).await.unwrap();
+    assert_eq!(
+        (f.open)().records().await.unwrap(),
+        vec![tag("a", &old, 2), tag("a", &new, 3)],
+        "the newer record survives, after the compacted ones"
+    );
 }
 
 async fn concurrent_appends_all_land(f: Fixture) {

@@ -6,8 +6,8 @@
 //! loading skips. Start-up rewrites the journal compactly.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -145,8 +145,9 @@ impl Record {
 pub struct Journal {
     /// Where it is.
     path: PathBuf,
-    /// The file opened for append, once something was appended.
-    file: Mutex<Option<File>>,
+    /// The file opened for append (once something was appended), and
+    /// how many of its bytes the last `load` read.
+    file: Mutex<(Option<File>, u64)>,
 }
 
 impl Journal {
@@ -154,36 +155,35 @@ impl Journal {
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
-            file: Mutex::new(None),
+            file: Mutex::new((None, 0)),
         }
     }
 
     /// Reads every well-formed record (none if the file is absent).
     pub fn load(&self) -> std::io::Result<Vec<Record>> {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        BufReader::new(file).read_to_end(&mut bytes)?;
+        let mut state = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = read_from(&self.path, 0)?;
+        state.1 = bytes.len() as u64;
         Ok(decode(&bytes))
     }
 
-    /// Replaces the journal's content with `records` (compaction),
-    /// atomically; later appends go to the new file.
+    /// Replaces the records the last `load` read with `records`
+    /// (compaction), atomically; records appended since follow them.
     pub fn replace(&self, records: &[Record]) -> std::io::Result<()> {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        write_atomically(&self.path, &encode(records))?;
-        *file = None;
+        let mut state = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bytes = encode(records);
+        let compact = bytes.len() as u64;
+        bytes.extend(read_from(&self.path, state.1)?);
+        write_atomically(&self.path, &bytes)?;
+        *state = (None, compact);
         Ok(())
     }
 
     /// Appends `records` in one write and syncs them to disk.
     pub fn append(&self, records: &[Record]) -> std::io::Result<()> {
         let buf = encode(records);
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let file = match &mut *file {
+        let mut state = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let file = match &mut state.0 {
             Some(f) => f,
             none => none.insert(
                 OpenOptions::new()
@@ -195,6 +195,19 @@ impl Journal {
         file.write_all(&buf)?;
         file.sync_data()
     }
+}
+
+/// The bytes of the file at `path` from `offset` on (none if it is absent).
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Every well-formed record of JSON lines; torn or unreadable lines are

@@ -167,20 +167,18 @@ impl Storage {
         if plan.report.images.is_empty() && plan.manifests.is_empty() {
             return;
         }
-        self.index.forget(plan, SystemTime::now());
+        let untags = self.index.forget(plan, SystemTime::now());
         plan.manifests.iter().for_each(|d| self.bodies.remove(d));
-        let (backend, plan, records, log) = (
-            Arc::clone(&self.backend),
-            plan.clone(),
-            self.index.records(),
-            self.log.clone(),
-        );
+        let (backend, plan, log) = (Arc::clone(&self.backend), plan.clone(), self.log.clone());
+        // Records of removed manifests go when the records are next
+        // compacted (at start-up): loading drops a record whose content is
+        // gone.
         actix::spawn(async move {
             if let Err(e) = remove(&*backend, &plan).await {
                 slog::warn!(log, "could not delete pruned content"; "error" => %e);
             }
-            if let Err(e) = backend.rewrite(records).await {
-                slog::error!(log, "could not rewrite the records"; "error" => %e);
+            if let Err(e) = backend.append(untags).await {
+                slog::error!(log, "could not record the removed tags"; "error" => %e);
             }
         });
     }

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::path::Path as LocalPath;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -45,6 +45,8 @@ pub struct Bucket {
     writer: String,
     /// Records objects this writer created, for unique names.
     appended: AtomicU64,
+    /// The records objects the last `records` read, which a rewrite replaces.
+    read: Mutex<Vec<Path>>,
 }
 
 impl Bucket {
@@ -56,6 +58,7 @@ impl Bucket {
             prefix: Path::from(prefix),
             writer: writer.replace(['/', '-'], "_"),
             appended: AtomicU64::new(0),
+            read: Mutex::new(Vec::new()),
         }
     }
 
@@ -80,15 +83,20 @@ impl Bucket {
         self.under(&[name, "sha256"])
     }
 
-    /// A records object name no other append uses, ordered by time.
-    fn records_key(&self) -> Path {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+    /// A records object name no other append uses, ordered by `time`
+    /// (nanoseconds since the epoch).
+    fn records_key(&self, time: u128) -> Path {
         let n = self.appended.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{now:020}-{}-{n:08}.jsonl", self.writer);
+        let name = format!("{time:020}-{}-{n:08}.jsonl", self.writer);
         self.under(&["records", &name])
+    }
+
+    /// Puts `records` as one new records object ordered at `time`.
+    async fn put_records(&self, time: u128, records: &[Record]) -> std::io::Result<()> {
+        let bytes = Bytes::from(encode(records));
+        let key = self.records_key(time);
+        self.store.put(&key, bytes.into()).await.map_err(io)?;
+        Ok(())
     }
 
     /// Every object under `dir`, in key order.
@@ -212,12 +220,11 @@ impl Backend for Bucket {
 
     fn append(&self, records: Vec<Record>) -> Io<'_, ()> {
         async move {
-            let bytes = Bytes::from(encode(&records));
-            self.store
-                .put(&self.records_key(), bytes.into())
-                .await
-                .map_err(io)?;
-            Ok(())
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            self.put_records(now, &records).await
         }
         .boxed()
     }
@@ -225,7 +232,8 @@ impl Backend for Bucket {
     fn records(&self) -> Io<'_, Vec<Record>> {
         async move {
             let mut records = Vec::new();
-            for meta in self.keys("records").await? {
+            let keys = self.keys("records").await?;
+            for meta in &keys {
                 match self.store.get(&meta.location).await {
                     Ok(got) => records.extend(decode(&got.bytes().await.map_err(io)?)),
                     // Replaced by a rewrite since it was listed.
@@ -233,17 +241,27 @@ impl Backend for Bucket {
                     Err(e) => return Err(io(e)),
                 }
             }
+            *self.read.lock().unwrap_or_else(|p| p.into_inner()) =
+                keys.into_iter().map(|m| m.location).collect();
             Ok(records)
         }
         .boxed()
     }
 
+    /// The new object takes the place in time of the newest one it
+    /// replaces, so records appended since by other writers still come
+    /// after it.
     fn rewrite(&self, records: Vec<Record>) -> Io<'_, ()> {
         async move {
-            let replaced = self.keys("records").await?;
-            self.append(records).await?;
-            for meta in replaced {
-                match self.store.delete(&meta.location).await {
+            let replaced =
+                std::mem::take(&mut *self.read.lock().unwrap_or_else(|p| p.into_inner()));
+            let time = replaced
+                .last()
+                .and_then(|key| key.filename()?.split('-').next()?.parse().ok())
+                .unwrap_or(0);
+            self.put_records(time, &records).await?;
+            for key in replaced {
+                match self.store.delete(&key).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(io(e)),
                 }

@@ -66,7 +66,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// skipped.
     fn records(&self) -> Io<'_, Vec<Record>>;
 
-    /// Replaces every record with `records` (compaction), atomically.
+    /// Replaces the records that the last [`Backend::records`] of this
+    /// instance returned with `records` (compaction), atomically. Records
+    /// appended since, by any writer, stay, after them.
     fn rewrite(&self, records: Vec<Record>) -> Io<'_, ()>;
 
     /// The last-pulled times saved (none when absent or unreadable).
