@@ -15,6 +15,9 @@ use ociregistry_actors::storage::{Backend, Bucket, Filesystem, Kind, Record};
 struct Fixture {
     /// Opens the store anew (a restart, or another replica).
     open: Box<dyn Fn() -> Arc<dyn Backend>>,
+    /// Whether several instances may write one store at once (replicas);
+    /// otherwise "another writer" is the same instance.
+    shared: bool,
     /// Holds the store's and the spool files' directories.
     dir: tempfile::TempDir,
 }
@@ -26,6 +29,7 @@ impl Fixture {
         let open = move || Arc::new(Filesystem::open(&root).unwrap()) as Arc<dyn Backend>;
         Self {
             open: Box::new(open),
+            shared: false,
             dir,
         }
     }
@@ -40,7 +44,17 @@ impl Fixture {
         };
         Self {
             open: Box::new(open),
+            shared: true,
             dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Another writer beside `backend`: another replica where the store is
+    /// shared, else `backend` itself (one process writes a root).
+    fn another_writer(&self, backend: &Arc<dyn Backend>) -> Arc<dyn Backend> {
+        match self.shared {
+            true => (self.open)(),
+            false => Arc::clone(backend),
         }
     }
 
@@ -74,6 +88,16 @@ macro_rules! suite {
             #[tokio::test]
             async fn files_are_stored_whole_and_again_is_a_no_op() {
                 super::files_are_stored_whole_and_again_is_a_no_op($fixture).await
+            }
+
+            #[tokio::test]
+            async fn objects_are_read_as_streams() {
+                super::objects_are_read_as_streams($fixture).await
+            }
+
+            #[tokio::test]
+            async fn more_records_are_those_appended_since_the_last_read() {
+                super::more_records_are_those_appended_since_the_last_read($fixture).await
             }
 
             #[tokio::test]
@@ -158,6 +182,42 @@ async fn files_are_stored_whole_and_again_is_a_no_op(f: Fixture) {
     assert!(stored == bytes, "the stored bytes differ");
 }
 
+async fn objects_are_read_as_streams(f: Fixture) {
+    use futures::TryStreamExt;
+    let backend = (f.open)();
+    let bytes: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&bytes);
+    assert!(backend.open(Kind::Blob, &digest).await.unwrap().is_none());
+    backend
+        .put(Kind::Blob, &digest, Bytes::from(bytes.clone()))
+        .await
+        .unwrap();
+    let stored = backend.open(Kind::Blob, &digest).await.unwrap().unwrap();
+    assert_eq!(stored.size, bytes.len() as u64);
+    let chunks: Vec<Bytes> = stored.bytes.try_collect().await.unwrap();
+    assert!(chunks.concat() == bytes, "the streamed bytes differ");
+}
+
+async fn more_records_are_those_appended_since_the_last_read(f: Fixture) {
+    let reader = (f.open)();
+    let other = f.another_writer(&reader);
+    let d = Digest::of(b"d");
+    reader.append(vec![tag("a", &d, 1)]).await.unwrap();
+    assert_eq!(reader.records().await.unwrap(), vec![tag("a", &d, 1)]);
+    assert!(reader.more_records().await.unwrap().is_empty());
+    other.append(vec![tag("b", &d, 2)]).await.unwrap();
+    reader.append(vec![tag("c", &d, 3)]).await.unwrap();
+    assert_eq!(
+        reader.more_records().await.unwrap(),
+        vec![tag("b", &d, 2), tag("c", &d, 3)]
+    );
+    assert!(reader.more_records().await.unwrap().is_empty());
+    // After a compaction, reading goes on after it.
+    reader.rewrite(vec![tag("c", &d, 3)]).await.unwrap();
+    other.append(vec![tag("e", &d, 5)]).await.unwrap();
+    assert_eq!(reader.more_records().await.unwrap(), vec![tag("e", &d, 5)]);
+}
+
 async fn deleting_is_idempotent(f: Fixture) {
     let backend = (f.open)();
     let bytes = Bytes::from_static(b"gone soon");
@@ -188,7 +248,8 @@ async fn records_come_back_in_order_and_a_rewrite_replaces_them(f: Fixture) {
 }
 
 async fn a_rewrite_keeps_records_appended_after_the_read(f: Fixture) {
-    let (compacting, other) = ((f.open)(), (f.open)());
+    let compacting = (f.open)();
+    let other = f.another_writer(&compacting);
     let (old, new) = (Digest::of(b"old"), Digest::of(b"new"));
     compacting
         .append(vec![tag("a", &old, 1), tag("a", &old, 2)])

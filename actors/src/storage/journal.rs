@@ -167,6 +167,16 @@ impl Journal {
         Ok(decode(&bytes))
     }
 
+    /// Reads the records appended since the last `load` or `more`.
+    pub fn more(&self) -> std::io::Result<Vec<Record>> {
+        let mut state = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = read_from(&self.path, state.1)?;
+        // Up to the last complete line: a line being appended is read next time.
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        state.1 += complete as u64;
+        Ok(decode(&bytes[..complete]))
+    }
+
     /// Replaces the records the last `load` read with `records`
     /// (compaction), atomically; records appended since follow them.
     pub fn replace(&self, records: &[Record]) -> std::io::Result<()> {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use regex::Regex;
 
-pub use backend::{Backend, Bucket, Filesystem, Io, Kind};
+pub use backend::{Backend, Bucket, Filesystem, Io, Kind, Stored};
 use blob_writer::WriteTicket;
 pub use blob_writer::{BlobWriter, VerifiedBlob};
 use bodies::Bodies;

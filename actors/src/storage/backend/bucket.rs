@@ -27,7 +27,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{decode_pulled, encode_pulled, Backend, Io, Kind};
+use super::{decode_pulled, encode_pulled, Backend, Io, Kind, Stored};
 use crate::names::Digest;
 use crate::storage::journal::{decode, encode, Record};
 
@@ -92,23 +92,42 @@ impl Bucket {
     }
 
     /// Puts `records` as one new records object ordered at `time`.
-    async fn put_records(&self, time: u128, records: &[Record]) -> std::io::Result<()> {
+    async fn put_records(&self, time: u128, records: &[Record]) -> std::io::Result<Path> {
         let bytes = Bytes::from(encode(records));
         let key = self.records_key(time);
         self.store.put(&key, bytes.into()).await.map_err(io)?;
-        Ok(())
+        Ok(key)
     }
 
-    /// Every object under `dir`, in key order.
-    async fn keys(&self, dir: &str) -> std::io::Result<Vec<object_store::ObjectMeta>> {
-        let mut found: Vec<_> = self
-            .store
-            .list(Some(&self.under(&[dir])))
+    /// The keys of the objects under `dir` (after `offset`), in order.
+    async fn keys(&self, dir: &str, offset: Option<&Path>) -> std::io::Result<Vec<Path>> {
+        let dir = self.under(&[dir]);
+        let listing = match offset {
+            Some(offset) => self.store.list_with_offset(Some(&dir), offset),
+            None => self.store.list(Some(&dir)),
+        };
+        let mut keys: Vec<Path> = listing
+            .map_ok(|m| m.location)
             .try_collect()
             .await
             .map_err(io)?;
-        found.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(found)
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The records of the records objects `keys`, in order; one deleted by
+    /// a compaction since it was listed is skipped (its records are in the
+    /// compaction's object).
+    async fn read_records(&self, keys: &[Path]) -> std::io::Result<Vec<Record>> {
+        let mut records = Vec::new();
+        for key in keys {
+            match self.store.get(key).await {
+                Ok(got) => records.extend(decode(&got.bytes().await.map_err(io)?)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(records)
     }
 
     /// Is object `key` stored already?
@@ -158,6 +177,10 @@ fn io(e: object_store::Error) -> std::io::Error {
 }
 
 impl Backend for Bucket {
+    fn is_local(&self) -> bool {
+        false
+    }
+
     fn list(&self, kind: Kind) -> Io<'_, HashMap<Digest, u64>> {
         async move {
             let dir = self.dir(kind);
@@ -207,6 +230,21 @@ impl Backend for Bucket {
         .boxed()
     }
 
+    fn open(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Stored>> {
+        let key = self.key(kind, digest);
+        async move {
+            match self.store.get(&key).await {
+                Ok(got) => Ok(Some(Stored {
+                    size: got.meta.size,
+                    bytes: got.into_stream().map_err(io).boxed(),
+                })),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io(e)),
+            }
+        }
+        .boxed()
+    }
+
     fn delete(&self, kind: Kind, digest: &Digest) -> Io<'_, ()> {
         let key = self.key(kind, digest);
         async move {
@@ -224,25 +262,36 @@ impl Backend for Bucket {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_nanos();
-            self.put_records(now, &records).await
+            self.put_records(now, &records).await?;
+            Ok(())
         }
         .boxed()
     }
 
     fn records(&self) -> Io<'_, Vec<Record>> {
         async move {
-            let mut records = Vec::new();
-            let keys = self.keys("records").await?;
-            for meta in &keys {
-                match self.store.get(&meta.location).await {
-                    Ok(got) => records.extend(decode(&got.bytes().await.map_err(io)?)),
-                    // Replaced by a rewrite since it was listed.
-                    Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(io(e)),
-                }
-            }
-            *self.read.lock().unwrap_or_else(|p| p.into_inner()) =
-                keys.into_iter().map(|m| m.location).collect();
+            let keys = self.keys("records", None).await?;
+            let records = self.read_records(&keys).await?;
+            *self.read.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+            Ok(records)
+        }
+        .boxed()
+    }
+
+    fn more_records(&self) -> Io<'_, Vec<Record>> {
+        async move {
+            let last = self
+                .read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last()
+                .cloned();
+            let keys = self.keys("records", last.as_ref()).await?;
+            let records = self.read_records(&keys).await?;
+            self.read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(keys);
             Ok(records)
         }
         .boxed()
@@ -259,7 +308,12 @@ impl Backend for Bucket {
                 .last()
                 .and_then(|key| key.filename()?.split('-').next()?.parse().ok())
                 .unwrap_or(0);
-            self.put_records(time, &records).await?;
+            let compacted = self.put_records(time, &records).await?;
+            // Later reads go on after the compacted object.
+            self.read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(compacted);
             for key in replaced {
                 match self.store.delete(&key).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -274,8 +328,8 @@ impl Backend for Bucket {
     fn pulled(&self) -> Io<'_, HashMap<Digest, SystemTime>> {
         async move {
             let mut pulled: HashMap<Digest, SystemTime> = HashMap::new();
-            for meta in self.keys("pulled").await? {
-                let Ok(got) = self.store.get(&meta.location).await else {
+            for key in self.keys("pulled", None).await? {
+                let Ok(got) = self.store.get(&key).await else {
                     continue;
                 };
                 let Ok(bytes) = got.bytes().await else {

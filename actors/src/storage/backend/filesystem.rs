@@ -10,12 +10,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
+use tokio::io::AsyncReadExt;
 
-use super::{decode_pulled, encode_pulled, Backend, Io, Kind};
+use super::{decode_pulled, encode_pulled, Backend, Io, Kind, Stored};
 use crate::names::Digest;
 use crate::storage::journal::{Journal, Record};
 use crate::storage::layout::{commit, write_atomically, Layout, PARTIAL_SUFFIX};
+
+/// Bytes read from a file per chunk of [`Backend::open`].
+const READ_CHUNK: usize = 1 << 20;
 
 /// A cache root on a local disk. See the module documentation.
 #[derive(Debug)]
@@ -58,6 +62,10 @@ fn blocking<'a, T: Send + 'static>(
 }
 
 impl Backend for Filesystem {
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn list(&self, kind: Kind) -> Io<'_, HashMap<Digest, u64>> {
         let dir = match kind {
             Kind::Blob => self.layout.blob_dir(),
@@ -85,6 +93,31 @@ impl Backend for Filesystem {
         })
     }
 
+    fn open(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Stored>> {
+        let path = self.path(kind, digest);
+        async move {
+            let file = match tokio::fs::File::open(path).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let size = file.metadata().await?.len();
+            let bytes = futures::stream::try_unfold(file, |mut file| async move {
+                let mut chunk = Vec::with_capacity(READ_CHUNK);
+                let n = (&mut file)
+                    .take(READ_CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .await?;
+                Ok((n > 0).then(|| (Bytes::from(chunk), file)))
+            });
+            Ok(Some(Stored {
+                size,
+                bytes: bytes.boxed(),
+            }))
+        }
+        .boxed()
+    }
+
     fn delete(&self, kind: Kind, digest: &Digest) -> Io<'_, ()> {
         let path = self.path(kind, digest);
         blocking(move || match std::fs::remove_file(path) {
@@ -101,6 +134,11 @@ impl Backend for Filesystem {
     fn records(&self) -> Io<'_, Vec<Record>> {
         let journal = Arc::clone(&self.journal);
         blocking(move || journal.load())
+    }
+
+    fn more_records(&self) -> Io<'_, Vec<Record>> {
+        let journal = Arc::clone(&self.journal);
+        blocking(move || journal.more())
     }
 
     fn rewrite(&self, records: Vec<Record>) -> Io<'_, ()> {

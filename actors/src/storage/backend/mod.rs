@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 pub use bucket::Bucket;
 pub use filesystem::Filesystem;
@@ -38,8 +39,21 @@ pub enum Kind {
     Manifest,
 }
 
+/// A stored object being read.
+pub struct Stored {
+    /// Its size.
+    pub size: u64,
+    /// Its bytes, in order; an `Err` ends the read.
+    pub bytes: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
 /// The store of record of a cache. See the module documentation.
 pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Whether objects are files of the local directory itself, served in
+    /// place (the filesystem); otherwise Storage keeps local copies of the
+    /// blobs it serves.
+    fn is_local(&self) -> bool;
+
     /// Every complete object of `kind`, with its size.
     fn list(&self, kind: Kind) -> Io<'_, HashMap<Digest, u64>>;
 
@@ -55,6 +69,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The whole object `digest`, if stored.
     fn get(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Bytes>>;
 
+    /// Opens the object `digest` for reading as a stream, if stored.
+    fn open(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Stored>>;
+
     /// Deletes the object `digest`; one that is not stored is no error.
     fn delete(&self, kind: Kind, digest: &Digest) -> Io<'_, ()>;
 
@@ -65,6 +82,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Every record, in the order appended; torn or unreadable ones are
     /// skipped.
     fn records(&self) -> Io<'_, Vec<Record>>;
+
+    /// The records appended since this instance last read them
+    /// ([`Backend::records`] or this), by any writer, in order.
+    fn more_records(&self) -> Io<'_, Vec<Record>>;
 
     /// Replaces the records that the last [`Backend::records`] of this
     /// instance returned with `records` (compaction), atomically. Records
