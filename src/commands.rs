@@ -128,7 +128,7 @@ pub fn list(config: &Config, args: &ListArgs, log: &slog::Logger) -> Result<(), 
         path: root.clone(),
         source,
     };
-    let backend = server::open_backend(config).map_err(cache)?;
+    let backend = config.backend()?;
     if args.history {
         let history = actix::System::new().block_on(Storage::history(&*backend));
         for record in history.map_err(cache)? {
@@ -201,7 +201,7 @@ pub fn prune(config: &Config, args: &PruneArgs, log: &slog::Logger) -> Result<()
             path: config.image_path.clone(),
             source,
         };
-        let backend = server::open_backend(config).map_err(cache)?;
+        let backend = config.backend()?;
         let prune = Storage::prune_offline(&*backend, &retention, request, log);
         let report: PruneReport = actix::System::new().block_on(prune).map_err(cache)?;
         serde_json::json!(report)

@@ -201,6 +201,7 @@ impl Loader {
             registry: image.registry.clone(),
             repo: image.repo.clone(),
             digest,
+            upstream: true,
         };
         let joined = self.coordinator.send(fetch).await?;
         joined.value.finished().await.map(Some)

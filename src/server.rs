@@ -19,7 +19,7 @@ use futures::future::ready;
 use futures::future::Either;
 use ociregistry_actors::coordinator::{Drain, PullCoordinator, Unlisted};
 use ociregistry_actors::error::FetchError;
-use ociregistry_actors::storage::{Backend, Filesystem, Flush, Layout, Prune, Storage};
+use ociregistry_actors::storage::{Flush, Layout, Prune, Storage};
 use ociregistry_actors::upstream::{
     require_native_roots, ProxyEnvError, ProxyRules, ServerTlsConfig, TlsError,
 };
@@ -120,7 +120,7 @@ impl Cache {
         std::fs::create_dir_all(&config.image_path).map_err(cache_error)?;
         let lock = lock_cache(&config.image_path)?;
         let storage = Storage::open(
-            open_backend(config).map_err(cache_error)?,
+            config.backend()?,
             Layout::new(&config.image_path),
             config.retention()?,
             log.clone(),
@@ -570,11 +570,6 @@ fn side_server(
 }
 
 /// Takes the cache's lock file: one server per cache directory; also tells
-/// The store of record `config` names.
-pub fn open_backend(config: &Config) -> std::io::Result<Arc<dyn Backend>> {
-    Ok(Arc::new(Filesystem::open(&config.image_path)?))
-}
-
 /// `ociregistry prune` that a server owns the cache.
 fn lock_cache(root: &Path) -> Result<std::fs::File, StartError> {
     let path = root.join(LOCK_FILE);

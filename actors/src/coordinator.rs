@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::download::{BlobDownload, Progress};
@@ -23,12 +24,13 @@ use crate::manifest::Manifest;
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{
-    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, Storage, TagConfirmed,
+    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, OpenStoredBlob, Storage, Stored,
+    TagConfirmed,
 };
 use crate::upstream::guard::HostRules;
 use crate::upstream::{
-    GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError, UpstreamHealth,
-    UpstreamRegistry, UpstreamSettings,
+    BlobBody, GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError,
+    UpstreamHealth, UpstreamRegistry, UpstreamSettings,
 };
 
 /// A manifest flight's identity.
@@ -334,6 +336,9 @@ pub struct FetchBlob {
     pub repo: RepoName,
     /// The blob.
     pub digest: Digest,
+    /// Whether the upstream may be asked; without it (air-gapped) only a
+    /// shared store fills the local directory.
+    pub upstream: bool,
 }
 
 impl Handler<FetchBlob> for PullCoordinator {
@@ -356,7 +361,7 @@ impl Handler<FetchBlob> for PullCoordinator {
         let (tx, download) = BlobDownload::new();
         self.blobs
             .insert(key.clone(), Flight::start(download.clone()));
-        let upstream = self.upstreams.get(&msg.registry);
+        let upstream = msg.upstream.then(|| self.upstreams.get(&msg.registry));
         let log = self.log.new(slog::o!("digest" => msg.digest.to_string()));
         let fetch = BlobFetch {
             storage: self.storage.clone(),
@@ -388,8 +393,8 @@ fn count_write_failure(e: &FetchError) {
 struct BlobFetch {
     /// The cache.
     storage: Addr<Storage>,
-    /// The registry's actor.
-    upstream: Addr<UpstreamRegistry>,
+    /// The registry's actor, when the upstream may be asked.
+    upstream: Option<Addr<UpstreamRegistry>>,
     /// Largest body accepted.
     max_size: u64,
     /// Progress for followers.
@@ -409,20 +414,27 @@ impl BlobFetch {
         }
     }
 
-    /// Streams the upstream body into the cache, hashing as it lands, and
+    /// Streams the body (from a shared store that has the blob, else from
+    /// upstream) into the local directory, hashing as it lands, and
     /// publishes how far followers may read. Nothing is created on disk
-    /// before the upstream has answered.
+    /// before the source has answered.
     async fn stream(&self, repo: RepoName, digest: Digest) -> Result<(), FetchError> {
         if let Some(cached) = self.storage.send(LookupBlob(digest.clone())).await? {
             return self.complete(cached.path, cached.size);
         }
-        let mut body = self
-            .upstream
-            .send(OpenBlob {
-                repo,
-                digest: digest.clone(),
-            })
-            .await??;
+        let stored = self.storage.send(OpenStoredBlob(digest.clone())).await??;
+        let mut body = match (stored, &self.upstream) {
+            (Some(stored), _) => body_of(stored),
+            (None, None) => return Err(FetchError::NotFound),
+            (None, Some(upstream)) => {
+                upstream
+                    .send(OpenBlob {
+                        repo,
+                        digest: digest.clone(),
+                    })
+                    .await??
+            }
+        };
         if let Some(size) = body.size.filter(|&s| s > self.max_size) {
             return Err(too_large(size, self.max_size));
         }
@@ -485,6 +497,28 @@ impl BlobFetch {
         let file = Arc::new(File::open(path)?);
         self.tx.send_replace(Progress::Complete { size, file });
         Ok(())
+    }
+}
+
+/// Chunks of a blob read from the store queued ahead of its writer.
+const STORED_CHUNKS: usize = 16;
+
+/// A blob read from the store as a body like an upstream's: its chunks
+/// forwarded through a bounded channel.
+fn body_of(stored: Stored) -> BlobBody {
+    let (tx, chunks) = tokio::sync::mpsc::channel(STORED_CHUNKS);
+    let mut bytes = stored.bytes;
+    actix::spawn(async move {
+        while let Some(chunk) = bytes.next().await {
+            let chunk = chunk.map(|c| vec![c]).map_err(FetchError::from);
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    BlobBody {
+        size: Some(stored.size),
+        chunks,
     }
 }
 

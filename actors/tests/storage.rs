@@ -347,6 +347,7 @@ async fn size_eviction_takes_the_least_recently_pulled_and_spares_pins_and_share
     let retention = Retention {
         pins: vec![regex::Regex::new("pinned").unwrap()],
         max_size: Some(1 << 20),
+        ..Retention::default()
     };
     let storage = open(&dir, retention).await;
     let base = store_blob(&storage, &vec![0u8; 200 << 10]).await;

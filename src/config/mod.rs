@@ -21,10 +21,12 @@ use crate::units::{Size, Span};
 
 mod ports;
 mod registries;
+mod storage;
 
 pub use ports::{ClientAuth, ClientLimits, ServerTlsEntry};
 
 pub use registries::{AuthEntry, BaseUrl, ProxyUrl, RegistryEntry, Scheme, TlsEntry};
+pub use storage::{LocalCacheEntry, StorageEntry, StorageKind};
 
 /// The built-in defaults (`config/defaults.yaml`).
 const DEFAULTS: &str = include_str!("../../config/defaults.yaml");
@@ -167,6 +169,12 @@ pub struct Config {
     pub max_fetches: usize,
     /// Most upstream fetches in flight at once from one registry.
     pub max_fetches_per_registry: usize,
+    /// Where the cache is kept for good (default: `imagePath`).
+    #[serde(default)]
+    pub storage: StorageEntry,
+    /// Bound on the local copies of a bucket's blobs.
+    #[serde(default)]
+    pub local_cache: LocalCacheEntry,
 }
 
 /// `logFormat`.
@@ -341,7 +349,12 @@ impl Config {
     pub fn retention(&self) -> Result<Retention, ConfigError> {
         let pins = self.pins.iter().map(|p| p.0.clone()).collect();
         let max_size = self.max_cache_size.map(|s| s.0);
-        Ok(Retention { pins, max_size })
+        let local_max_size = self.local_cache.max_size.map(|s| s.0);
+        Ok(Retention {
+            pins,
+            max_size,
+            local_max_size,
+        })
     }
 
     /// The scheduled prune, when enabled: how often, and what.
@@ -459,6 +472,31 @@ fn positive(key: &'static str, span: Span) -> Result<Duration, ConfigError> {
             key,
             reason: "must be a positive duration (not 0 or never)".into(),
         })
+}
+
+/// A secret from the first of its sources that is set: inline, an
+/// environment variable, a file (trailing newlines dropped); `None` when
+/// none is. `key` names it in errors (`auth.password`).
+fn secret(
+    key: &str,
+    inline: &Option<String>,
+    from_env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    if let Some(s) = inline {
+        return Ok(Some(s.clone()));
+    }
+    if let Some(var) = from_env {
+        let value = std::env::var(var)
+            .map_err(|_| format!("{key}FromEnv: environment variable {var} is not set"))?;
+        return Ok(Some(value));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{key}File {}: {e}", path.display()))?;
+        return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+    }
+    Ok(None)
 }
 
 /// `pullTimeout` → `OCIREGISTRY_PULL_TIMEOUT`.

@@ -172,19 +172,13 @@ impl RegistryEntry {
 impl AuthEntry {
     /// The password from the first source that is set: inline, env, file.
     pub(super) fn credentials(&self) -> Result<Credentials, String> {
-        let password = if let Some(p) = &self.password {
-            p.clone()
-        } else if let Some(var) = &self.password_from_env {
-            std::env::var(var).map_err(|_| {
-                format!("auth.passwordFromEnv: environment variable {var} is not set")
-            })?
-        } else if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("auth.passwordFile {}: {e}", path.display()))?;
-            text.trim_end_matches(['\r', '\n']).to_string()
-        } else {
-            return Err("auth needs password, passwordFromEnv or passwordFile".into());
-        };
+        let password = super::secret(
+            "auth.password",
+            &self.password,
+            &self.password_from_env,
+            &self.password_file,
+        )?
+        .ok_or("auth needs password, passwordFromEnv or passwordFile")?;
         Ok(Credentials {
             user: self.user.clone(),
             password,

@@ -38,18 +38,26 @@ pub async fn serve(
             content: Content::Blob,
         })?;
         BlobSource::complete(Arc::new(file), blob.size)
-    } else if state.policy.air_gapped {
-        return Err(ApiError::NotCached(Content::Blob));
     } else {
+        // Air-gapped, only a shared store may fill the local directory.
+        let air_gapped = state.policy.air_gapped;
         let joined = state
             .coordinator
             .send(FetchBlob {
                 registry: target.registry,
                 repo: target.repo,
                 digest: digest.clone(),
+                upstream: !air_gapped,
             })
             .await?;
-        let source = within(&state.policy, joined.value.ready(), Content::Blob).await?;
+        let ready = within(&state.policy, joined.value.ready(), Content::Blob).await;
+        let source = ready.map_err(|e| match e {
+            ApiError::Upstream {
+                source: ociregistry_actors::error::FetchError::NotFound,
+                ..
+            } if air_gapped => ApiError::NotCached(Content::Blob),
+            e => e,
+        })?;
         // A request that joins a fetch whose bytes are all verified (the
         // fsync and indexing may still run) is answered from local bytes.
         access.outcome = Outcome::Cache(match (joined.joined, source.downloading()) {

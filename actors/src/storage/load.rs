@@ -10,7 +10,7 @@ use super::backend::{Backend, Kind};
 use super::index::{Index, Origin, TagEntry, TagKey};
 use super::journal::Record;
 use super::layout::{Layout, PARTIAL_SUFFIX};
-use crate::manifest::{media_type_of, Manifest};
+use crate::manifest::{media_type_of, Manifest, ManifestInfo};
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
 /// Reads what `backend` stores into an index. No manifest body is read
@@ -19,8 +19,10 @@ pub async fn load(backend: &dyn Backend, log: &slog::Logger) -> std::io::Result<
     let mut index = Index::default();
     index.blobs = backend.list(Kind::Blob).await?;
     let stored = backend.list(Kind::Manifest).await?;
-    for record in backend.records().await? {
-        replay(&mut index, backend, &stored, record, log).await;
+    let records = backend.records().await?;
+    let earlier = read_earlier(backend, &records).await;
+    for record in records {
+        replay(&mut index, Some(&stored), &earlier, record, log);
     }
     let manifests = &index.manifests;
     index.tags.retain(|_, e| manifests.contains_key(&e.digest));
@@ -37,13 +39,33 @@ pub fn clean(layout: &Layout) -> std::io::Result<()> {
     remove_partials(&layout.manifest_dir())
 }
 
-/// Applies one journal record. A manifest record of this version says all
-/// the index keeps, and its file only has to exist with the recorded size;
-/// one of an earlier version is read and verified once.
-async fn replay(
-    index: &mut Index,
+/// What the index keeps of the manifests whose records come from an
+/// earlier version (which say too little): each read and verified once.
+async fn read_earlier(
     backend: &dyn Backend,
-    sizes: &HashMap<Digest, u64>,
+    records: &[Record],
+) -> HashMap<Digest, Result<ManifestInfo, String>> {
+    let mut earlier = HashMap::new();
+    for record in records {
+        if let (Record::Manifest { digest, .. }, None) = (record, record.info()) {
+            if let Ok(d) = Digest::parse(digest) {
+                let info = read_manifest(backend, &d).await.map(|m| m.info());
+                earlier.insert(d, info);
+            }
+        }
+    }
+    earlier
+}
+
+/// Applies one record. A manifest record of this version says all the
+/// index keeps, and its content only has to be stored with the recorded
+/// size (`sizes`: what the backend listed; `None` trusts the record, for
+/// records another writer appended after the listing); one of an earlier
+/// version takes what `earlier` read.
+pub fn replay(
+    index: &mut Index,
+    sizes: Option<&HashMap<Digest, u64>>,
+    earlier: &HashMap<Digest, Result<ManifestInfo, String>>,
     record: Record,
     log: &slog::Logger,
 ) {
@@ -59,9 +81,14 @@ async fn replay(
             let known = match Digest::parse(digest) {
                 Err(e) => Err(e.to_string()),
                 Ok(d) => match record.info() {
-                    Some(info) if sizes.get(&d) == Some(&info.size) => Ok((d, info)),
+                    Some(info) if sizes.is_none_or(|s| s.get(&d) == Some(&info.size)) => {
+                        Ok((d, info))
+                    }
                     Some(_) => Err("it is missing or has another size".into()),
-                    None => read_manifest(backend, &d).await.map(|m| (d, m.info())),
+                    None => match earlier.get(&d) {
+                        Some(read) => read.clone().map(|info| (d, info)),
+                        None => Err("its record says too little".into()),
+                    },
                 },
             };
             match known {

@@ -11,6 +11,7 @@ mod index;
 mod journal;
 mod layout;
 mod load;
+mod local;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +32,7 @@ pub use index::{unix, ImageInfo, PruneBy, PruneReport, MAX_INDEX_DEPTH, MAX_INDE
 use index::{Index, Origin, Plan, TagEntry, TagKey};
 pub use journal::Record;
 pub use layout::Layout;
+use local::LocalBlobs;
 
 use crate::error::FetchError;
 use crate::manifest::{Manifest, ManifestInfo};
@@ -42,6 +44,8 @@ use crate::names::{Digest, Reference, RegistryName, RepoName, Tag};
 const MAILBOX_CAPACITY: usize = 4096;
 /// How often changed last-pulled times are saved.
 const PULLED_FLUSH: Duration = Duration::from_secs(30);
+/// How often a replica of a shared store reads the records others appended.
+const CATCH_UP: Duration = Duration::from_secs(10);
 /// Most bytes of manifest bodies kept in memory (tens of thousands of
 /// typical manifests); others are read from disk when served.
 const MANIFEST_MEMORY: u64 = 64 * 1024 * 1024;
@@ -55,6 +59,9 @@ pub struct Retention {
     pub pins: Vec<Regex>,
     /// Evict least recently pulled images above this many bytes.
     pub max_size: Option<u64>,
+    /// With a remote backend, most bytes of local blob copies
+    /// (`localCache.maxSize`; unbounded when `None`).
+    pub local_max_size: Option<u64>,
 }
 
 /// The Storage actor. See the module documentation.
@@ -64,6 +71,9 @@ pub struct Storage {
     /// The local directory: partial files of downloads, and the blob files
     /// served (with the filesystem backend, its own root).
     layout: Layout,
+    /// With a remote backend, the blobs of the local directory (a bounded
+    /// cache); with a local one, `None`: every stored blob is local.
+    local: Option<LocalBlobs>,
     /// Everything cached, in memory (manifest bodies aside).
     index: Index,
     /// Manifest bodies kept in memory, within [`MANIFEST_MEMORY`].
@@ -88,19 +98,27 @@ impl Storage {
     /// rewrites the records compactly. Call at start-up.
     pub async fn open(
         backend: Arc<dyn Backend>,
-        local: Layout,
+        layout: Layout,
         retention: Retention,
         log: slog::Logger,
     ) -> std::io::Result<Self> {
-        local.create_dirs()?;
-        load::clean(&local)?;
+        layout.create_dirs()?;
+        load::clean(&layout)?;
         let index = load::load(&*backend, &log).await?;
         backend.rewrite(index.records()).await?;
-        slog::info!(log, "cache loaded"; "root" => %local.root().display(),
+        let local = match backend.is_local() {
+            true => None,
+            false => Some(LocalBlobs::scan(
+                &layout,
+                retention.local_max_size.unwrap_or(u64::MAX),
+            )?),
+        };
+        slog::info!(log, "cache loaded"; "root" => %layout.root().display(),
             "blobs" => index.blobs.len(), "manifests" => index.manifests.len(), "tags" => index.tags.len());
         Ok(Self {
             backend,
-            layout: local,
+            layout,
+            local,
             index,
             bodies: Bodies::new(MANIFEST_MEMORY),
             retention,
@@ -169,6 +187,10 @@ impl Storage {
         }
         let untags = self.index.forget(plan, SystemTime::now());
         plan.manifests.iter().for_each(|d| self.bodies.remove(d));
+        if let Some(local) = &mut self.local {
+            plan.blobs.iter().for_each(|d| local.remove(d));
+            self.delete_local_copies(&plan.blobs);
+        }
         let (backend, plan, log) = (Arc::clone(&self.backend), plan.clone(), self.log.clone());
         // Records of removed manifests go when the records are next
         // compacted (at start-up): loading drops a record whose content is
@@ -214,6 +236,30 @@ impl Actor for Storage {
         ctx.run_interval(PULLED_FLUSH, |act, _| {
             actix::spawn(act.flush_pulled());
         });
+        if self.local.is_some() {
+            ctx.run_interval(CATCH_UP, |act, ctx| {
+                ctx.spawn(act.catch_up());
+            });
+        }
+    }
+}
+
+impl Storage {
+    /// Reads the records other writers of a shared store appended since
+    /// the last read (tags and manifests other replicas stored) into the
+    /// index.
+    fn catch_up(&mut self) -> impl ActorFuture<Self, Output = ()> + 'static {
+        let backend = Arc::clone(&self.backend);
+        async move { backend.more_records().await }
+            .into_actor(self)
+            .map(|read, act, _| match read {
+                Ok(records) => {
+                    for record in records {
+                        load::replay(&mut act.index, None, &HashMap::new(), record, &act.log);
+                    }
+                }
+                Err(e) => slog::warn!(act.log, "could not read new records"; "error" => %e),
+            })
     }
 }
 
@@ -274,11 +320,59 @@ impl Handler<LookupBlob> for Storage {
 }
 
 impl Storage {
-    fn cached_blob(&self, digest: &Digest) -> Option<CachedBlob> {
-        self.index.blobs.get(digest).map(|&size| CachedBlob {
+    /// The local file of a blob, if there is one.
+    fn cached_blob(&mut self, digest: &Digest) -> Option<CachedBlob> {
+        let size = match &mut self.local {
+            None => self.index.blobs.get(digest).copied(),
+            Some(local) => local.get(digest),
+        }?;
+        Some(CachedBlob {
             path: self.layout.blob(digest),
             size,
         })
+    }
+
+    /// Records a blob stored and put in the local directory; with a
+    /// remote backend, deletes the local copies that leave to make room.
+    fn blob_stored(&mut self, digest: Digest, size: u64) {
+        if let Some(local) = &mut self.local {
+            let evicted = local.insert(digest.clone(), size);
+            self.delete_local_copies(&evicted);
+        }
+        self.index.blobs.insert(digest, size);
+        self.evict_if_needed();
+    }
+}
+
+impl Storage {
+    /// Deletes the local files of blobs whose store is remote, in the
+    /// background (readers holding a file keep reading it).
+    fn delete_local_copies(&self, digests: &[Digest]) {
+        let files: Vec<PathBuf> = digests.iter().map(|d| self.layout.blob(d)).collect();
+        tokio::task::spawn_blocking(move || {
+            for f in files {
+                let _ = std::fs::remove_file(f);
+            }
+        });
+    }
+}
+
+/// A blob stored in the backend but with no local file: its bytes, to be
+/// verified and put in the local directory like a download. `None` when it
+/// is not stored, or when every stored blob is local (the lookup said all).
+#[derive(Message)]
+#[rtype(result = "Result<Option<Stored>, FetchError>")]
+pub struct OpenStoredBlob(pub Digest);
+
+impl Handler<OpenStoredBlob> for Storage {
+    type Result = ResponseFuture<Result<Option<Stored>, FetchError>>;
+
+    fn handle(&mut self, msg: OpenStoredBlob, _: &mut Self::Context) -> Self::Result {
+        if self.local.is_none() {
+            return Box::pin(async { Ok(None) });
+        }
+        let backend = Arc::clone(&self.backend);
+        Box::pin(async move { Ok(backend.open(Kind::Blob, &msg.0).await?) })
     }
 }
 
@@ -310,8 +404,8 @@ impl Handler<LookupManifest> for Storage {
     /// from disk on the blocking pool and verifies it. A file that no
     /// longer verifies is deleted and forgotten (the next request fetches).
     fn handle(&mut self, msg: LookupManifest, _: &mut Self::Context) -> Self::Result {
-        let Some((digest, checked)) = self.resolve(msg) else {
-            return Box::pin(fut::ready(None));
+        let Some((digest, checked)) = self.resolve(&msg) else {
+            return self.stored_elsewhere(msg);
         };
         self.touch(&digest);
         if let Some(manifest) = self.bodies.get(&digest) {
@@ -347,14 +441,14 @@ impl Handler<LookupManifest> for Storage {
 impl Storage {
     /// The stored manifest a reference names, and for a tag when it was
     /// confirmed.
-    fn resolve(&self, msg: LookupManifest) -> Option<(Digest, Option<SystemTime>)> {
-        let (digest, checked) = match msg.reference {
-            Reference::Digest(d) => (d, None),
+    fn resolve(&self, msg: &LookupManifest) -> Option<(Digest, Option<SystemTime>)> {
+        let (digest, checked) = match &msg.reference {
+            Reference::Digest(d) => (d.clone(), None),
             Reference::Tag(tag) => {
                 let key = TagKey {
-                    registry: msg.registry,
-                    repo: msg.repo,
-                    tag,
+                    registry: msg.registry.clone(),
+                    repo: msg.repo.clone(),
+                    tag: tag.clone(),
                 };
                 let entry = self.index.tags.get(&key)?;
                 (entry.digest.clone(), Some(entry.checked))
@@ -364,6 +458,38 @@ impl Storage {
             .manifests
             .contains_key(&digest)
             .then_some((digest, checked))
+    }
+
+    /// A manifest asked by digest that this index does not know, read from
+    /// a shared store (another replica stored it), verified and indexed.
+    fn stored_elsewhere(
+        &mut self,
+        msg: LookupManifest,
+    ) -> ResponseActFuture<Self, Option<CachedManifest>> {
+        let Reference::Digest(digest) = msg.reference else {
+            return Box::pin(fut::ready(None));
+        };
+        if self.local.is_none() {
+            return Box::pin(fut::ready(None));
+        }
+        let backend = Arc::clone(&self.backend);
+        let read = async move { load::read_manifest(&*backend, &digest).await };
+        Box::pin(read.into_actor(self).map(move |read, act, _| {
+            let manifest = Arc::new(read.ok()?);
+            let info = manifest.info();
+            act.index.admit(&manifest.digest, &info).ok()?;
+            let origin = Origin {
+                registry: msg.registry.to_string(),
+                repo: msg.repo.to_string(),
+                stored: SystemTime::now(),
+            };
+            act.touch(&manifest.digest);
+            act.index_manifest(Arc::clone(&manifest), info, origin);
+            Some(CachedManifest {
+                manifest,
+                checked: None,
+            })
+        }))
     }
 }
 
@@ -471,8 +597,7 @@ impl Handler<CommitBlob> for Storage {
         let persist = msg.0.persist(Arc::clone(&self.backend));
         Box::pin(persist.into_actor(self).map(move |res, act, _| {
             let size = res?;
-            act.index.blobs.insert(digest, size);
-            act.evict_if_needed();
+            act.blob_stored(digest, size);
             Ok(size)
         }))
     }
