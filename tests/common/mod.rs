@@ -11,6 +11,7 @@ pub mod pki;
 pub mod push;
 pub mod raw_http;
 pub mod rng;
+pub mod s3;
 pub mod server;
 pub mod skopeo;
 pub mod token;
@@ -157,7 +158,7 @@ pub fn e2e(tools: &[&str], root: bool) -> bool {
     let test = std::thread::current().name().unwrap_or("?").to_string();
     assert!(
         std::env::var(E2E_ENV).as_deref() != Ok("required"),
-        "{test} needs {} ({E2E_ENV}=required; Debian: apt-get install docker-registry skopeo containerd openssl apache2-utils curl)",
+        "{test} needs {} ({E2E_ENV}=required; Debian: apt-get install docker-registry skopeo containerd openssl apache2-utils curl; pip install moto[server])",
         missing.join(", ")
     );
     let _ = writeln!(

@@ -1,0 +1,157 @@
+//! Object storage end to end, with real parts on 127.0.0.1: an S3 API
+//! server (moto), the upstream registry and skopeo. The backend suite runs
+//! on a real bucket; servers whose store is that bucket pull through, serve
+//! what another replica stored with the upstream gone, and refuse to start
+//! on a bucket they cannot reach.
+
+mod common;
+#[path = "../actors/tests/suite/mod.rs"]
+mod suite;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::s3::{S3Server, S3_SERVER};
+use common::{
+    assert_success, client, digest_of, docker_io_config, log_tail, push_image, read_dir_manifest,
+    skopeo_copy_from_mirror, Server, TestImage, Upstream, POLL_INTERVAL, STORE_DEADLINE,
+};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+/// A bucket on a fresh S3 server for the backend suite, or `None` (the
+/// test skips) without the server program.
+async fn s3_fixture() -> Option<suite::Fixture> {
+    if !common::e2e(&[S3_SERVER], false) {
+        return None;
+    }
+    let server = S3Server::start();
+    server.create_bucket("suite").await;
+    let store = server.client("suite");
+    Some(suite::Fixture::bucket(store, Some(Box::new(server))))
+}
+
+suite! {
+    s3_bucket => s3_fixture().await;
+}
+
+/// Every object under `blobs/` and `manifests/` of `bucket` hashes to its
+/// name; returns the digests stored.
+async fn verify_bucket(s3: &S3Server, bucket: &str) -> BTreeSet<String> {
+    let store = s3.client(bucket);
+    let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut digests = BTreeSet::new();
+    for meta in listed {
+        let key = meta.location.to_string();
+        let Some(hex) = key
+            .strip_prefix("cache/blobs/sha256/")
+            .or_else(|| key.strip_prefix("cache/manifests/sha256/"))
+        else {
+            continue;
+        };
+        let bytes: Bytes = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(digest_of(&bytes), format!("sha256:{hex}"), "{key}");
+        digests.insert(format!("sha256:{hex}"));
+    }
+    digests
+}
+
+/// Pulls `docker.io/library/app:1.0` through `server` with skopeo and
+/// checks the manifest bytes and every blob against `image`.
+fn pull_and_check(server: &Server, image: &TestImage, dest: &Path) {
+    let out = skopeo_copy_from_mirror(
+        &server.host_port(),
+        "docker.io/library/app:1.0",
+        dest,
+        false,
+    );
+    let log = || log_tail(&server.log_path(), 20);
+    assert_success(&out, &format!("skopeo copy; server log:\n{}", log()));
+    assert_eq!(read_dir_manifest(dest), image.manifest);
+    for blob in image.layers.iter().chain([&image.config]) {
+        let hex = blob.digest.strip_prefix("sha256:").unwrap();
+        let copied = std::fs::read(dest.join(hex)).unwrap();
+        assert_eq!(digest_of(&copied), blob.digest);
+    }
+}
+
+#[actix_web::test]
+async fn replicas_share_a_bucket_and_serve_it_with_the_upstream_gone() {
+    if !common::e2e(&["docker-registry", "skopeo", S3_SERVER], false) {
+        return;
+    }
+    let s3 = S3Server::start();
+    s3.create_bucket("shared").await;
+    let mut upstream = Upstream::start();
+    let image = TestImage::oci(81, &[300_000, 9 << 20]);
+    push_image(&client(), &upstream.url(), "library/app", "1.0", &image).await;
+
+    let upstream_url = upstream.url();
+    let replica = |name: &str, extra: &str| {
+        let config = docker_io_config(&upstream_url, extra) + &s3.storage_config("shared", name);
+        Server::start(&config, &[])
+    };
+    // Replica b starts before anything is stored: it learns the tag from
+    // the records a appends.
+    let b = replica("b", "");
+    let a = replica("a", "");
+    let dest = tempfile::tempdir().unwrap();
+    pull_and_check(&a, &image, &dest.path().join("a"));
+    let mut expected: BTreeSet<String> = image.layers.iter().map(|l| l.digest.clone()).collect();
+    expected.insert(image.config.digest.clone());
+    expected.insert(image.manifest_digest.clone());
+    // The last upload may end just after skopeo has the last bytes.
+    let deadline = Instant::now() + STORE_DEADLINE;
+    while verify_bucket(&s3, "shared").await != expected {
+        assert!(Instant::now() < deadline, "the bucket holds the image");
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    }
+
+    upstream.stop();
+    // A new replica on an empty local directory, air-gapped.
+    let c = replica("c", "airGapped: true\n");
+    pull_and_check(&c, &image, &dest.path().join("c"));
+    // The running replica b catches up on a's records (every 10 s).
+    let caught_up = common::wait_until(Duration::from_secs(30), || {
+        let path = "/v2/library/app/manifests/1.0?ns=docker.io";
+        common::http_get_status(&b.host_port(), path) == Some(200)
+    });
+    assert!(
+        caught_up,
+        "b learns the tag a stored; log:\n{}",
+        log_tail(&b.log_path(), 20)
+    );
+    pull_and_check(&b, &image, &dest.path().join("b"));
+    assert_eq!(verify_bucket(&s3, "shared").await, expected);
+}
+
+#[test]
+fn a_bucket_that_cannot_be_reached_stops_start_up_with_a_clear_error() {
+    let closed = common::free_port();
+    let config = format!(
+        "storage:\n  kind: s3\n  bucket: nowhere\n  endpoint: http://127.0.0.1:{closed}\n  pathStyle: true\n  accessKeyId: test\n  secretAccessKey: very-secret-key\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let out = common::server::server_command()
+        .arg("--config-file")
+        .arg(dir.path().join("config.yaml"))
+        .arg("--image-path")
+        .arg(dir.path().join("cache"))
+        .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started: {stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
+    assert!(!stderr.contains("very-secret-key"), "{stderr}");
+}
