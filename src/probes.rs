@@ -17,8 +17,9 @@ pub fn health() -> HttpResponse {
 }
 
 /// `/ready`: the cache index is loaded and the Storage actor answers. A
-/// full or read-only disk does not make the server unready: cached
-/// content is still served (write failures are counted in the metrics).
+/// full or read-only disk, or a shared store that fails, does not make the
+/// server unready: cached content is still served (write failures are
+/// counted in the metrics; the store's state is in the body, `cache.store`).
 pub async fn ready(state: &AppState) -> Result<HttpResponse, ApiError> {
     let stats = state.storage.send(GetStats { images: false }).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))

@@ -155,3 +155,53 @@ fn a_bucket_that_cannot_be_reached_stops_start_up_with_a_clear_error() {
     assert!(stderr.contains(&format!("127.0.0.1:{closed}")), "{stderr}");
     assert!(!stderr.contains("very-secret-key"), "{stderr}");
 }
+
+#[actix_web::test]
+async fn a_bucket_that_fails_mid_run_leaves_local_copies_served_and_is_reported() {
+    if !common::e2e(&["docker-registry", "skopeo", S3_SERVER], false) {
+        return;
+    }
+    let mut s3 = S3Server::start();
+    s3.create_bucket("failing").await;
+    let upstream = Upstream::start();
+    let image = TestImage::oci(82, &[400_000]);
+    push_image(&client(), &upstream.url(), "library/app", "1.0", &image).await;
+    let metrics_port = common::free_port();
+    let config = docker_io_config(&upstream.url(), "") + &s3.storage_config("failing", "a");
+    let server = Server::start(&config, &["--metrics", &metrics_port.to_string()]);
+    let dest = tempfile::tempdir().unwrap();
+    pull_and_check(&server, &image, &dest.path().join("first"));
+    let uploaded = image.layers.len() + 2;
+    let deadline = Instant::now() + STORE_DEADLINE;
+    while verify_bucket(&s3, "failing").await.len() < uploaded {
+        assert!(Instant::now() < deadline, "the image reaches the bucket");
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    }
+
+    s3.stop();
+    pull_and_check(&server, &image, &dest.path().join("again"));
+    let get = |url: String| async move {
+        let mut res = client().get(url).send().await.unwrap();
+        String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let ready = get(format!("{}/ready", server.url())).await;
+        if ready.contains(r#""up":false"#) {
+            assert!(ready.contains(r#""status":"ready""#), "{ready}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/ready never said: {ready}");
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    }
+    let metrics = get(format!("http://127.0.0.1:{metrics_port}/metrics")).await;
+    assert!(
+        metrics.lines().any(|l| l == "ociregistry_store_up 0"),
+        "{metrics}"
+    );
+    assert!(
+        server.log_contents().contains("the shared store fails"),
+        "{}",
+        log_tail(&server.log_path(), 20)
+    );
+}

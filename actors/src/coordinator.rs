@@ -405,7 +405,7 @@ impl BlobFetch {
     /// Runs the fetch, publishing its progress; a failure is published too
     /// (once the bytes are verified, as why they are not stored).
     async fn run(self, repo: RepoName, digest: Digest, log: slog::Logger) {
-        if let Err(e) = self.stream(repo, digest).await {
+        if let Err(e) = self.stream(repo, digest, &log).await {
             slog::warn!(log, "blob fetch failed"; "error" => %e);
             self.tx.send_modify(|p| match p {
                 Progress::Verified { unstored, .. } => *unstored = Some(e),
@@ -418,11 +418,22 @@ impl BlobFetch {
     /// upstream) into the local directory, hashing as it lands, and
     /// publishes how far followers may read. Nothing is created on disk
     /// before the source has answered.
-    async fn stream(&self, repo: RepoName, digest: Digest) -> Result<(), FetchError> {
+    async fn stream(
+        &self,
+        repo: RepoName,
+        digest: Digest,
+        log: &slog::Logger,
+    ) -> Result<(), FetchError> {
         if let Some(cached) = self.storage.send(LookupBlob(digest.clone())).await? {
             return self.complete(cached.path, cached.size);
         }
-        let stored = self.storage.send(OpenStoredBlob(digest.clone())).await??;
+        // A shared store that fails is passed over for the upstream.
+        let stored = self.storage.send(OpenStoredBlob(digest.clone())).await?;
+        let stored = stored.unwrap_or_else(|e| {
+            METRICS.store_errors.inc();
+            slog::warn!(log, "reading a blob from the shared store failed"; "error" => %e);
+            None
+        });
         let mut body = match (stored, &self.upstream) {
             (Some(stored), _) => body_of(stored),
             (None, None) => return Err(FetchError::NotFound),

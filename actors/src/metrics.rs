@@ -128,6 +128,10 @@ pub struct Metrics {
     /// Fetched content that could not be written to the cache (disk full,
     /// I/O errors); the fetch fails or is served uncached.
     pub cache_write_failures: Counter,
+    /// With a shared store (a bucket): 1 while its last check succeeded.
+    pub store_up: Gauge,
+    /// Failed operations on a shared store.
+    pub store_errors: Counter,
     /// 1 while an upstream is dialled, 0 while it is backed off.
     pub upstream_up: Family<RegistryLabel, Gauge>,
     /// Bearer tokens fetched from token realms.
@@ -162,6 +166,8 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             evictions: Counter::default(),
             cache_write_failures: Counter::default(),
+            store_up: Gauge::default(),
+            store_errors: Counter::default(),
             upstream_up: Family::default(),
             token_refreshes: Family::default(),
             guard_refusals: Counter::default(),
@@ -226,6 +232,16 @@ impl Metrics {
             "cache_write_failures",
             "Fetched content that could not be written to the cache",
             m.cache_write_failures.clone(),
+        );
+        r.register(
+            "store_up",
+            "With a shared store: 1 while its last check succeeded",
+            m.store_up.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Failed operations on a shared store",
+            m.store_errors.clone(),
         );
         r.register(
             "upstream_up",

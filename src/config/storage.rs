@@ -15,7 +15,7 @@ use crate::units::Size;
 
 /// How long one bucket request may be retried before it fails (a bucket
 /// that is down must not hold clients for minutes).
-const BUCKET_RETRY: Duration = Duration::from_secs(15);
+const BUCKET_RETRY: Duration = Duration::from_secs(5);
 
 /// `storage.kind`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -88,6 +88,8 @@ pub struct Storage {
     manifest_writes: HashMap<Digest, ManifestWrite>,
     /// Last-pulled times changed since they were saved.
     pulled_dirty: bool,
+    /// With a shared store: since when, and why, its checks fail.
+    store_failing: Option<(SystemTime, String)>,
     /// Where problems are reported.
     log: slog::Logger,
 }
@@ -125,6 +127,7 @@ impl Storage {
             writes: Vec::new(),
             manifest_writes: HashMap::new(),
             pulled_dirty: false,
+            store_failing: None,
             log,
         })
     }
@@ -237,6 +240,7 @@ impl Actor for Storage {
             actix::spawn(act.flush_pulled());
         });
         if self.local.is_some() {
+            METRICS.store_up.set(1);
             ctx.run_interval(CATCH_UP, |act, ctx| {
                 ctx.spawn(act.catch_up());
             });
@@ -252,14 +256,33 @@ impl Storage {
         let backend = Arc::clone(&self.backend);
         async move { backend.more_records().await }
             .into_actor(self)
-            .map(|read, act, _| match read {
-                Ok(records) => {
-                    for record in records {
-                        load::replay(&mut act.index, None, &HashMap::new(), record, &act.log);
-                    }
+            .map(|read, act, _| {
+                act.store_checked(read.as_ref().err());
+                for record in read.unwrap_or_default() {
+                    load::replay(&mut act.index, None, &HashMap::new(), record, &act.log);
                 }
-                Err(e) => slog::warn!(act.log, "could not read new records"; "error" => %e),
             })
+    }
+
+    /// Records how a check of a shared store went: the metric, a log line
+    /// when it starts or stops failing, the status `/ready` shows.
+    fn store_checked(&mut self, error: Option<&std::io::Error>) {
+        METRICS.store_up.set(i64::from(error.is_none()));
+        match (error, &self.store_failing) {
+            (Some(e), None) => {
+                METRICS.store_errors.inc();
+                slog::error!(self.log, "the shared store fails; serving local copies"; "error" => %e);
+                self.store_failing = Some((SystemTime::now(), e.to_string()));
+            }
+            (Some(_), Some(_)) => {
+                METRICS.store_errors.inc();
+            }
+            (None, Some(_)) => {
+                slog::info!(self.log, "the shared store answers again");
+                self.store_failing = None;
+            }
+            (None, None) => {}
+        }
     }
 }
 
@@ -846,6 +869,20 @@ impl Handler<Prune> for Storage {
     }
 }
 
+/// The state of a shared store, as its last check found it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// Whether the last check succeeded.
+    pub up: bool,
+    /// While failing: since when (unix seconds) and the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<u64>,
+    /// The error of the failing check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Counts and sizes of the cache.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
@@ -859,6 +896,9 @@ pub struct Stats {
     pub blobs: usize,
     /// Bytes of blobs and manifests.
     pub bytes: u64,
+    /// With a shared store, its state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreStatus>,
 }
 
 /// The cache's [`Stats`]; `images: false` keeps it cheap (probes, metrics).
@@ -878,6 +918,11 @@ impl Handler<GetStats> for Storage {
             manifests: self.index.manifests.len(),
             blobs: self.index.blobs.len(),
             bytes: self.index.total_bytes(),
+            store: self.local.as_ref().map(|_| StoreStatus {
+                up: self.store_failing.is_none(),
+                failing_since: self.store_failing.as_ref().map(|(t, _)| unix(*t)),
+                error: self.store_failing.as_ref().map(|(_, e)| e.clone()),
+            }),
         })
     }
 }
