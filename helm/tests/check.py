@@ -744,6 +744,27 @@ def run_checks(c, emit_dir):
     c.eq("nodeSelector, affinity, tolerations", (ps.spec.get("nodeSelector"), ps.spec.get("affinity"), ps.spec.get("tolerations")),
          (pv["nodeSelector"], pv["affinity"], pv["tolerations"]), ["nodeSelector", "affinity", "tolerations"])
     c.eq("strategy override", ps.workload["spec"].get("strategy"), pv["strategy"])
+
+    # ---- replicas on a shared bucket ---------------------------------------
+    o = c.render(["object-storage.yaml"])
+    c.eq("objectStorage: 3 replicas, a surge-first rolling update",
+         (o.workload["spec"].get("replicas"), o.workload["spec"].get("strategy")),
+         (3, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+    ocfg = yaml.safe_load(o.config_secret()[2] or "null") or {}
+    c.eq("objectStorage: the server's storage and localCache",
+         (ocfg.get("storage"), ocfg.get("localCache")),
+         ({"kind": "s3", "bucket": "ociregistry", "prefix": "cache", "endpoint": "http://minio.minio:9000",
+           "region": "us-east-1", "pathStyle": True}, {"maxSize": "1536Mi"}))
+    creds = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in o.container.get("env", [])}
+    c.eq("objectStorage.existingSecret: the credentials as AWS_* variables from the Secret, never in the config",
+         (creds.get("AWS_ACCESS_KEY_ID"), creds.get("AWS_SECRET_ACCESS_KEY"), "secret" in (o.config_secret()[2] or "").lower()),
+         ({"name": "ociregistry-s3", "key": "accessKeyId"}, {"name": "ociregistry-s3", "key": "secretAccessKey"}, False))
+    c.check("objectStorage: each replica's local directory is its own emptyDir",
+            "emptyDir" in o.volume("images") and not o.all("PersistentVolumeClaim"))
+    r = c.render(sets=["objectStorage.enabled=true", "objectStorage.bucket=b", "objectStorage.kind=gcs"], validate=False)
+    c.eq("objectStorage without a Secret or options: only kind and bucket, no AWS variables",
+         ((yaml.safe_load(r.config_secret()[2] or "null") or {}).get("storage"), r.container.get("env")),
+         ({"kind": "gcs", "bucket": "b", "pathStyle": False}, None))
     c.check("probes: liveness port/period set, readiness disabled",
             ps.container.get("livenessProbe", {}).get("httpGet") == {"path": "/v2/", "port": 8080}
             and ps.container["livenessProbe"].get("periodSeconds") == 20 and "readinessProbe" not in ps.container)

@@ -153,6 +153,17 @@ serverTls Secrets are mounted).
 {{- if .Values.upstreamMirror }}
 {{- $_ := set $cfg "upstreamMirror" .Values.upstreamMirror }}
 {{- end }}
+{{- $os := .Values.objectStorage }}
+{{- if $os.enabled }}
+{{- $storage := dict "kind" $os.kind "bucket" $os.bucket "pathStyle" $os.pathStyle }}
+{{- range $key := list "prefix" "endpoint" "region" }}
+{{- with index $os $key }}{{ $_ := set $storage $key . }}{{ end }}
+{{- end }}
+{{- $_ := set $cfg "storage" $storage }}
+{{- with $os.localCacheMaxSize }}
+{{- $_ := set $cfg "localCache" (dict "maxSize" .) }}
+{{- end }}
+{{- end }}
 {{- if .Values.serverTls.enabled }}
 {{- $dir := include "ociregistry.serverTlsMountPath" . }}
 {{- $tls := dict "cert" (printf "%s/tls.crt" $dir) "key" (printf "%s/tls.key" $dir) "clientAuth" "none" }}
@@ -262,6 +273,23 @@ and the port is not the plain-HTTP health port.
 {{/* Rendering fails early, with a message, on values that cannot work. */}}
 {{- define "ociregistry.validate" -}}
 {{- $p := .Values.persistence }}
+{{- $os := .Values.objectStorage }}
+{{- if $os.enabled }}
+{{- if not (has $os.kind (list "s3" "gcs" "azure")) }}
+{{- fail (printf "objectStorage.kind must be s3, gcs or azure, not %q" (toString $os.kind)) }}
+{{- end }}
+{{- if not $os.bucket }}
+{{- fail "objectStorage.bucket is required with objectStorage.enabled" }}
+{{- end }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (not (include "ociregistry.daemonset" .)) }}
+{{- if not $os.enabled }}
+{{- fail "replicaCount above 1 needs objectStorage.enabled: a cache directory has one writer, so replicas share a bucket" }}
+{{- end }}
+{{- if $p.persistentVolumeClaim.enabled }}
+{{- fail "replicaCount above 1 cannot share persistence.persistentVolumeClaim: each replica keeps its local copies in its own emptyDir or hostPath" }}
+{{- end }}
+{{- end }}
 {{- if not (has .Values.mode (list "deployment" "daemonset")) }}
 {{- fail (printf "mode must be deployment or daemonset, not %q" (toString .Values.mode)) }}
 {{- end }}
@@ -345,4 +373,19 @@ and the port is not the plain-HTTP health port.
 {{- end }}
 {{- $_ := include "ociregistry.pullTimeout" . }}
 {{- $_ := include "ociregistry.configManaged" . }}
+{{- end }}
+
+{{/* The Deployment strategy: strategy, or by default Recreate (one writer
+per cache volume), a surge-first rolling update on a shared bucket. */}}
+{{- define "ociregistry.strategy" -}}
+{{- if .Values.strategy }}
+{{- toYaml .Values.strategy }}
+{{- else if .Values.objectStorage.enabled }}
+type: RollingUpdate
+rollingUpdate:
+  maxSurge: 1
+  maxUnavailable: 0
+{{- else }}
+type: Recreate
+{{- end }}
 {{- end }}

@@ -81,7 +81,16 @@ spec:
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       args:
         {{- include "ociregistry.args" . | nindent 8 }}
-      {{- with .Values.env }}
+      {{- $env := .Values.env | default list }}
+      {{- with .Values.objectStorage.existingSecret }}
+      {{- if $.Values.objectStorage.enabled }}
+      {{- $env = concat (list
+            (dict "name" "AWS_ACCESS_KEY_ID" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "accessKeyId")))
+            (dict "name" "AWS_SECRET_ACCESS_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" "secretAccessKey"))))
+            $env }}
+      {{- end }}
+      {{- end }}
+      {{- with $env }}
       env:
         {{- toYaml . | nindent 8 }}
       {{- end }}
