@@ -129,7 +129,8 @@ async fn prune(state: web::Data<AdminState>, body: web::Json<serde_json::Value>)
         dry_run: spec.dry_run,
     };
     match state.storage.send(msg).await {
-        Ok(report) => HttpResponse::Ok().json(report),
+        Ok(Ok(report)) => HttpResponse::Ok().json(report),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

@@ -13,8 +13,9 @@ use ociregistry_actors::error::FetchError;
 use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName, Tag};
 use ociregistry_actors::storage::{
-    BeginBlob, BlobStart, CommitBlob, CommitManifest, Filesystem, GetStats, Layout, LookupBlob,
-    LookupManifest, Retention, Storage, MAX_INDEX_DEPTH,
+    BeginBlob, BlobStart, Bucket, CommitBlob, CommitManifest, Filesystem, GetStats, Layout,
+    LookupBlob, LookupManifest, NotRetentionHolder, Prune, PruneBy, Retention, Storage,
+    MAX_INDEX_DEPTH,
 };
 
 /// Storage on the filesystem backend in `dir`, with `retention`.
@@ -382,4 +383,58 @@ async fn size_eviction_takes_the_least_recently_pulled_and_spares_pins_and_share
     }
     assert!(lookup(&storage, &pinned.digest).await.is_some());
     assert!(lookup(&storage, &pulled.digest).await.is_some());
+}
+
+/// Storage of a replica named `name` on the shared in-memory `store`.
+async fn replica(
+    store: &Arc<object_store::memory::InMemory>,
+    name: &str,
+) -> (Addr<Storage>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    let store = Arc::clone(store) as Arc<dyn object_store::ObjectStore>;
+    let backend = Arc::new(Bucket::new(store, "cache", name));
+    let storage = Storage::open(backend, Layout::new(dir.path()), Retention::default(), log)
+        .await
+        .unwrap()
+        .start();
+    (storage, dir)
+}
+
+/// Whether `storage` holds its store's retention lease.
+async fn holds_lease(storage: &Addr<Storage>) -> bool {
+    let stats = storage.send(GetStats { images: false }).await.unwrap();
+    stats.store.expect("a shared store").retention_lease
+}
+
+#[actix::test]
+async fn on_a_shared_store_only_the_lease_holder_prunes() {
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let (first, _a) = replica(&store, "a").await;
+    let (second, _b) = replica(&store, "b").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !holds_lease(&first).await && !holds_lease(&second).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replica took the lease"
+        );
+        actix::clock::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (holder, other) = match holds_lease(&first).await {
+        true => (first, second),
+        false => (second, first),
+    };
+    assert!(!holds_lease(&other).await, "one holder at a time");
+    let prune = |dry_run| Prune {
+        by: PruneBy::Pattern(regex::Regex::new(".").unwrap()),
+        count: None,
+        dry_run,
+    };
+    let refused = other.send(prune(false)).await.unwrap();
+    assert!(matches!(refused, Err(NotRetentionHolder)), "{refused:?}");
+    assert!(
+        other.send(prune(true)).await.unwrap().is_ok(),
+        "a dry run works anywhere"
+    );
+    assert!(holder.send(prune(false)).await.unwrap().is_ok());
 }

@@ -61,6 +61,15 @@ pub enum Record {
         /// When the upstream was seen answering this (unix seconds).
         seen: u64,
     },
+    /// A blob stored in a shared store: how the other replicas learn its
+    /// size (a store lists its blobs at start-up; these are not kept by
+    /// compaction).
+    Blob {
+        /// Its digest.
+        digest: String,
+        /// Its size.
+        size: u64,
+    },
     /// `registry/repo:tag` was removed from the cache (pruned or evicted).
     Untag {
         /// Registry host.

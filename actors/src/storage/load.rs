@@ -126,6 +126,13 @@ pub fn replay(
             };
             index.tags.insert(key, entry);
         }
+        Record::Blob { digest, size } => {
+            // The listing at start-up is authoritative; after it, a record
+            // says another replica stored the blob.
+            if let (None, Ok(d)) = (sizes, Digest::parse(digest)) {
+                index.blobs.insert(d, *size);
+            }
+        }
         Record::Untag {
             registry,
             repo,

@@ -44,8 +44,11 @@ use crate::names::{Digest, Reference, RegistryName, RepoName, Tag};
 const MAILBOX_CAPACITY: usize = 4096;
 /// How often changed last-pulled times are saved.
 const PULLED_FLUSH: Duration = Duration::from_secs(30);
-/// How often a replica of a shared store reads the records others appended.
+/// How often a replica of a shared store reads the records others appended
+/// and renews its retention lease.
 const CATCH_UP: Duration = Duration::from_secs(10);
+/// How long a retention lease lasts unless renewed (three renewals).
+const RETENTION_LEASE: Duration = Duration::from_secs(30);
 /// Most bytes of manifest bodies kept in memory (tens of thousands of
 /// typical manifests); others are read from disk when served.
 const MANIFEST_MEMORY: u64 = 64 * 1024 * 1024;
@@ -90,6 +93,9 @@ pub struct Storage {
     pulled_dirty: bool,
     /// With a shared store: since when, and why, its checks fail.
     store_failing: Option<(SystemTime, String)>,
+    /// Whether this replica may prune and evict: always with a local
+    /// store; with a shared one, while it holds the retention lease.
+    retention_lease: bool,
     /// Where problems are reported.
     log: slog::Logger,
 }
@@ -108,7 +114,8 @@ impl Storage {
         load::clean(&layout)?;
         let index = load::load(&*backend, &log).await?;
         backend.rewrite(index.records()).await?;
-        let local = match backend.is_local() {
+        let backend_is_local = backend.is_local();
+        let local = match backend_is_local {
             true => None,
             false => Some(LocalBlobs::scan(
                 &layout,
@@ -128,6 +135,7 @@ impl Storage {
             manifest_writes: HashMap::new(),
             pulled_dirty: false,
             store_failing: None,
+            retention_lease: backend_is_local,
             log,
         })
     }
@@ -148,7 +156,7 @@ impl Storage {
         let records = backend.records().await?;
         Ok(records
             .into_iter()
-            .filter(|r| !matches!(r, Record::Manifest { .. }))
+            .filter(|r| matches!(r, Record::Tag { .. } | Record::Untag { .. }))
             .filter_map(|r| serde_json::to_value(r).ok())
             .collect())
     }
@@ -210,7 +218,7 @@ impl Storage {
 
     /// Evicts least recently pulled images when the cache is over its size limit.
     fn evict_if_needed(&mut self) {
-        let Some(max) = self.retention.max_size else {
+        let Some(max) = self.retention.max_size.filter(|_| self.retention_lease) else {
             return;
         };
         let writing = self.bytes_being_written();
@@ -241,8 +249,10 @@ impl Actor for Storage {
         });
         if self.local.is_some() {
             METRICS.store_up.set(1);
+            ctx.spawn(self.renew_retention_lease());
             ctx.run_interval(CATCH_UP, |act, ctx| {
                 ctx.spawn(act.catch_up());
+                ctx.spawn(act.renew_retention_lease());
             });
         }
     }
@@ -261,6 +271,20 @@ impl Storage {
                 for record in read.unwrap_or_default() {
                     load::replay(&mut act.index, None, &HashMap::new(), record, &act.log);
                 }
+            })
+    }
+
+    /// Takes or renews the retention lease of a shared store.
+    fn renew_retention_lease(&mut self) -> impl ActorFuture<Self, Output = ()> + 'static {
+        let backend = Arc::clone(&self.backend);
+        async move { backend.lease("retention", RETENTION_LEASE).await }
+            .into_actor(self)
+            .map(|held, act, _| {
+                let held = held.unwrap_or(false);
+                if held != act.retention_lease {
+                    slog::info!(act.log, "retention lease"; "held" => held);
+                }
+                act.retention_lease = held;
             })
     }
 
@@ -361,6 +385,20 @@ impl Storage {
         if let Some(local) = &mut self.local {
             let evicted = local.insert(digest.clone(), size);
             self.delete_local_copies(&evicted);
+            if !self.index.blobs.contains_key(&digest) {
+                // Other replicas learn of it (its size counts toward
+                // maxCacheSize wherever eviction runs).
+                let record = Record::Blob {
+                    digest: digest.to_string(),
+                    size,
+                };
+                let (backend, log) = (Arc::clone(&self.backend), self.log.clone());
+                actix::spawn(async move {
+                    if let Err(e) = backend.append(vec![record]).await {
+                        slog::warn!(log, "could not record a stored blob"; "error" => %e);
+                    }
+                });
+            }
         }
         self.index.blobs.insert(digest, size);
         self.evict_if_needed();
@@ -842,7 +880,7 @@ impl Handler<History> for Storage {
 
 /// Removes images (never pinned ones) and what only they reach.
 #[derive(Message)]
-#[rtype(result = "PruneReport")]
+#[rtype(result = "Result<PruneReport, NotRetentionHolder>")]
 pub struct Prune {
     /// Which images.
     pub by: PruneBy,
@@ -853,21 +891,32 @@ pub struct Prune {
 }
 
 impl Handler<Prune> for Storage {
-    type Result = MessageResult<Prune>;
+    type Result = Result<PruneReport, NotRetentionHolder>;
 
+    /// With a shared store, only the replica holding the retention lease
+    /// removes anything (a dry run works anywhere).
     fn handle(&mut self, msg: Prune, _: &mut Self::Context) -> Self::Result {
+        if !msg.dry_run && !self.retention_lease {
+            return Err(NotRetentionHolder);
+        }
         let plan = self
             .index
             .plan(&msg.by, msg.count, &self.retention.pins, SystemTime::now());
         if !msg.dry_run {
             self.apply(&plan);
         }
-        MessageResult(PruneReport {
+        Ok(PruneReport {
             dry_run: msg.dry_run,
             ..plan.report
         })
     }
 }
+
+/// A prune asked of a replica that does not hold the retention lease of
+/// its shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("another replica holds the retention lease of the shared store: prune there (GET /admin/stats says which holds it: store.retentionLease)")]
+pub struct NotRetentionHolder;
 
 /// The state of a shared store, as its last check found it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -881,6 +930,9 @@ pub struct StoreStatus {
     /// The error of the failing check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether this replica holds the retention lease (it alone prunes
+    /// and evicts).
+    pub retention_lease: bool,
 }
 
 /// Counts and sizes of the cache.
@@ -922,6 +974,7 @@ impl Handler<GetStats> for Storage {
                 up: self.store_failing.is_none(),
                 failing_since: self.store_failing.as_ref().map(|(t, _)| unix(*t)),
                 error: self.store_failing.as_ref().map(|(_, e)| e.clone()),
+                retention_lease: self.retention_lease,
             }),
         })
     }

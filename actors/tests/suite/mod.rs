@@ -132,6 +132,13 @@ macro_rules! suite {
             }
 
             #[actix::test]
+            async fn a_lease_is_held_by_one_writer_at_a_time() {
+                if let Some(f) = $fixture {
+                    super::suite::a_lease_is_held_by_one_writer_at_a_time(f).await
+                }
+            }
+
+            #[actix::test]
             async fn concurrent_appends_all_land() {
                 if let Some(f) = $fixture { super::suite::concurrent_appends_all_land(f).await }
             }
@@ -276,6 +283,27 @@ pub async fn a_rewrite_keeps_records_appended_after_the_read(f: Fixture) {
         vec![tag("a", &old, 2), tag("a", &new, 3)],
         "the newer record survives, after the compacted ones"
     );
+}
+
+pub async fn a_lease_is_held_by_one_writer_at_a_time(f: Fixture) {
+    let minute = Duration::from_secs(60);
+    let first = (f.open)();
+    let second = f.another_writer(&first);
+    assert!(first.lease("prune", minute).await.unwrap());
+    assert!(first.lease("prune", minute).await.unwrap(), "renewed");
+    assert_eq!(second.lease("prune", minute).await.unwrap(), !f.shared);
+    // An expired lease goes to whoever asks next.
+    assert!(first.lease("evict", Duration::ZERO).await.unwrap());
+    assert!(second.lease("evict", minute).await.unwrap());
+    assert_eq!(first.lease("evict", minute).await.unwrap(), !f.shared);
+    // Writers asking at once: exactly one gets it.
+    if f.shared {
+        let writers: Vec<_> = (0..8).map(|_| (f.open)()).collect();
+        let asks = writers.iter().map(|w| w.lease("race", minute));
+        let granted = futures::future::join_all(asks).await;
+        let granted = granted.into_iter().filter(|g| *g.as_ref().unwrap()).count();
+        assert_eq!(granted, 1);
+    }
 }
 
 pub async fn concurrent_appends_all_land(f: Fixture) {

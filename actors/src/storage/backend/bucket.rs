@@ -18,13 +18,13 @@ use std::collections::HashMap;
 use std::path::Path as LocalPath;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, UpdateVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{decode_pulled, encode_pulled, Backend, Io, Kind, Stored};
@@ -164,6 +164,15 @@ impl Bucket {
         }
         sent
     }
+}
+
+/// A lease as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Lease {
+    /// The writer holding it.
+    holder: String,
+    /// When it expires (unix milliseconds).
+    expires: u64,
 }
 
 /// An `object_store` error as an I/O error (not found stays not found).
@@ -321,6 +330,48 @@ impl Backend for Bucket {
                 }
             }
             Ok(())
+        }
+        .boxed()
+    }
+
+    /// `leases/<name>.json` names its holder and when it expires; it is
+    /// created only if absent and replaced only if unchanged since it was
+    /// read (conditional requests), so two writers never both take it.
+    fn lease(&self, name: &str, ttl: Duration) -> Io<'_, bool> {
+        let key = self.under(&["leases", &format!("{name}.json")]);
+        async move {
+            let now = SystemTime::now();
+            let mode = match self.store.get(&key).await {
+                Err(object_store::Error::NotFound { .. }) => PutMode::Create,
+                Err(e) => return Err(io(e)),
+                Ok(got) => {
+                    let version = UpdateVersion {
+                        e_tag: got.meta.e_tag.clone(),
+                        version: got.meta.version.clone(),
+                    };
+                    let held: Option<Lease> =
+                        serde_json::from_slice(&got.bytes().await.map_err(io)?).ok();
+                    let others = held.filter(|l| l.holder != self.writer);
+                    if others.is_some_and(|l| UNIX_EPOCH + Duration::from_millis(l.expires) > now) {
+                        return Ok(false);
+                    }
+                    PutMode::Update(version)
+                }
+            };
+            let expires = (now + ttl).duration_since(UNIX_EPOCH).unwrap_or_default();
+            let lease = Lease {
+                holder: self.writer.clone(),
+                expires: expires.as_millis() as u64,
+            };
+            let body = Bytes::from(serde_json::to_vec(&lease).map_err(std::io::Error::other)?);
+            match self.store.put_opts(&key, body.into(), mode.into()).await {
+                Ok(_) => Ok(true),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => Ok(false),
+                Err(e) => Err(io(e)),
+            }
         }
         .boxed()
     }

@@ -92,6 +92,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// appended since, by any writer, stay, after them.
     fn rewrite(&self, records: Vec<Record>) -> Io<'_, ()>;
 
+    /// Takes or renews the lease `name` for this writer for `ttl`: true
+    /// while this writer holds it, false while another writer's has not
+    /// expired. Work that must run on one replica at a time (prune,
+    /// eviction) runs only under it. A store with one writer always grants it.
+    fn lease(&self, name: &str, ttl: Duration) -> Io<'_, bool>;
+
     /// The last-pulled times saved (none when absent or unreadable).
     fn pulled(&self) -> Io<'_, HashMap<Digest, SystemTime>>;
 
