@@ -32,6 +32,8 @@ pub struct Server {
     envs: Vec<(String, String)>,
     child: Option<Child>,
     url: String,
+    /// The port it listens on (0: any free one, new at each start).
+    port: u16,
 }
 
 impl Server {
@@ -39,17 +41,17 @@ impl Server {
     /// with its cache in `<tempdir>/cache`, appending `extra_args` to
     /// `serve --port 0 --host 127.0.0.1`. Returns once it listens.
     pub fn start(config_yaml: &str, extra_args: &[&str]) -> Server {
-        Self::start_inner(config_yaml, None, extra_args, &[])
+        Self::start_inner(config_yaml, None, extra_args, &[], 0)
     }
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_env(config_yaml: &str, extra_args: &[&str], envs: &[(&str, &str)]) -> Server {
-        Self::start_inner(config_yaml, None, extra_args, envs)
+        Self::start_inner(config_yaml, None, extra_args, envs, 0)
     }
 
     /// Like [`Server::start`], with the image cache in `cache_dir`.
     pub fn start_with_cache(config_yaml: &str, cache_dir: &Path, extra_args: &[&str]) -> Server {
-        Self::start_inner(config_yaml, Some(cache_dir), extra_args, &[])
+        Self::start_inner(config_yaml, Some(cache_dir), extra_args, &[], 0)
     }
 
     fn start_inner(
@@ -57,6 +59,7 @@ impl Server {
         cache_dir: Option<&Path>,
         extra_args: &[&str],
         envs: &[(&str, &str)],
+        port: u16,
     ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("ociregistry-server-")
@@ -74,9 +77,16 @@ impl Server {
                 .collect(),
             child: None,
             url: String::new(),
+            port,
         };
         server.spawn();
         server
+    }
+
+    /// Like [`Server::start`], listening on `port` at every start (behind a
+    /// load balancer that names it).
+    pub fn start_on_port(config_yaml: &str, port: u16) -> Server {
+        Self::start_inner(config_yaml, None, &[], &[], port)
     }
 
     fn spawn(&mut self) {
@@ -85,7 +95,13 @@ impl Server {
             .arg(self.config_path())
             .arg("--image-path")
             .arg(&self.cache_dir)
-            .args(["serve", "--port", "0", "--host", "127.0.0.1"])
+            .args([
+                "serve",
+                "--port",
+                &self.port.to_string(),
+                "--host",
+                "127.0.0.1",
+            ])
             .args(&self.extra_args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
