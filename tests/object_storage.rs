@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::s3::{S3Server, S3_SERVER};
+use common::freezer::Freezer;
+use common::s3::{storage_config_via, S3Server, S3_SERVER};
 use common::{
     assert_success, client, digest_of, docker_io_config, log_tail, push_image, read_dir_manifest,
     skopeo_copy_from_mirror, Server, TestImage, Upstream, POLL_INTERVAL, STORE_DEADLINE,
@@ -204,4 +205,136 @@ async fn a_bucket_that_fails_mid_run_leaves_local_copies_served_and_is_reported(
         "{}",
         log_tail(&server.log_path(), 20)
     );
+}
+
+/// GETs a blob through `server` and returns its digest.
+async fn get_blob(server: &Server, digest: &str) -> String {
+    let url = format!(
+        "{}/v2/library/app/blobs/{digest}?ns=docker.io",
+        server.url()
+    );
+    let mut res = client().get(url).send().await.unwrap();
+    assert_eq!(res.status(), awc::http::StatusCode::OK);
+    digest_of(&res.body().limit(256 << 20).await.unwrap())
+}
+
+#[actix_web::test]
+async fn a_replica_killed_before_its_upload_ends_leaves_nothing_half_written() {
+    if !common::e2e(&["docker-registry", S3_SERVER], false) {
+        return;
+    }
+    let s3 = S3Server::start();
+    s3.create_bucket("crash").await;
+    let freezer = Freezer::start(&s3.host_port());
+    let upstream = Upstream::start();
+    let image = TestImage::oci(83, &[32 << 20]);
+    push_image(&client(), &upstream.url(), "library/app", "1.0", &image).await;
+    let layer = image.layers[0].digest.clone();
+    let config = |endpoint: &str, name: &str| {
+        docker_io_config(&upstream.url(), "") + &storage_config_via(endpoint, "crash", name)
+    };
+    let mut doomed = Server::start(&config(&freezer.endpoint(), "doomed"), &[]);
+    // The bucket stops answering when the first bytes reach the client:
+    // the replica's bucket lookup is done, the blob not yet verified, so
+    // its upload cannot have begun. The client gets every byte; the upload
+    // never ends; the replica dies.
+    let url = format!("{}/v2/library/app/blobs/{layer}?ns=docker.io", doomed.url());
+    let mut res = client().get(url).send().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut res).await {
+        if body.is_empty() {
+            freezer.freeze();
+        }
+        body.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(digest_of(&body), layer);
+    doomed.kill();
+    assert!(
+        !verify_bucket(&s3, "crash").await.contains(&layer),
+        "no blob object"
+    );
+
+    // The next replica fetches again, uploads, and the object is whole.
+    let next = Server::start(&config(&s3.endpoint(), "next"), &[]);
+    assert_eq!(get_blob(&next, &layer).await, layer);
+    assert_eq!(upstream.count_requests("GET", &layer), 2);
+    let deadline = Instant::now() + STORE_DEADLINE;
+    while !verify_bucket(&s3, "crash").await.contains(&layer) {
+        assert!(Instant::now() < deadline, "the blob reaches the bucket");
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_prune_on_one_replica_leaves_a_transfer_on_another_whole() {
+    if !common::e2e(&["docker-registry", "skopeo", S3_SERVER], false) {
+        return;
+    }
+    let s3 = S3Server::start();
+    s3.create_bucket("pruned").await;
+    let upstream = Upstream::start();
+    let image = TestImage::oci(84, &[48 << 20]);
+    push_image(&client(), &upstream.url(), "library/app", "1.0", &image).await;
+    let layer = image.layers[0].digest.clone();
+    let admin_port = common::free_port();
+    let admin = format!("adminPort: {admin_port}\n");
+    let pruner = Server::start(
+        &(docker_io_config(&upstream.url(), &admin) + &s3.storage_config("pruned", "pruner")),
+        &[],
+    );
+    let admin_url = format!("http://127.0.0.1:{admin_port}/admin");
+    // The first replica takes the retention lease at start-up.
+    let deadline = Instant::now() + STORE_DEADLINE;
+    loop {
+        let mut res = client()
+            .get(format!("{admin_url}/stats"))
+            .send()
+            .await
+            .unwrap();
+        let stats: serde_json::Value = res.json().await.unwrap();
+        if stats["cache"]["store"]["retentionLease"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retention lease: {stats}");
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    }
+    let dest = tempfile::tempdir().unwrap();
+    pull_and_check(&pruner, &image, &dest.path().join("pull"));
+    let deadline = Instant::now() + STORE_DEADLINE;
+    while !verify_bucket(&s3, "pruned").await.contains(&layer) {
+        assert!(Instant::now() < deadline, "the layer reaches the bucket");
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    }
+
+    // Another replica streams the layer from the bucket to a client while
+    // the first prunes the image.
+    let server = Server::start(
+        &(docker_io_config(&upstream.url(), "") + &s3.storage_config("pruned", "server")),
+        &[],
+    );
+    let url = format!("{}/v2/library/app/blobs/{layer}?ns=docker.io", server.url());
+    let mut res = client().get(url).send().await.unwrap();
+    let mut body = futures::StreamExt::next(&mut res)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    let prune = serde_json::json!({"type": "pattern", "expr": ".*", "dryRun": false});
+    let mut report = client()
+        .post(format!("{admin_url}/prune"))
+        .send_json(&prune)
+        .await
+        .unwrap();
+    let report: serde_json::Value = report.json().await.unwrap();
+    assert_eq!(
+        report["images"],
+        serde_json::json!(["docker.io/library/app:1.0"])
+    );
+    body.extend_from_slice(&res.body().limit(64 << 20).await.unwrap());
+    assert_eq!(digest_of(&body), layer);
+    let deadline = Instant::now() + STORE_DEADLINE;
+    while verify_bucket(&s3, "pruned").await.contains(&layer) {
+        assert!(Instant::now() < deadline, "the prune deletes the layer");
+        actix_web::rt::time::sleep(POLL_INTERVAL).await;
+    }
 }

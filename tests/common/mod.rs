@@ -7,6 +7,7 @@
 pub mod balancer;
 pub mod containerd;
 pub mod fault;
+pub mod freezer;
 pub mod image;
 pub mod pki;
 pub mod push;

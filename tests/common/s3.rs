@@ -66,10 +66,7 @@ impl S3Server {
     /// The `storage:` section of a server configuration for `bucket`, as
     /// replica `replica`.
     pub fn storage_config(&self, bucket: &str, replica: &str) -> String {
-        format!(
-            "storage:\n  kind: s3\n  bucket: {bucket}\n  prefix: cache\n  endpoint: {}\n  region: us-east-1\n  pathStyle: true\n  accessKeyId: test\n  secretAccessKey: test-secret\n  replica: {replica}\n",
-            self.endpoint()
-        )
+        storage_config_via(&self.endpoint(), bucket, replica)
     }
 
     /// A client of `bucket`, to look at what the server stored.
@@ -97,4 +94,12 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         kill_child(&mut self.child);
     }
+}
+
+/// The `storage:` section for `bucket` reached at `endpoint` (this server,
+/// or a proxy in front of it), as replica `replica`.
+pub fn storage_config_via(endpoint: &str, bucket: &str, replica: &str) -> String {
+    format!(
+        "storage:\n  kind: s3\n  bucket: {bucket}\n  prefix: cache\n  endpoint: {endpoint}\n  region: us-east-1\n  pathStyle: true\n  accessKeyId: test\n  secretAccessKey: test-secret\n  replica: {replica}\n"
+    )
 }

@@ -161,15 +161,19 @@ impl Storage {
             .collect())
     }
 
-    /// Prunes the cache stored in `backend` while no server runs (the
-    /// caller checks): removes contents and rewrites the records before
-    /// returning.
+    /// Prunes the cache stored in `backend` while no server runs on this
+    /// cache directory (the caller checks): removes contents and rewrites
+    /// the records before returning. On a shared store it needs the
+    /// retention lease, like a replica.
     pub async fn prune_offline(
         backend: &dyn Backend,
         retention: &Retention,
         request: Prune,
         log: &slog::Logger,
     ) -> std::io::Result<PruneReport> {
+        if !request.dry_run && !backend.lease("retention", RETENTION_LEASE).await? {
+            return Err(std::io::Error::other(NotRetentionHolder));
+        }
         let mut index = load::load(backend, log).await?;
         let now = SystemTime::now();
         let plan = index.plan(&request.by, request.count, &retention.pins, now);
