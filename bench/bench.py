@@ -285,6 +285,7 @@ class OciRegistry(Server):
         self.dir = os.path.join(bench.state, "ociregistry")
         self.cache = os.path.join(self.dir, "cache")
         self.startup_s = None
+        self.fixed_port = None
 
     def config_file(self):
         cfg = os.path.join(self.dir, "config.yaml")
@@ -296,7 +297,7 @@ class OciRegistry(Server):
 
     def start(self, image_path=None):
         os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         cfg = self.config_file()
         err = open(os.path.join(self.dir, "server.log"), "ab")
         t0 = time.monotonic()
@@ -351,6 +352,118 @@ class OciRegistry(Server):
 
     def skopeo_ref(self, name):
         return f"docker://127.0.0.1:{self.port}/docker.io/library/{name}:latest"
+
+
+class S3(Server):
+    """moto in server mode: an S3 API server on 127.0.0.1 (buckets in memory)."""
+    key = "s3"
+    label = "moto (S3)"
+
+    def __init__(self, bench):
+        super().__init__(bench)
+        self.buckets = 0
+
+    def start(self):
+        self.port = free_port()
+        log_file = open(os.path.join(self.b.state, "moto.log"), "ab")
+        self.proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log_file.close()
+        deadline = time.monotonic() + 30
+        while http_status(self.url + "/") is None:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise ScenarioFailed("moto_server did not answer")
+            time.sleep(0.05)
+
+    def new_bucket(self):
+        """A new empty bucket: each cold run starts from nothing."""
+        self.buckets += 1
+        name = f"bench{self.buckets}"
+        req = urllib.request.Request(f"{self.url}/{name}", method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+        return name
+
+
+class OciBucket(OciRegistry):
+    """ociregistry whose store is a bucket (one replica of several)."""
+    key = "oci-s3"
+    label = "ociregistry on S3"
+
+    def __init__(self, bench, s3, name="s3"):
+        super().__init__(bench)
+        self.s3, self.replica, self.bucket = s3, name, None
+        self.dir = os.path.join(bench.state, f"ociregistry-{name}")
+        self.cache = os.path.join(self.dir, "cache")
+
+    def config_file(self):
+        cfg = super().config_file()
+        with open(cfg, "a") as f:
+            f.write("storage:\n  kind: s3\n"
+                    f"  bucket: {self.bucket}\n  endpoint: {self.s3.url}\n  region: us-east-1\n"
+                    "  pathStyle: true\n  accessKeyId: bench\n  secretAccessKey: bench\n"
+                    f"  replica: {self.replica}\n")
+        return cfg
+
+    def reset(self):
+        self.stop()
+        shutil.rmtree(self.cache, ignore_errors=True)
+        self.bucket = self.s3.new_bucket()
+        self.start()
+
+
+class Replicas(Server):
+    """Three ociregistry replicas on one bucket behind haproxy (round-robin
+    TCP, as a Kubernetes Service); `pid` is the first replica's."""
+    key = "oci-s3x3"
+    label = "3 replicas on S3"
+
+    def __init__(self, bench, s3):
+        super().__init__(bench)
+        self.replicas = [OciBucket(bench, s3, f"r{n}") for n in range(3)]
+        self.s3, self.balancer = s3, None
+
+    @property
+    def pid(self):
+        return self.replicas[0].pid
+
+    def reset(self):
+        self.stop()
+        bucket = self.s3.new_bucket()
+        for r in self.replicas:
+            shutil.rmtree(r.cache, ignore_errors=True)
+            r.bucket, r.fixed_port = bucket, r.fixed_port or free_port()
+            r.start()
+        self.port = free_port()
+        servers = "".join(f"  server r{n} 127.0.0.1:{r.port} check inter 100ms fall 1 rise 1\n"
+                          for n, r in enumerate(self.replicas))
+        cfg = os.path.join(self.b.state, "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write("global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 1s\n"
+                    "  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch\n"
+                    f"listen registry\n  bind 127.0.0.1:{self.port}\n  balance roundrobin\n{servers}")
+        self.balancer = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 30
+        while http_status(self.url + "/v2/") is None:
+            if time.monotonic() > deadline:
+                raise ScenarioFailed("haproxy did not answer")
+            time.sleep(0.05)
+        self.proc = self.balancer
+
+    def stop(self):
+        for r in self.replicas:
+            r.stop()
+        stop_process(self.balancer)
+        self.balancer = self.proc = None
+
+    def repo_path(self, name):
+        return f"/v2/library/{name}"
+
+    def query(self):
+        return "?ns=docker.io"
 
 
 class Nginx(Server):
@@ -891,6 +1004,9 @@ class Bench:
         self.oci = OciRegistry(self)
         self.dist = Distribution(self)
         self.nginx = Nginx(self)
+        self.s3 = S3(self)
+        self.oci_s3 = OciBucket(self, self.s3)
+        self.replicas = Replicas(self, self.s3)
         self.image_root, self.images = make_images(self)
         self.upstream.start()
         log(f"upstream distribution at {self.upstream.url} (log {self.upstream.logf})")
@@ -898,7 +1014,7 @@ class Bench:
         self.results["meta"] = self.machine()
 
     def teardown(self):
-        for s in (self.oci, self.dist, self.nginx, self.upstream):
+        for s in (self.oci, self.dist, self.nginx, self.oci_s3, self.replicas, self.s3, self.upstream):
             try:
                 s.stop()
             except Exception:  # noqa: BLE001 - best effort at exit
@@ -937,7 +1053,7 @@ class Bench:
         log(f"=== scenario {key}")
         t0 = time.monotonic()
         f0 = foreign_cpu()
-        for s in (self.oci, self.dist):
+        for s in (self.oci, self.dist, self.oci_s3):
             s.scenario = key
         try:
             fn()
@@ -946,7 +1062,7 @@ class Bench:
             traceback.print_exc()
             self.results["errors"][key] = f"{type(e).__name__}: {e}"
         finally:
-            for s in (self.oci, self.dist, self.nginx):
+            for s in (self.oci, self.dist, self.nginx, self.oci_s3, self.replicas):
                 s.stop()
             self.results.setdefault("durations", {})[key] = round(time.monotonic() - t0, 1)
             self.results.setdefault("foreign_cpu_s", {})[key] = round(foreign_cpu() - f0, 1)
@@ -1211,6 +1327,42 @@ class Bench:
                     f"VmHWM {r['hwm_kb'] / 1024:.1f} MiB, wall {r['wall']:.1f}s, upstream GETs {r['upstream_gets']}")
                 srv.stop()
 
+    # -- scenario 9 ----------------------------------------------------------
+    def s9_object_storage(self):
+        """The object-storage backend beside the filesystem one: a cold herd
+        (one replica, and three behind haproxy), warm blob GET, HEAD by tag."""
+        if not self.s3.alive():
+            self.s3.start()
+        large = self.images["large"]["layers"][0]
+        small = self.images["small"]
+        n = self.herd_ns[1] if len(self.herd_ns) > 1 else self.herd_ns[0]
+        out = self.results["scenarios"].setdefault("9", {"blob_size": large["size"], "n": n,
+                                                          "conns": self.conns, "dur": self.dur, "runs": {}})
+        runs = out["runs"]
+        for rep in range(self.reps):
+            order = [self.oci, self.oci_s3, self.replicas]
+            for srv in order if rep % 2 == 0 else order[::-1]:
+                srv.reset()
+                r = self.herd_curl(srv, "large", large["digest"], large["size"], n,
+                                   sample=srv is not self.replicas)
+                runs.setdefault("herd", {}).setdefault(srv.key, []).append(r)
+                log(f"  cold herd N={n} {srv.key}: wall {r['wall']:.2f}s, upstream GETs {r['upstream_gets']}, "
+                    f"RSS max {(r['rss_max_kb'] or 0) / 1024:.1f} MiB, ok {r['ok']}/{n}")
+                srv.stop()
+        blob_url = lambda srv: self.blob_url(srv, "small", small["layers"][0]["digest"])  # noqa: E731
+        tag_url = lambda srv: self.manifest_url(srv, "small", "latest")  # noqa: E731
+        for srv in (self.oci, self.oci_s3):
+            srv.reset()
+            if curl_once(blob_url(srv))["code"] != 200 or curl_once(tag_url(srv), [f"Accept: {ACCEPT}"])["code"] != 200:
+                raise ScenarioFailed(f"warming the small image on {srv.label}")
+            for _ in range(self.reps):
+                r = self.load("blob GET", srv, lambda: run_wrk(blob_url(srv), self.conns, self.dur))
+                runs.setdefault("warm", {}).setdefault(srv.key, []).append(r)
+                r = self.load("HEAD by tag", srv,
+                              lambda: run_hey(tag_url(srv), self.conns, self.dur, "HEAD", ACCEPT))
+                runs.setdefault("head", {}).setdefault(srv.key, []).append(r)
+            srv.stop()
+
     # -- scenario 8 ----------------------------------------------------------
     def make_startup_cache(self):
         m, b = self.startup_manifests, self.startup_blobs
@@ -1342,7 +1494,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, N=5, 2 s load runs, 1 repetition")
     ap.add_argument("--runs", type=int, default=0, help="repetitions (default 3; smoke 1)")
     ap.add_argument("--only", type=lambda s: s.split(","), default=None,
-                    help="comma-separated scenarios to run: 1,2,3,4,5,7,8 (5 includes 6)")
+                    help="comma-separated scenarios to run: 1,2,3,4,5,7,8,9 (5 includes 6)")
     ap.add_argument("--state", default=os.environ.get("BENCH_STATE", "/tmp/ociregistry-bench"))
     ap.add_argument("--scratch", default=None, help="where skopeo writes its copies (default /dev/shm if large)")
     ap.add_argument("--binary", required=True)
@@ -1367,6 +1519,7 @@ def main():
         b.scenario("5", b.s5_s6_warm)
         b.scenario("7", b.s7_memory)
         b.scenario("8", b.s8_startup)
+        b.scenario("9", b.s9_object_storage)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         b.results["errors"]["setup"] = f"{type(e).__name__}: {e}"

@@ -306,6 +306,42 @@ def write(results, docs, smoke=False):
             rows.append(("8", f"start-up with {s8['manifests']:,} manifests, {s8['blobs']:,} blobs (evicted: {fs(t['evicted'], 'ms', 0)})",
                          "≤ 1 s", fs(t["warm"], "ms", 0), "—", "—", verdict(t["warm"] <= 1.0)))
 
+    # ---- 9: object storage
+    s9 = sc.get("9")
+    if s9 and s9.get("runs"):
+        runs = s9["runs"]
+        herd = runs.get("herd", {})
+        names = {"oci": "filesystem", "oci-s3": "S3 (moto), 1 replica", "oci-s3x3": "S3 (moto), 3 replicas + haproxy"}
+        det = [f"### 9. Object storage: the bucket backend beside the filesystem one", "",
+               f"Cold herd: {s9['n']} clients on one {size_label(s9['blob_size'])} blob, caches and bucket empty.", "",
+               "| backend | wall (median) | upstream GETs | peak RSS |", "|---|---|---|---|"]
+        for key in ("oci", "oci-s3", "oci-s3x3"):
+            rs = herd.get(key, [])
+            if not rs:
+                continue
+            gets = sorted({r["upstream_gets"] for r in rs})
+            rss = max((r.get("rss_max_kb") or 0 for r in rs), default=0) if key != "oci-s3x3" else None
+            det.append(f"| {names[key]} | {fs(med([r['wall'] for r in rs]))} | {', '.join(map(str, gets))} | "
+                       f"{fmib(rss) if rss else '—'} |")
+        warm, head = runs.get("warm", {}), runs.get("head", {})
+        rps = lambda rs: med([r["rps"] for r in rs])  # noqa: E731
+        det += ["", f"Warm, {s9['conns']} connections, {s9['dur']} s each:", "",
+                "| backend | 1 MiB blob GET | HEAD by tag |", "|---|---|---|"]
+        for key in ("oci", "oci-s3"):
+            if warm.get(key):
+                det.append(f"| {names[key]} | {fnum(rps(warm[key]))} req/s | {fnum(rps(head.get(key, [])))} req/s |")
+        details.append("\n".join(det))
+        fs_rps, s3_rps = rps(warm.get("oci", [])), rps(warm.get("oci-s3", []))
+        if fs_rps and s3_rps:
+            rows.append(("9", "warm 1 MiB blob GET, S3 backend ÷ filesystem backend",
+                         "≥ 0.9× (within 10 %)", f"{fnum(s3_rps)} req/s (fs {fnum(fs_rps)})", "—",
+                         ratio(s3_rps, fs_rps), verdict(s3_rps >= 0.9 * fs_rps)))
+        x3 = herd.get("oci-s3x3", [])
+        if x3:
+            worst = max(r["upstream_gets"] for r in x3)
+            rows.append(("9", f"cold herd of {s9['n']} over 3 replicas on one bucket: upstream GETs of the blob",
+                         "≤ 3 (one per replica at most)", str(worst), "—", "—", verdict(worst <= 3)))
+
     charts = []
     try:
         charts = make_charts(herd_chart, warm_chart, docs, sc)
@@ -336,7 +372,8 @@ def scen_keys(peaks):
 
 def label(key):
     return {"oci": "ociregistry", "dist": "distribution proxy", "nginx": "nginx sendfile",
-            "direct": "direct from upstream", "oci_warm": "ociregistry, image already cached"}.get(key, key)
+            "direct": "direct from upstream", "oci_warm": "ociregistry, image already cached",
+            "oci-s3": "ociregistry on S3"}.get(key, key)
 
 
 def lead(o, d):

@@ -390,15 +390,28 @@ async fn replica(
     store: &Arc<object_store::memory::InMemory>,
     name: &str,
 ) -> (Addr<Storage>, tempfile::TempDir) {
+    let retention = Retention {
+        max_size: Some(1 << 20),
+        ..Retention::default()
+    };
     let dir = tempfile::tempdir().unwrap();
     let log = slog::Logger::root(slog::Discard, slog::o!());
     let store = Arc::clone(store) as Arc<dyn object_store::ObjectStore>;
     let backend = Arc::new(Bucket::new(store, "cache", name));
-    let storage = Storage::open(backend, Layout::new(dir.path()), Retention::default(), log)
+    let storage = Storage::open(backend, Layout::new(dir.path()), retention, log)
         .await
         .unwrap()
         .start();
     (storage, dir)
+}
+
+/// Stores an image of one `size`-byte layer (`fill`) tagged `<repo>:1`;
+/// returns the layer's digest.
+async fn store_image(storage: &Addr<Storage>, repo: &str, fill: u8, size: usize) -> Digest {
+    let config = store_blob(storage, format!("{{\"repo\":\"{repo}\"}}").as_bytes()).await;
+    let layer = store_blob(storage, &vec![fill; size]).await;
+    commit_tagged(storage, repo, &image_of(&config, &[&layer])).await;
+    layer
 }
 
 /// Whether `storage` holds its store's retention lease.
@@ -437,4 +450,12 @@ async fn on_a_shared_store_only_the_lease_holder_prunes() {
         "a dry run works anywhere"
     );
     assert!(holder.send(prune(false)).await.unwrap().is_ok());
+
+    // Over maxCacheSize (1 MiB), only the holder evicts.
+    let kept = store_image(&other, "first", 1, 600 << 10).await;
+    store_image(&other, "second", 2, 600 << 10).await;
+    assert!(other.send(LookupBlob(kept)).await.unwrap().is_some());
+    let evicted = store_image(&holder, "third", 3, 600 << 10).await;
+    store_image(&holder, "fourth", 4, 600 << 10).await;
+    assert!(holder.send(LookupBlob(evicted)).await.unwrap().is_none());
 }

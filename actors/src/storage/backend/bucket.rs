@@ -31,8 +31,11 @@ use super::{decode_pulled, encode_pulled, Backend, Io, Kind, Stored};
 use crate::names::Digest;
 use crate::storage::journal::{decode, encode, Record};
 
-/// Bytes read from a local file per request part of an upload.
-const UPLOAD_CHUNK: usize = 8 << 20;
+/// Bytes read from a local file per part of an upload (S3's smallest part).
+const UPLOAD_CHUNK: usize = 5 << 20;
+/// Parts of one upload in flight at once: with [`UPLOAD_CHUNK`], what one
+/// upload holds in memory.
+const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 
 /// A bucket as a cache's store of record. See the module documentation.
 #[derive(Debug)]
@@ -143,7 +146,8 @@ impl Bucket {
     /// upload that fails is aborted, so nothing appears under `key`.
     async fn upload(&self, key: Path, from: &LocalPath) -> std::io::Result<()> {
         let mut file = tokio::fs::File::open(from).await?;
-        let mut upload = BufWriter::with_capacity(Arc::clone(&self.store), key, UPLOAD_CHUNK);
+        let mut upload = BufWriter::with_capacity(Arc::clone(&self.store), key, UPLOAD_CHUNK)
+            .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT);
         let sent = async {
             loop {
                 let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
