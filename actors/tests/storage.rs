@@ -14,8 +14,8 @@ use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, Reference, RegistryName, RepoName, Tag};
 use ociregistry_actors::storage::{
     BeginBlob, BlobStart, Bucket, CommitBlob, CommitManifest, Filesystem, GetStats, Layout,
-    LookupBlob, LookupManifest, NotRetentionHolder, Prune, PruneBy, Retention, Storage,
-    MAX_INDEX_DEPTH,
+    LookupBlob, LookupManifest, NotRetentionHolder, OpenStoredBlob, Prune, PruneBy, Retention,
+    Storage, MAX_INDEX_DEPTH,
 };
 
 /// Storage on the filesystem backend in `dir`, with `retention`.
@@ -458,4 +458,28 @@ async fn on_a_shared_store_only_the_lease_holder_prunes() {
     let evicted = store_image(&holder, "third", 3, 600 << 10).await;
     store_image(&holder, "fourth", 4, 600 << 10).await;
     assert!(holder.send(LookupBlob(evicted)).await.unwrap().is_none());
+}
+
+#[actix::test]
+async fn a_replica_serves_what_another_stored_after_it_started() {
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let (late, _a) = replica(&store, "late").await;
+    let (writer, _b) = replica(&store, "writer").await;
+    let layer = store_image(&writer, "app", 7, 1000).await;
+    let manifest = image_of(&Digest::of(b"{\"repo\":\"app\"}"), &[&layer]);
+
+    // Not in the late replica's index: read from the bucket and verified.
+    assert_eq!(lookup(&late, &manifest.digest).await, Some(manifest));
+    // A blob it has no copy of comes from the bucket as a stream.
+    assert!(late
+        .send(LookupBlob(layer.clone()))
+        .await
+        .unwrap()
+        .is_none());
+    let stored = late
+        .send(OpenStoredBlob(layer.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.expect("in the bucket").size, 1000);
 }
