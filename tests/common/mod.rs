@@ -52,6 +52,19 @@ pub const STORE_DEADLINE: Duration = Duration::from_secs(10);
 /// Interval between two readiness probes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
+/// `POST <admin_url>/prune` of every image (not a dry run): the names the
+/// report says it removed.
+pub async fn prune_everything(admin_url: &str) -> serde_json::Value {
+    let prune = serde_json::json!({"type": "pattern", "expr": ".*", "dryRun": false});
+    let mut report = client()
+        .post(format!("{admin_url}/prune"))
+        .send_json(&prune)
+        .await
+        .unwrap();
+    let report: serde_json::Value = report.json().await.unwrap();
+    report["images"].clone()
+}
+
 /// An HTTP client with a 60 s response timeout.
 pub fn client() -> awc::Client {
     awc::Client::builder()

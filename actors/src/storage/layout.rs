@@ -1,6 +1,7 @@
 //! Where things live under the cache root. Every path is built from a
 //! validated [`Digest`], so nothing outside the root can be named.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -80,6 +81,24 @@ pub fn unique_partial(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}{PARTIAL_SUFFIX}"));
     PathBuf::from(name)
+}
+
+/// The complete files of a content-addressed directory, with their sizes;
+/// partial files and unexpected names are skipped.
+pub fn scan(dir: &Path) -> std::io::Result<HashMap<Digest, u64>> {
+    let mut found = HashMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(PARTIAL_SUFFIX) || !entry.file_type()?.is_file() {
+            continue;
+        }
+        if let Ok(d) = Digest::parse(&format!("sha256:{name}")) {
+            found.insert(d, entry.metadata()?.len());
+        }
+    }
+    Ok(found)
 }
 
 /// Writes `bytes` to `path` so that `path` either does not exist or holds all

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::layout::{Layout, PARTIAL_SUFFIX};
+use super::layout::{scan, Layout};
 use crate::names::Digest;
 
 /// Eviction frees space down to this share of the bound.
@@ -28,25 +28,13 @@ impl LocalBlobs {
     /// The blob files already in `layout` (verified before they were put
     /// there), kept within `max` bytes.
     pub fn scan(layout: &Layout, max: u64) -> std::io::Result<Self> {
-        let mut local = Self {
-            files: HashMap::new(),
-            bytes: 0,
+        let sizes = scan(&layout.blob_dir())?;
+        Ok(Self {
+            bytes: sizes.values().sum(),
+            files: sizes.into_iter().map(|(d, size)| (d, (size, 0))).collect(),
             max,
             clock: 0,
-        };
-        for entry in std::fs::read_dir(layout.blob_dir())? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(PARTIAL_SUFFIX) || !entry.file_type()?.is_file() {
-                continue;
-            }
-            if let Ok(d) = Digest::parse(&format!("sha256:{name}")) {
-                local.files.insert(d, (entry.metadata()?.len(), 0));
-                local.bytes += entry.metadata()?.len();
-            }
-        }
-        Ok(local)
+        })
     }
 
     /// The size of the local copy of `digest`, if any, counting a use.

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use super::{decode_pulled, encode_pulled, Backend, Io, Kind, Stored};
 use crate::names::Digest;
 use crate::storage::journal::{Journal, Record};
-use crate::storage::layout::{commit, write_atomically, Layout, PARTIAL_SUFFIX};
+use crate::storage::layout::{commit, scan, write_atomically, Layout};
 
 /// Bytes read from a file per chunk of [`Backend::open`].
 const READ_CHUNK: usize = 1 << 20;
@@ -164,22 +164,4 @@ impl Backend for Filesystem {
         let path = self.layout.pulled();
         blocking(move || write_atomically(&path, &encode_pulled(&pulled)))
     }
-}
-
-/// The complete files of a content-addressed directory, with their sizes;
-/// partial files and unexpected names are skipped.
-fn scan(dir: &Path) -> std::io::Result<HashMap<Digest, u64>> {
-    let mut found = HashMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(PARTIAL_SUFFIX) || !entry.file_type()?.is_file() {
-            continue;
-        }
-        if let Ok(d) = Digest::parse(&format!("sha256:{name}")) {
-            found.insert(d, entry.metadata()?.len());
-        }
-    }
-    Ok(found)
 }
