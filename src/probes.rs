@@ -20,7 +20,15 @@ pub fn health() -> HttpResponse {
 /// full or read-only disk, or a shared store that fails, does not make the
 /// server unready: cached content is still served (write failures are
 /// counted in the metrics; the store's state is in the body, `cache.store`).
+///
+/// From the start of a shutdown it answers 503 `{"status": "stopping"}`,
+/// while the server still serves for `shutdownDelay`.
 pub async fn ready(state: &AppState) -> Result<HttpResponse, ApiError> {
+    if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "stopping"}))
+        );
+    }
     let stats = state.storage.send(GetStats { images: false }).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "cache": stats})))
 }

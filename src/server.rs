@@ -232,6 +232,7 @@ pub async fn serve(
         ));
     }
     let state = web::Data::new(AppState {
+        stopping: Default::default(),
         storage,
         coordinator,
         policy: Policy {
@@ -277,7 +278,7 @@ pub async fn serve(
         "cache" => %config.image_path.display(), "air_gapped" => config.air_gapped);
     println!("ociregistry listening on {scheme}://{local}");
 
-    serve_until(servers, shutdown, &state, limits.drain, &log)
+    serve_until(servers, shutdown, &state, &limits, &log)
         .await
         .map_err(|e| listen_error(&config.host, config.port, e))?;
     let _ = state.storage.send(Flush).await;
@@ -462,26 +463,39 @@ fn bind(addr: impl ToSocketAddrs) -> std::io::Result<Vec<std::net::TcpListener>>
     }
 }
 
-/// Runs `servers` until one fails or `shutdown` resolves; then stops them
-/// gracefully (in-flight responses finish) and waits, up to `drain` in
-/// all, for the coordinator's upstream fetches.
+/// Runs `servers` until one fails or `shutdown` resolves; then turns
+/// `/ready` to 503, keeps accepting for the shutdown delay (load balancers
+/// stop sending meanwhile), stops the servers gracefully (in-flight
+/// responses finish) and waits, up to the drain time in all, for the
+/// coordinator's upstream fetches.
 async fn serve_until(
     servers: Vec<actix_web::dev::Server>,
     shutdown: impl Future<Output = &'static str>,
     state: &AppState,
-    drain: Duration,
+    limits: &ClientLimits,
     log: &slog::Logger,
 ) -> std::io::Result<()> {
+    let drain = limits.drain;
     let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
     let stopped = futures::future::try_join_all(servers);
     futures::pin_mut!(stopped);
     futures::pin_mut!(shutdown);
-    let (name, stopped) = match futures::future::select(stopped, shutdown).await {
+    let (name, mut stopped) = match futures::future::select(stopped, shutdown).await {
         Either::Left((result, _)) => return result.map(drop),
         Either::Right(signalled) => signalled,
     };
+    state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    slog::info!(log, "shutting down: unready, still accepting";
+        "by" => name, "shutdown_delay_ms" => limits.shutdown_delay.as_millis() as u64);
+    let delay = tokio::time::sleep(limits.shutdown_delay);
+    futures::pin_mut!(delay);
+    if let Either::Left((result, _)) = futures::future::select(stopped.as_mut(), delay).await {
+        return result.map(drop);
+    }
     slog::info!(log, "shutting down: draining transfers in flight";
-        "by" => name, "drain_timeout_ms" => drain.as_millis() as u64);
+        "drain_timeout_ms" => drain.as_millis() as u64);
     let deadline = tokio::time::Instant::now() + drain;
     // The servers' futures must run while they process the stop.
     let stops = futures::future::join_all(handles.iter().map(|h| h.stop(true)));

@@ -13,6 +13,8 @@ use crate::freshness::TagPolicies;
 
 /// What every handler needs.
 pub struct AppState {
+    /// Set when shutdown begins: `/ready` answers 503 from then on.
+    pub stopping: std::sync::atomic::AtomicBool,
     /// The cache index.
     pub storage: Addr<Storage>,
     /// Single-flight upstream fetches.

@@ -189,18 +189,23 @@ async fn json_logs_carry_the_request_id_of_each_response() {
     assert_eq!(access["cache"], "hit");
 }
 
-/// A server whose upstream holds a 4 MiB blob at a gate half-way; a client
+/// Shutdown without the delay before draining.
+const NO_DELAY: &str = "shutdownDelay: 0s\n";
+
+/// A server (with `extra` config lines) whose upstream holds a 4 MiB blob
+/// at a gate half-way; a client
 /// has its response headers and first bytes. Returns the upstream, the
 /// server, the blob URL, that response and its first bytes.
 async fn gated_download(
     seed: usize,
+    extra: &str,
 ) -> (FaultUpstream, Server, String, awc::ClientResponse, Vec<u8>) {
     let blob: Vec<u8> = (0..4 << 20)
         .map(|i: usize| ((i + seed) % 251) as u8)
         .collect();
     let upstream = FaultUpstream::start(blob, b"{}".to_vec());
     upstream.push_faults(&[Fault::Gated]);
-    let server = Server::start(&docker_io_config(upstream.url(), ""), &[]);
+    let server = Server::start(&docker_io_config(upstream.url(), extra), &[]);
     let url = format!(
         "{}/v2/library/app/blobs/{}?ns=docker.io",
         server.url(),
@@ -225,7 +230,7 @@ fn terminate_and_wait_for_close(server: &Server) {
 
 #[actix_web::test]
 async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
-    let (upstream, mut server, url, mut res, mut body) = gated_download(0).await;
+    let (upstream, mut server, url, mut res, mut body) = gated_download(0, NO_DELAY).await;
 
     // SIGTERM while the upstream is held: the server stops accepting but
     // keeps the transfer going.
@@ -254,8 +259,52 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
 }
 
 #[actix_web::test]
+async fn sigterm_turns_ready_off_at_once_and_keeps_serving_for_the_shutdown_delay() {
+    let (upstream, mut server, _, mut res, mut body) =
+        gated_download(3, "shutdownDelay: 3s\n").await;
+    let ready = format!("{}/ready", server.url());
+    assert_eq!(
+        client().get(&ready).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    server.terminate();
+    let unready = async {
+        loop {
+            // A new connection each time, as a kubelet probe.
+            let res = common::client().get(&ready).send().await;
+            if res.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE) {
+                return;
+            }
+            actix_web::rt::time::sleep(common::POLL_INTERVAL).await;
+        }
+    };
+    let within = Duration::from_secs(10);
+    assert!(
+        actix_web::rt::time::timeout(within, unready).await.is_ok(),
+        "/ready stays 200"
+    );
+    // Unready, it still answers new connections for the delay.
+    let fresh = common::client().get(format!("{}/v2/", server.url())).send();
+    assert_eq!(fresh.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        server.wait_exit(Duration::from_millis(200)),
+        None,
+        "still running"
+    );
+
+    // The transfer in flight completes whenever the upstream goes on.
+    upstream.open_gate();
+    while let Some(chunk) = res.next().await {
+        body.extend_from_slice(&chunk.expect("the transfer completes"));
+    }
+    assert_eq!(digest_of(&body), upstream.blob_digest());
+    server.wait_clean_exit("after the delay and the drain");
+}
+
+#[actix_web::test]
 async fn sigterm_lets_an_upstream_fetch_without_clients_finish_and_store() {
-    let (upstream, mut server, _, res, _) = gated_download(7).await;
+    let (upstream, mut server, _, res, _) = gated_download(7, NO_DELAY).await;
     // The only client goes away: nothing but the drain keeps the fetch.
     drop(res);
 

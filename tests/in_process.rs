@@ -16,6 +16,9 @@ use ociregistry::config::Config;
 use ociregistry::server::{serve, Start};
 use tokio::sync::oneshot;
 
+/// These servers stop at once (no clients to hand over to).
+const NO_DELAY: &str = "shutdownDelay: 0s\n";
+
 /// A server of this process and the means to stop it.
 struct InProcess {
     /// `http://127.0.0.1:PORT`.
@@ -84,7 +87,7 @@ async fn pulls_through_the_server_in_this_process_and_stops_on_demand() {
     upstream.push_faults(&[Fault::Gated]);
     let cache = tempfile::tempdir().unwrap();
     let server = InProcess::start(
-        &docker_io_config(upstream.url(), ""),
+        &docker_io_config(upstream.url(), NO_DELAY),
         &cache.path().join("cache"),
     );
     let blob_url = format!(
@@ -131,7 +134,7 @@ async fn a_failed_fetch_is_not_remembered_and_the_cache_outlives_the_server() {
     upstream.push_faults(&[Fault::Status(500)]);
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().join("cache");
-    let server = InProcess::start(&docker_io_config(upstream.url(), ""), &cache_dir);
+    let server = InProcess::start(&docker_io_config(upstream.url(), NO_DELAY), &cache_dir);
     let path = format!(
         "/v2/library/app/blobs/{}?ns=docker.io",
         upstream.blob_digest()
@@ -150,7 +153,7 @@ async fn a_failed_fetch_is_not_remembered_and_the_cache_outlives_the_server() {
     // A new server on the same cache, air-gapped: both come from the cache.
     drop(upstream);
     let server = InProcess::start(
-        "airGapped: true\nregistries:\n  - name: docker.io\n    urls: [http://127.0.0.1:9]\n",
+        "airGapped: true\nshutdownDelay: 0s\nregistries:\n  - name: docker.io\n    urls: [http://127.0.0.1:9]\n",
         &cache_dir,
     );
     assert_eq!(server.get(&path).await, (StatusCode::OK, body));

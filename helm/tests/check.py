@@ -761,6 +761,18 @@ def run_checks(c, emit_dir):
          ({"name": "ociregistry-s3", "key": "accessKeyId"}, {"name": "ociregistry-s3", "key": "secretAccessKey"}, False))
     c.check("objectStorage: each replica's local directory is its own emptyDir",
             "emptyDir" in o.volume("images") and not o.all("PersistentVolumeClaim"))
+    pdbs = o.all("PodDisruptionBudget")
+    c.eq("replicaCount 3: a PodDisruptionBudget of maxUnavailable 1 selecting the pods",
+         [(p["spec"].get("maxUnavailable"), p["spec"]["selector"]["matchLabels"].items() <= o.pod["metadata"]["labels"].items())
+          for p in pdbs], [(1, True)])
+    spread = o.spec.get("topologySpreadConstraints", [])
+    c.eq("replicaCount 3: replicas spread over nodes by default",
+         [(t.get("topologyKey"), t.get("maxSkew"), t.get("whenUnsatisfiable")) for t in spread],
+         [("kubernetes.io/hostname", 1, "ScheduleAnyway")])
+    r = c.render(["object-storage.yaml"], sets=["podDisruptionBudget.enabled=false"], validate=False)
+    c.check("podDisruptionBudget.enabled=false: no PodDisruptionBudget", not r.all("PodDisruptionBudget"))
+    c.check("one replica: no PodDisruptionBudget, no spread constraints",
+            not d.all("PodDisruptionBudget") and "topologySpreadConstraints" not in d.spec)
     r = c.render(sets=["objectStorage.enabled=true", "objectStorage.bucket=b", "objectStorage.kind=gcs"], validate=False)
     c.eq("objectStorage without a Secret or options: only kind and bucket, no AWS variables",
          ((yaml.safe_load(r.config_secret()[2] or "null") or {}).get("storage"), r.container.get("env")),

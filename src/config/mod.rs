@@ -152,6 +152,9 @@ pub struct Config {
     pub upstreams: UpstreamRules,
     /// On SIGTERM/SIGINT, how long in-flight transfers may finish.
     pub drain_timeout: Span,
+    /// On SIGTERM/SIGINT, how long the server keeps accepting, `/ready`
+    /// already 503, before it drains (endpoint removal has to propagate).
+    pub shutdown_delay: Span,
     /// Most client connections open at once.
     pub max_connections: usize,
     /// Most connections open at once from one client address.

@@ -50,6 +50,8 @@ pub struct ClientLimits {
     pub keep_alive: Duration,
     /// Time in-flight transfers get on shutdown.
     pub drain: Duration,
+    /// Time the server keeps accepting on shutdown, unready, before it drains.
+    pub shutdown_delay: Duration,
 }
 
 impl Config {
@@ -94,6 +96,10 @@ impl Config {
             header_timeout: positive("headerTimeout", self.header_timeout)?,
             keep_alive: positive("keepAlive", self.keep_alive)?,
             drain: positive("drainTimeout", self.drain_timeout)?,
+            shutdown_delay: self.shutdown_delay.0.ok_or(ConfigError::Invalid {
+                key: "shutdownDelay",
+                reason: "must be a duration (0 for none), not never".into(),
+            })?,
         })
     }
 

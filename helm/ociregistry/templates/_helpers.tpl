@@ -389,3 +389,8 @@ rollingUpdate:
 type: Recreate
 {{- end }}
 {{- end }}
+
+{{/* "true" when a Deployment runs more than one replica. */}}
+{{- define "ociregistry.replicated" -}}
+{{- if and (not (include "ociregistry.daemonset" .)) (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
