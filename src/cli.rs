@@ -10,7 +10,7 @@ use crate::prune::PruneKind;
 use crate::units::Span;
 
 /// Pull-only, pull-through caching OCI Distribution server.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "ociregistry", version, about)]
 pub struct Cli {
     /// YAML configuration file (see config/example.yaml).
@@ -31,7 +31,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Serve the registry API.
     Serve(ServeArgs),
@@ -44,7 +44,7 @@ pub enum Command {
 }
 
 /// Flags of `load`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// A list of image references, one per line (`#` comments allowed), or
     /// a tarball (OCI image layout or `docker save`), told apart by content.
@@ -63,7 +63,7 @@ pub struct LoadArgs {
 }
 
 /// Flags of `list`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ListArgs {
     /// Only images whose `registry/repo:tag` matches this regular expression.
     #[arg(long, value_name = "REGEX")]
@@ -77,7 +77,7 @@ pub struct ListArgs {
 }
 
 /// Flags of `prune`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PruneArgs {
     /// accessed (not pulled for --duration), created (cached more than
     /// --duration ago) or pattern (name matches --expr).
@@ -98,7 +98,7 @@ pub struct PruneArgs {
 }
 
 /// Flags of `serve`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Port to listen on; 0 picks a free one [default: 8080].
     #[arg(long)]

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use ociregistry_actors::storage::{unix, Flush, ImageInfo, Layout, Prune, PruneReport, Storage};
 use regex::Regex;
 
-use crate::cli::{ListArgs, LoadArgs, PruneArgs, ServeArgs};
+use crate::cli::{Cli, ListArgs, LoadArgs, PruneArgs, ServeArgs};
 use crate::config::{Config, ConfigError};
 use crate::image_ref::ImageRef;
 use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
 use crate::server::cache_in_use;
-use crate::server::{self, Cache, StartError};
+use crate::server::{self, Cache, Start, StartError};
 use crate::tarball::{self, ImportError};
 
 /// Why a subcommand failed.
@@ -49,11 +49,21 @@ pub enum CommandError {
     Admin(String),
 }
 
-/// Serves until stopped.
-pub fn serve(config: Config, args: &ServeArgs, log: &slog::Logger) -> Result<(), CommandError> {
+/// Serves until stopped, reloading the configuration `cli` names when it
+/// changes.
+pub fn serve(
+    config: Config,
+    cli: &Cli,
+    args: &ServeArgs,
+    log: &slog::Logger,
+) -> Result<(), CommandError> {
     let preload = args.preload_images.as_deref().map(Source::of).transpose();
-    let preload = preload.map_err(CommandError::Input)?;
-    actix::System::new().block_on(server::run(config, args.hello_world, preload, log.clone()))?;
+    let start = Start {
+        hello_world: args.hello_world,
+        preload: preload.map_err(CommandError::Input)?,
+        reload: Some(cli.clone()),
+    };
+    actix::System::new().block_on(server::run(config, start, log.clone()))?;
     Ok(())
 }
 

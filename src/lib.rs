@@ -24,6 +24,7 @@
 //! - [`hello_world`]: the embedded demo image.
 //! - [`tarball`]: images from OCI-layout and `docker save` tarballs.
 //! - [`server`]: start-up: cache, actors, listener.
+//! - [`reload`]: configuration reloads while serving (SIGHUP, file changes).
 //!
 //! The actors (PullCoordinator, Storage, UpstreamRegistry) live in the
 //! `ociregistry-actors` crate.
@@ -44,6 +45,7 @@ pub mod preload;
 pub mod probes;
 pub mod prune;
 pub mod range;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod state;

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
         slog::warn!(log, "configuration"; "warning" => w);
     }
     let result = match &cli.command {
-        Command::Serve(serve) => commands::serve(loaded.config, serve, &log),
+        Command::Serve(serve) => commands::serve(loaded.config, &cli, serve, &log),
         Command::Load(args) => commands::load(&loaded.config, args, &log),
         Command::List(args) => commands::list(&loaded.config, args, &log),
         Command::Prune(args) => commands::prune(&loaded.config, args, &log),

@@ -138,12 +138,7 @@ impl Cache {
                 "serving the embedded image docker.io/library/hello-world:latest (air-gapped)"
             );
         }
-        let unlisted = Unlisted {
-            timeouts: config.timeouts()?,
-            proxy: env_proxy,
-            mirror: config.upstream_mirror.as_ref().map(|u| u.0.clone()),
-            guard: std::sync::Arc::new(config.host_rules()?),
-        };
+        let unlisted = unlisted(config, env_proxy)?;
         let coordinator = PullCoordinator::start(
             storage.clone(),
             upstreams,
@@ -160,15 +155,33 @@ impl Cache {
     }
 }
 
+/// The serving policy `config` says.
+pub fn policy(config: &Config) -> Result<Policy, ConfigError> {
+    Ok(Policy {
+        default_ns: config.default_ns.clone(),
+        air_gapped: config.air_gapped,
+        tags: config.tag_policies(),
+        pull_timeout: config.pull_timeout(),
+        listed: config.registry_names()?,
+        hosts: config.host_rules()?,
+    })
+}
+
+/// How `config` reaches registries it does not list (`proxy`: the
+/// environment's egress proxies).
+pub fn unlisted(config: &Config, proxy: ProxyRules) -> Result<Unlisted, ConfigError> {
+    Ok(Unlisted {
+        timeouts: config.timeouts()?,
+        proxy,
+        mirror: config.upstream_mirror.as_ref().map(|u| u.0.clone()),
+        guard: Arc::new(config.host_rules()?),
+    })
+}
+
 /// Runs the server on the configured registry address until SIGTERM or
 /// SIGINT (a second signal exits at once), then shuts down as [`serve`]
 /// says.
-pub async fn run(
-    config: Config,
-    hello_world: bool,
-    preload: Option<Source>,
-    log: slog::Logger,
-) -> Result<(), StartError> {
+pub async fn run(config: Config, start: Start, log: slog::Logger) -> Result<(), StartError> {
     let listen = |e| listen_error(&config.host, config.port, e);
     let registry = bind((config.host.as_str(), config.port)).map_err(listen)?;
     let signalled = async {
@@ -178,10 +191,6 @@ pub async fn run(
             std::process::exit(1);
         });
         name
-    };
-    let start = Start {
-        hello_world,
-        preload,
     };
     serve(config, registry, start, signalled, log).await
 }
@@ -194,6 +203,9 @@ pub struct Start {
     /// Images to load in the background: what is cached serves at once,
     /// and an unreachable upstream never delays start-up.
     pub preload: Option<Source>,
+    /// The command line the configuration came from: reloaded on SIGHUP
+    /// and when its files change ([`crate::reload`]).
+    pub reload: Option<crate::cli::Cli>,
 }
 
 /// Serves the registry port on `registry` (bound by the caller: [`run`],
@@ -213,6 +225,7 @@ pub async fn serve(
     let Start {
         hello_world,
         preload,
+        reload,
     } = start;
     let limits = config.client_limits()?;
     let tls = match config.server_tls()? {
@@ -235,16 +248,17 @@ pub async fn serve(
         stopping: Default::default(),
         storage,
         coordinator,
-        policy: Policy {
-            default_ns: config.default_ns.clone(),
-            air_gapped: config.air_gapped,
-            tags: config.tag_policies(),
-            pull_timeout: config.pull_timeout(),
-            listed: config.registry_names()?,
-            hosts: config.host_rules()?,
-        },
+        policy: std::sync::RwLock::new(Arc::new(policy(&config)?)),
         log: log.clone(),
     });
+    if let Some(cli) = reload {
+        actix::spawn(crate::reload::watch(
+            cli,
+            config.clone(),
+            state.clone(),
+            log.clone(),
+        ));
+    }
     if let Some((every, spec)) = config.scheduled_prune()? {
         actix::spawn(scheduled_prune(
             state.storage.clone(),

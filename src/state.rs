@@ -1,6 +1,7 @@
 //! What every handler shares: the actors' addresses and the serving policy.
 
 use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::Addr;
@@ -19,10 +20,23 @@ pub struct AppState {
     pub storage: Addr<Storage>,
     /// Single-flight upstream fetches.
     pub coordinator: Addr<PullCoordinator>,
-    /// How requests are answered.
-    pub policy: Policy,
+    /// How requests are answered; a reload swaps it (a request keeps the
+    /// one it started with).
+    pub policy: RwLock<Arc<Policy>>,
     /// Access and error log.
     pub log: slog::Logger,
+}
+
+impl AppState {
+    /// The serving policy now.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Serves with `policy` from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
 }
 
 /// The serving policy from the configuration.

@@ -308,6 +308,31 @@ impl Handler<UpstreamsHealth> for PullCoordinator {
     }
 }
 
+/// New upstream settings and limits (a configuration reload). Fetches in
+/// flight finish with the actors they started with; new fetches start
+/// actors with the new settings (and no cached tokens). Bad TLS settings
+/// refuse the whole change.
+#[derive(Message)]
+#[rtype(result = "Result<(), TlsError>")]
+pub struct Reconfigure {
+    /// The configured registries.
+    pub configured: Vec<UpstreamSettings>,
+    /// How unlisted registries are reached.
+    pub unlisted: Unlisted,
+    /// Fetch limits.
+    pub limits: FetchLimits,
+}
+
+impl Handler<Reconfigure> for PullCoordinator {
+    type Result = Result<(), TlsError>;
+
+    fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) -> Self::Result {
+        self.upstreams.reconfigure(msg.configured, msg.unlisted)?;
+        self.limits = msg.limits;
+        Ok(())
+    }
+}
+
 /// Resolves once every fetch in flight now has ended (graceful shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -540,6 +565,18 @@ fn too_large(size: u64, max: u64) -> FetchError {
     ))
 }
 
+/// Each configured registry's settings with its TLS configuration, built
+/// up front so that bad TLS settings are refused at once.
+type Configured = HashMap<RegistryName, (UpstreamSettings, Arc<rustls::ClientConfig>)>;
+
+/// [`Configured`] from settings.
+fn tls_configs(configured: Vec<UpstreamSettings>) -> Result<Configured, TlsError> {
+    configured
+        .into_iter()
+        .map(|s| s.tls.client_config().map(|tls| (s.name.clone(), (s, tls))))
+        .collect()
+}
+
 /// How registries that the configuration does not list are reached.
 #[derive(Debug, Clone)]
 pub struct Unlisted {
@@ -560,7 +597,7 @@ pub const MAX_UNLISTED_ACTORS: usize = 64;
 /// The upstream actors, one per registry, spread over a few arbiters.
 struct Upstreams {
     /// Settings and TLS configuration of the configured registries.
-    configured: HashMap<RegistryName, (UpstreamSettings, Arc<rustls::ClientConfig>)>,
+    configured: Configured,
     /// TLS configuration for unlisted registries (OS trust store).
     default_tls: Arc<rustls::ClientConfig>,
     /// How unlisted registries are reached.
@@ -584,13 +621,9 @@ impl Upstreams {
         unlisted: Unlisted,
         log: slog::Logger,
     ) -> Result<Self, TlsError> {
-        let configured = configured
-            .into_iter()
-            .map(|s| s.tls.client_config().map(|tls| (s.name.clone(), (s, tls))))
-            .collect::<Result<_, _>>()?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            configured,
+            configured: tls_configs(configured)?,
             default_tls: crate::upstream::TlsSettings::default().client_config()?,
             unlisted,
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
@@ -598,6 +631,20 @@ impl Upstreams {
             unlisted_lru: VecDeque::new(),
             log,
         })
+    }
+
+    /// Replaces the settings; the actors started so far are forgotten
+    /// (each ends once its fetches in flight do).
+    fn reconfigure(
+        &mut self,
+        configured: Vec<UpstreamSettings>,
+        unlisted: Unlisted,
+    ) -> Result<(), TlsError> {
+        self.configured = tls_configs(configured)?;
+        self.unlisted = unlisted;
+        self.started.clear();
+        self.unlisted_lru.clear();
+        Ok(())
     }
 
     /// The actor for `registry`, started on first use. Clients can name

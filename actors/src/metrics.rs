@@ -128,6 +128,10 @@ pub struct Metrics {
     /// Fetched content that could not be written to the cache (disk full,
     /// I/O errors); the fetch fails or is served uncached.
     pub cache_write_failures: Counter,
+    /// Configuration reloads refused (the previous configuration kept serving).
+    pub config_reload_failures: Counter,
+    /// When a configuration was last loaded or reloaded (unix seconds).
+    pub config_last_reload_success: Gauge,
     /// With a shared store (a bucket): 1 while its last check succeeded.
     pub store_up: Gauge,
     /// Failed operations on a shared store.
@@ -166,6 +170,8 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             evictions: Counter::default(),
             cache_write_failures: Counter::default(),
+            config_reload_failures: Counter::default(),
+            config_last_reload_success: Gauge::default(),
             store_up: Gauge::default(),
             store_errors: Counter::default(),
             upstream_up: Family::default(),
@@ -232,6 +238,16 @@ impl Metrics {
             "cache_write_failures",
             "Fetched content that could not be written to the cache",
             m.cache_write_failures.clone(),
+        );
+        r.register(
+            "config_reload_failures",
+            "Configuration reloads refused; the previous configuration kept serving",
+            m.config_reload_failures.clone(),
+        );
+        r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When a configuration was last loaded or reloaded",
+            m.config_last_reload_success.clone(),
         );
         r.register(
             "store_up",

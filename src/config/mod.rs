@@ -477,6 +477,34 @@ fn positive(key: &'static str, span: Span) -> Result<Duration, ConfigError> {
         })
 }
 
+impl Config {
+    /// Every file the configuration names (secrets, certificates, CAs):
+    /// a change to one of them is a change of the configuration.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for r in &self.registries {
+            if let Some(f) = r.auth.as_ref().and_then(|a| a.password_file.clone()) {
+                files.push(f);
+            }
+            if let Some(t) = &r.tls {
+                files.extend([&t.ca, &t.cert, &t.key].into_iter().flatten().cloned());
+            }
+        }
+        if let Some(t) = &self.server_tls_config {
+            files.extend(
+                [Some(&t.cert), Some(&t.key), t.ca.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        files.extend(self.admin_token_file.clone());
+        files.extend(self.storage.secret_access_key_file.clone());
+        files.extend(self.storage.ca_file.clone());
+        files
+    }
+}
+
 /// A secret from the first of its sources that is set: inline, an
 /// environment variable, a file (trailing newlines dropped); `None` when
 /// none is. `key` names it in errors (`auth.password`).

@@ -40,7 +40,8 @@ pub async fn serve(
         BlobSource::complete(Arc::new(file), blob.size)
     } else {
         // Air-gapped, only a shared store may fill the local directory.
-        let air_gapped = state.policy.air_gapped;
+        let policy = state.policy();
+        let air_gapped = policy.air_gapped;
         let joined = state
             .coordinator
             .send(FetchBlob {
@@ -50,7 +51,7 @@ pub async fn serve(
                 upstream: !air_gapped,
             })
             .await?;
-        let ready = within(&state.policy, joined.value.ready(), Content::Blob).await;
+        let ready = within(&policy, joined.value.ready(), Content::Blob).await;
         let source = ready.map_err(|e| match e {
             ApiError::Upstream {
                 source: ociregistry_actors::error::FetchError::NotFound,

@@ -26,7 +26,7 @@ pub async fn serve(
     access: &mut Access,
 ) -> Result<HttpResponse, ApiError> {
     let reference = Reference::parse(reference)?;
-    let policy = &state.policy;
+    let policy = &state.policy();
     let cached = state
         .storage
         .send(LookupManifest {

@@ -61,9 +61,9 @@ async fn route_request(
         let ns = web::Query::<NsQuery>::from_query(req.query_string())
             .ok()
             .and_then(|q| q.into_inner().ns);
-        let t = namespace::resolve(name, ns.as_deref(), state.policy.default_ns.as_ref())?;
+        let t = namespace::resolve(name, ns.as_deref(), state.policy().default_ns.as_ref())?;
         access.registry = Some(t.registry.to_string());
-        let policy = &state.policy;
+        let policy = &state.policy();
         if !policy.listed.contains(&t.registry) && !policy.hosts.permits(&t.registry) {
             METRICS.guard_refusals.inc();
             return Err(ApiError::RegistryNotAllowed(t.registry.to_string()));

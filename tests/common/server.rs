@@ -186,11 +186,15 @@ impl Server {
         kill_child(&mut self.child);
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// Sends SIGTERM (a graceful shutdown).
     pub fn terminate(&self) {
-        let child = self.child.as_ref().expect("server running");
         let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM failed");

@@ -75,6 +75,11 @@ impl LocalBlobs {
         evicted
     }
 
+    /// A new bound; it applies from the next copy on.
+    pub fn set_max(&mut self, max: u64) {
+        self.max = max;
+    }
+
     /// Forgets the local copy of `digest`.
     pub fn remove(&mut self, digest: &Digest) {
         if let Some((size, _)) = self.files.remove(digest) {

@@ -868,6 +868,23 @@ impl Handler<ListImages> for Storage {
     }
 }
 
+/// New pins and size limits (a configuration reload).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetRetention(pub Retention);
+
+impl Handler<SetRetention> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetRetention, _: &mut Self::Context) {
+        if let (Some(local), Some(max)) = (&mut self.local, msg.0.local_max_size) {
+            local.set_max(max);
+        }
+        self.retention = msg.0;
+        self.evict_if_needed();
+    }
+}
+
 /// The tag history (see [`Storage::history`]).
 #[derive(Message)]
 #[rtype(result = "std::io::Result<Vec<serde_json::Value>>")]

@@ -1,0 +1,184 @@
+//! Configuration reloads without a restart: a password rotated in a
+//! Kubernetes-style mounted Secret (a `..data` symlink swap) against a real
+//! registry in Basic-auth + TLS mode, a broken configuration refused while
+//! the running one keeps serving, and SIGHUP.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use awc::http::StatusCode;
+use common::{
+    client, docker_io_config, free_port, htpasswd, push_image, FaultUpstream, Pki, Server,
+    TestImage, Upstream,
+};
+
+const USER: &str = "puller";
+
+/// How long a reload may take to be noticed (files are compared every 2 s).
+const NOTICED: Duration = Duration::from_secs(15);
+
+/// A Secret mounted as the kubelet does it: `password` → `..data/password`,
+/// `..data` → `..v<N>`; an update writes `..v<N+1>` and swaps `..data` in
+/// one rename.
+struct MountedSecret {
+    dir: PathBuf,
+    version: u32,
+}
+
+impl MountedSecret {
+    fn new(dir: &Path, password: &str) -> MountedSecret {
+        let mut secret = MountedSecret {
+            dir: dir.to_owned(),
+            version: 0,
+        };
+        secret.update(password);
+        std::os::unix::fs::symlink("..data/password", dir.join("password")).unwrap();
+        secret
+    }
+
+    /// The file the configuration names.
+    fn path(&self) -> PathBuf {
+        self.dir.join("password")
+    }
+
+    fn update(&mut self, password: &str) {
+        self.version += 1;
+        let version = format!("..v{}", self.version);
+        std::fs::create_dir(self.dir.join(&version)).unwrap();
+        std::fs::write(self.dir.join(&version).join("password"), password).unwrap();
+        let staged = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&version, &staged).unwrap();
+        std::fs::rename(staged, self.dir.join("..data")).unwrap();
+    }
+}
+
+/// The status of `GET /v2/<repo>/manifests/1.0?ns=docker.io` through `server`.
+async fn manifest_status(server: &Server, repo: &str) -> StatusCode {
+    let url = format!("{}/v2/{repo}/manifests/1.0?ns=docker.io", server.url());
+    client().get(url).send().await.unwrap().status()
+}
+
+/// Waits until the server's log has `line` `times` times.
+fn logged(server: &Server, line: &str, times: usize) -> bool {
+    common::wait_until(NOTICED, || {
+        server.log_contents().matches(line).count() >= times
+    })
+}
+
+#[actix_web::test]
+async fn a_password_rotated_in_a_swapped_secret_applies_without_a_restart() {
+    if !common::e2e(&["docker-registry", "htpasswd"], false) {
+        return;
+    }
+    let pki = Pki::generate();
+    let plain = Upstream::start();
+    for (repo, seed) in [("library/first", 1), ("library/second", 2)] {
+        let image = TestImage::oci(seed, &[40_000]);
+        push_image(&client(), &plain.url(), repo, "1.0", &image).await;
+    }
+    let users = htpasswd(pki.dir(), USER, "old-Pa55");
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        users.display()
+    );
+    let mut registry = plain.secured(&format!("{}{auth}", pki.registry_tls(false)), true);
+    let mounted = tempfile::tempdir().unwrap();
+    let mut secret = MountedSecret::new(mounted.path(), "old-Pa55");
+    let entry = format!(
+        "    tls:\n      ca: {}\n    auth:\n      user: {USER}\n      passwordFile: {}\n",
+        pki.path("ca.pem").display(),
+        secret.path().display()
+    );
+    let config = format!(
+        "registries:\n  - name: docker.io\n    urls: [{}]\n{entry}",
+        registry.url()
+    );
+    let server = Server::start(&config, &[]);
+    assert_eq!(
+        manifest_status(&server, "library/first").await,
+        StatusCode::OK
+    );
+
+    // The registry's password changes: the server's is refused.
+    htpasswd(pki.dir(), USER, "new-Pa55");
+    registry.restart();
+    assert_ne!(
+        manifest_status(&server, "library/second").await,
+        StatusCode::OK
+    );
+
+    // The kubelet updates the Secret: the next fetch uses the new password.
+    secret.update("new-Pa55");
+    assert!(
+        logged(&server, "configuration reloaded", 1),
+        "{}",
+        server.log_contents()
+    );
+    assert_eq!(
+        manifest_status(&server, "library/second").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        manifest_status(&server, "library/first").await,
+        StatusCode::OK
+    );
+    assert!(
+        !server.log_contents().contains("new-Pa55"),
+        "secrets never logged"
+    );
+}
+
+#[actix_web::test]
+async fn a_broken_configuration_is_refused_and_the_running_one_keeps_serving() {
+    let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+    let upstream = FaultUpstream::start(blob, manifest.to_vec());
+    let metrics_port = free_port();
+    let server = Server::start(
+        &docker_io_config(upstream.url(), ""),
+        &["--metrics", &metrics_port.to_string()],
+    );
+    assert_eq!(
+        manifest_status(&server, "library/app").await,
+        StatusCode::OK
+    );
+
+    std::fs::write(server.config_path(), "registries: [unclosed\n").unwrap();
+    assert!(logged(&server, "configuration refused", 1));
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let mut res = client().get(metrics_url).send().await.unwrap();
+    let metrics = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        metrics.contains("ociregistry_config_reload_failures_total 1"),
+        "{metrics}"
+    );
+    // The previous configuration serves, its upstream included.
+    let blob_url = format!(
+        "{}/v2/library/app/blobs/{}?ns=docker.io",
+        server.url(),
+        upstream.blob_digest()
+    );
+    let mut res = client().get(&blob_url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        common::digest_of(&res.body().await.unwrap()),
+        upstream.blob_digest()
+    );
+
+    // Fixed, it applies; SIGHUP reloads even when no file changed.
+    std::fs::write(
+        server.config_path(),
+        docker_io_config(upstream.url(), "tagTtl: 1m\n"),
+    )
+    .unwrap();
+    assert!(logged(&server, "configuration reloaded", 1));
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(logged(&server, "configuration reloaded", 2));
+    assert!(server.log_contents().contains("SIGHUP"));
+}
