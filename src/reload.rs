@@ -66,8 +66,8 @@ pub async fn watch(cli: Cli, mut current: Config, state: web::Data<AppState>, lo
 }
 
 /// Builds everything the new configuration says, then swaps it in: the
-/// upstream settings (new actors, no cached tokens), limits, pins, the
-/// serving policy.
+/// server's certificate and client CAs, the upstream settings (new actors,
+/// no cached tokens), limits, pins, the serving policy.
 async fn reload(cli: &Cli, state: &AppState, log: &slog::Logger) -> Result<Config, String> {
     let loaded = Config::load(cli).map_err(|e| e.to_string())?;
     for w in &loaded.warnings {
@@ -82,12 +82,23 @@ async fn reload(cli: &Cli, state: &AppState, log: &slog::Logger) -> Result<Confi
     };
     let retention = new.retention().map_err(|e| e.to_string())?;
     let policy = server::policy(&new).map_err(|e| e.to_string())?;
+    let certs = match (&state.certs, new.server_tls().map_err(|e| e.to_string())?) {
+        (Some(certs), Some(settings)) => {
+            Some((certs, settings.prepare().map_err(|e| e.to_string())?))
+        }
+        _ => None,
+    };
+    // Nothing has changed yet; the upstream settings are the last step
+    // that can fail.
     state
         .coordinator
         .send(reconfigure)
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    if let Some((certs, prepared)) = certs {
+        certs.replace(prepared);
+    }
     state
         .storage
         .send(SetRetention(retention))
@@ -123,8 +134,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("metrics", old.metrics != new.metrics),
         ("health", old.health != new.health),
         (
-            "serverTlsConfig",
-            differ(&old.server_tls_config, &new.server_tls_config),
+            "serverTlsConfig (on or off)",
+            old.server_tls_config.is_some() != new.server_tls_config.is_some(),
         ),
         ("maxConnections", old.max_connections != new.max_connections),
         (

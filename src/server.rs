@@ -228,9 +228,12 @@ pub async fn serve(
         reload,
     } = start;
     let limits = config.client_limits()?;
-    let tls = match config.server_tls()? {
-        Some(settings) => Some(settings.server_config().map_err(StartError::ServerTls)?),
-        None => None,
+    let (tls, certs) = match config.server_tls()? {
+        Some(settings) => {
+            let (tls, certs) = settings.server_config().map_err(StartError::ServerTls)?;
+            (Some(tls), Some(certs))
+        }
+        None => (None, None),
     };
     let cache = Cache::open(&config, hello_world, &log).await?;
     let (storage, coordinator) = (cache.storage.clone(), cache.coordinator.clone());
@@ -246,6 +249,7 @@ pub async fn serve(
     }
     let state = web::Data::new(AppState {
         stopping: Default::default(),
+        certs,
         storage,
         coordinator,
         policy: std::sync::RwLock::new(Arc::new(policy(&config)?)),

@@ -9,6 +9,7 @@ use ociregistry_actors::coordinator::PullCoordinator;
 use ociregistry_actors::names::RegistryName;
 use ociregistry_actors::storage::Storage;
 use ociregistry_actors::upstream::guard::HostRules;
+use ociregistry_actors::upstream::ServerCerts;
 
 use crate::freshness::TagPolicies;
 
@@ -16,6 +17,9 @@ use crate::freshness::TagPolicies;
 pub struct AppState {
     /// Set when shutdown begins: `/ready` answers 503 from then on.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// With HTTPS toward clients, the certificate and client CAs a reload
+    /// replaces.
+    pub certs: Option<Arc<ServerCerts>>,
     /// The cache index.
     pub storage: Addr<Storage>,
     /// Single-flight upstream fetches.

@@ -182,3 +182,63 @@ async fn a_broken_configuration_is_refused_and_the_running_one_keeps_serving() {
     assert!(logged(&server, "configuration reloaded", 2));
     assert!(server.log_contents().contains("SIGHUP"));
 }
+
+/// `serial=…` of a certificate: the one `127.0.0.1:port` presents, or the
+/// one in `pem`.
+fn serial(port: Option<u16>, pem: &Path) -> String {
+    let script = match port {
+        Some(port) => format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ),
+        None => format!("openssl x509 -noout -serial -in {}", pem.display()),
+    };
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[actix_web::test]
+async fn a_renewed_server_certificate_is_presented_without_a_restart() {
+    if !common::e2e(&["openssl"], false) {
+        return;
+    }
+    let (old, new) = (Pki::generate(), Pki::generate());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(old.path("server.pem"), &cert).unwrap();
+    std::fs::copy(old.path("server-key.pem"), &key).unwrap();
+    let config = format!(
+        "serverTlsConfig:\n  cert: {}\n  key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    let server = Server::start(&config, &[]);
+    let port: u16 = server
+        .host_port()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = serial(Some(port), &cert);
+    assert_eq!(before, serial(None, &old.path("server.pem")));
+
+    // A broken pair (a new certificate, the old key) is refused.
+    std::fs::copy(new.path("server.pem"), &cert).unwrap();
+    assert!(logged(&server, "configuration refused", 1));
+    assert_eq!(
+        serial(Some(port), &cert),
+        before,
+        "the old one still serves"
+    );
+
+    // With its key, the renewed certificate serves the next connection.
+    std::fs::copy(new.path("server-key.pem"), &key).unwrap();
+    assert!(logged(&server, "configuration reloaded", 1));
+    assert_eq!(
+        serial(Some(port), &cert),
+        serial(None, &new.path("server.pem"))
+    );
+}

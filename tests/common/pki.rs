@@ -135,6 +135,7 @@ impl Pki {
         }
         .server_config()
         .expect("server TLS configuration")
+        .0
     }
 
     /// A file of the PKI, e.g. `ca.pem`, `server-key.pem`, `client.pem`.

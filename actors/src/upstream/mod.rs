@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use self::auth::{Challenge, TokenCache, TokenResponse};
 pub use self::proxy::{ProxyEnvError, ProxyError, ProxyRules};
 pub use self::settings::{
-    default_endpoint, require_native_roots, Credentials, ServerTlsSettings, Timeouts, TlsError,
-    TlsSettings, UpstreamSettings,
+    default_endpoint, require_native_roots, Credentials, PreparedCerts, ServerCerts,
+    ServerTlsSettings, Timeouts, TlsError, TlsSettings, UpstreamSettings,
 };
 use crate::error::FetchError;
 use crate::manifest::{MAX_MANIFEST_BYTES, UPSTREAM_ACCEPT};

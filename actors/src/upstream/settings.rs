@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
@@ -184,14 +187,28 @@ pub struct ServerTlsSettings {
 }
 
 impl ServerTlsSettings {
-    /// The rustls server configuration (TLS 1.2 and 1.3, ring provider);
-    /// an unreadable or invalid file is an error, never a fall-back.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    /// The rustls server configuration (TLS 1.2 and 1.3, ring provider) and
+    /// the certificate and client verification it asks at each handshake,
+    /// which [`ServerCerts::replace`] swaps; an unreadable or invalid file
+    /// is an error, never a fall-back.
+    pub fn server_config(&self) -> Result<(rustls::ServerConfig, Arc<ServerCerts>), TlsError> {
+        let certs = Arc::new(ServerCerts {
+            current: RwLock::new(Arc::new(self.prepare()?)),
+        });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()?;
-        let builder = match &self.client_ca {
-            None => builder.with_no_client_auth(),
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(Arc::clone(&certs) as Arc<dyn ClientCertVerifier>)
+            .with_cert_resolver(Arc::clone(&certs) as Arc<dyn ResolvesServerCert>);
+        Ok((config, certs))
+    }
+
+    /// The certificate, its key and the client verifier, read now, for
+    /// [`ServerCerts::replace`].
+    pub fn prepare(&self) -> Result<PreparedCerts, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let clients = match &self.client_ca {
+            None => None,
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in read_certs(ca)? {
@@ -199,15 +216,113 @@ impl ServerTlsSettings {
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
-                    provider,
+                    Arc::clone(&provider),
                 )
                 .build()
                 .map_err(|e| pem_error(ca, e))?;
-                builder.with_client_cert_verifier(verifier)
+                Some(verifier)
             }
         };
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| pem_error(&self.key, e))?;
-        Ok(builder.with_single_cert(read_certs(&self.cert)?, key)?)
+        let key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| pem_error(&self.key, e))?;
+        let key = CertifiedKey::new(read_certs(&self.cert)?, key);
+        key.keys_match().map_err(|e| pem_error(&self.key, e))?;
+        Ok(PreparedCerts {
+            key: Arc::new(key),
+            clients,
+        })
+    }
+}
+
+/// A server certificate and the client verification, read and checked.
+#[derive(Debug)]
+pub struct PreparedCerts {
+    /// Certificate chain and signing key.
+    key: Arc<CertifiedKey>,
+    /// Verifies client certificates; `None`: clients are not asked for one.
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// HTTPS toward clients as a reload may replace it: each handshake uses
+/// the certificate and client CAs current when it starts.
+#[derive(Debug)]
+pub struct ServerCerts {
+    /// What handshakes use now.
+    current: RwLock<Arc<PreparedCerts>>,
+}
+
+impl ServerCerts {
+    /// Uses `prepared` from the next handshake on.
+    pub fn replace(&self, prepared: PreparedCerts) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prepared);
+    }
+
+    /// What handshakes use now.
+    fn now(&self) -> Arc<PreparedCerts> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The client verifier now, or the error when clients are not verified.
+    fn clients(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        self.now()
+            .clients
+            .clone()
+            .ok_or_else(|| rustls::Error::General("client certificates are not asked for".into()))
+    }
+}
+
+impl ResolvesServerCert for ServerCerts {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.now().key))
+    }
+}
+
+impl ClientCertVerifier for ServerCerts {
+    fn offer_client_auth(&self) -> bool {
+        self.now().clients.is_some()
+    }
+
+    /// No hints (they would have to outlive a swap): clients with one
+    /// certificate, as registries' clients are, send it anyway.
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.clients()?
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.clients()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.clients()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
