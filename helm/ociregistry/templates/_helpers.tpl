@@ -180,9 +180,19 @@ serverTls Secrets are mounted).
 {{- toYaml $cfg }}
 {{- end }}
 
-{{/* Checksum of the config file: a change rolls the pods. */}}
+{{/*
+Checksum of the settings of the config file that apply only at start-up: a
+change of one rolls the pods. The server reloads everything else from the
+mounted Secret by itself (registries, credentials, TLS files, policies).
+*/}}
 {{- define "ociregistry.configChecksum" -}}
-{{- include "ociregistry.configData" . | sha256sum }}
+{{- $cfg := include "ociregistry.configData" . | fromYaml }}
+{{- $restart := list "port" "host" "imagePath" "storage" "adminPort" "adminHost" "adminToken" "adminTokenFile" "metrics" "health" "maxConnections" "maxConnectionsPerClient" "headerTimeout" "keepAlive" "drainTimeout" "shutdownDelay" "logLevel" "logFormat" "pruneConfig" }}
+{{- $kept := dict "serverTlsConfig" (hasKey $cfg "serverTlsConfig") }}
+{{- range $key := $restart }}
+{{- if hasKey $cfg $key }}{{ $_ := set $kept $key (index $cfg $key) }}{{ end }}
+{{- end }}
+{{- toYaml $kept | sha256sum }}
 {{- end }}
 
 {{/* configs.pullTimeout as digits ("" when empty); fails on anything else. */}}
