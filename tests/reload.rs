@@ -6,6 +6,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use awc::http::StatusCode;
@@ -19,35 +21,39 @@ const USER: &str = "puller";
 /// How long a reload may take to be noticed (files are compared every 2 s).
 const NOTICED: Duration = Duration::from_secs(15);
 
-/// A Secret mounted as the kubelet does it: `password` → `..data/password`,
-/// `..data` → `..v<N>`; an update writes `..v<N+1>` and swaps `..data` in
-/// one rename.
+/// A Secret mounted as the kubelet does it: each file `<name>` →
+/// `..data/<name>`, `..data` → `..v<N>`; an update writes `..v<N+1>` whole
+/// and swaps `..data` in one rename.
 struct MountedSecret {
     dir: PathBuf,
     version: u32,
 }
 
 impl MountedSecret {
-    fn new(dir: &Path, password: &str) -> MountedSecret {
+    fn new(dir: &Path, files: &[(&str, &[u8])]) -> MountedSecret {
         let mut secret = MountedSecret {
             dir: dir.to_owned(),
             version: 0,
         };
-        secret.update(password);
-        std::os::unix::fs::symlink("..data/password", dir.join("password")).unwrap();
+        secret.update(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
         secret
     }
 
-    /// The file the configuration names.
-    fn path(&self) -> PathBuf {
-        self.dir.join("password")
+    /// The path of file `name` as a configuration names it.
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
-    fn update(&mut self, password: &str) {
+    fn update(&mut self, files: &[(&str, &[u8])]) {
         self.version += 1;
         let version = format!("..v{}", self.version);
         std::fs::create_dir(self.dir.join(&version)).unwrap();
-        std::fs::write(self.dir.join(&version).join("password"), password).unwrap();
+        for (name, content) in files {
+            std::fs::write(self.dir.join(&version).join(name), content).unwrap();
+        }
         let staged = self.dir.join("..data_tmp");
         std::os::unix::fs::symlink(&version, &staged).unwrap();
         std::fs::rename(staged, self.dir.join("..data")).unwrap();
@@ -67,61 +73,139 @@ fn logged(server: &Server, line: &str, times: usize) -> bool {
     })
 }
 
+/// Pulls `repo:1.0` through `url`: the manifest, then every blob, each
+/// checked.
+async fn pull(url: &str, repo: &str, image: &TestImage) -> Result<(), String> {
+    let manifest = format!("{url}/v2/{repo}/manifests/1.0?ns=docker.io");
+    let got = match client().get(&manifest).send().await {
+        Ok(mut res) if res.status() == StatusCode::OK => res.body().await.map(|b| b.to_vec()).ok(),
+        _ => None,
+    };
+    if got.as_deref() != Some(&image.manifest[..]) {
+        return Err("manifest".into());
+    }
+    for blob in image.blobs() {
+        let blob_url = format!("{url}/v2/{repo}/blobs/{}?ns=docker.io", blob.digest);
+        let mut res = client()
+            .get(&blob_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = res.body().limit(1 << 20).await.map_err(|e| e.to_string())?;
+        if common::digest_of(&body) != blob.digest {
+            return Err(format!("{}: {}", blob.digest, res.status()));
+        }
+    }
+    Ok(())
+}
+
+/// [`pull`] again and again until `done`: the number of pulls and the
+/// failures.
+async fn pull_loop(
+    url: &str,
+    repo: &str,
+    image: &TestImage,
+    done: &AtomicBool,
+) -> (usize, Vec<String>) {
+    let (mut pulls, mut failures) = (0, Vec::new());
+    while !done.load(Ordering::SeqCst) {
+        pulls += 1;
+        if let Err(e) = pull(url, repo, image).await {
+            failures.push(format!("pull {pulls}: {e}"));
+        }
+    }
+    (pulls, failures)
+}
+
 #[actix_web::test]
-async fn a_password_rotated_in_a_swapped_secret_applies_without_a_restart() {
+async fn a_password_and_a_ca_rotated_in_a_swapped_secret_apply_without_a_restart() {
     if !common::e2e(&["docker-registry", "htpasswd"], false) {
         return;
     }
-    let pki = Pki::generate();
+    let (pki, renewed) = (Pki::generate(), Pki::generate());
     let plain = Upstream::start();
-    for (repo, seed) in [("library/first", 1), ("library/second", 2)] {
-        let image = TestImage::oci(seed, &[40_000]);
-        push_image(&client(), &plain.url(), repo, "1.0", &image).await;
-    }
+    let (first, second) = (TestImage::oci(1, &[40_000]), TestImage::oci(2, &[40_000]));
+    push_image(&client(), &plain.url(), "library/first", "1.0", &first).await;
+    push_image(&client(), &plain.url(), "library/second", "1.0", &second).await;
     let users = htpasswd(pki.dir(), USER, "old-Pa55");
     let auth = format!(
         "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
         users.display()
     );
-    let mut registry = plain.secured(&format!("{}{auth}", pki.registry_tls(false)), true);
+    let registry = plain.secured(&format!("{}{auth}", pki.registry_tls(false)), true);
     let mounted = tempfile::tempdir().unwrap();
-    let mut secret = MountedSecret::new(mounted.path(), "old-Pa55");
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    let mut secret = MountedSecret::new(
+        mounted.path(),
+        &[("password", b"old-Pa55"), ("ca.pem", &ca)],
+    );
     let entry = format!(
         "    tls:\n      ca: {}\n    auth:\n      user: {USER}\n      passwordFile: {}\n",
-        pki.path("ca.pem").display(),
-        secret.path().display()
+        secret.path("ca.pem").display(),
+        secret.path("password").display()
     );
+    // tagTtl 0: every pull asks the registry, so every pull uses the
+    // credentials and the CA (a failing answer serves the cached digest).
     let config = format!(
-        "registries:\n  - name: docker.io\n    urls: [{}]\n{entry}",
+        "tagTtl: 0s\nregistries:\n  - name: docker.io\n    urls: [{}]\n{entry}",
         registry.url()
     );
     let server = Server::start(&config, &[]);
-    assert_eq!(
-        manifest_status(&server, "library/first").await,
-        StatusCode::OK
-    );
+    // Cached once, the image is served whatever the registry says.
+    assert_eq!(pull(&server.url(), "library/first", &first).await, Ok(()));
 
-    // The registry's password changes: the server's is refused.
-    htpasswd(pki.dir(), USER, "new-Pa55");
-    registry.restart();
-    assert_ne!(
-        manifest_status(&server, "library/second").await,
-        StatusCode::OK
+    // Clients pull all along while the registry's password and certificate
+    // change and the Secret follows, as the kubelet updates it.
+    let done = Arc::new(AtomicBool::new(false));
+    let url = server.url();
+    let pulling = pull_loop(&url, "library/first", &first, &done);
+    let stop = Arc::clone(&done);
+    let (pki_dir, renewed_dir) = (pki.dir().to_owned(), renewed.dir().to_owned());
+    let log = server.log_path();
+    let rotate = actix_web::rt::task::spawn_blocking(move || {
+        let mut registry = registry;
+        let reloads = |n| {
+            common::wait_until(NOTICED, || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .matches("configuration reloaded")
+                    .count()
+                    >= n
+            })
+        };
+        // 1. The password.
+        htpasswd(&pki_dir, USER, "new-Pa55");
+        registry.restart();
+        secret.update(&[("password", b"new-Pa55"), ("ca.pem", &ca)]);
+        let first_reload = reloads(1);
+        // 2. The registry's certificate, from a new CA.
+        for file in ["server.pem", "server-key.pem"] {
+            std::fs::copy(renewed_dir.join(file), pki_dir.join(file)).unwrap();
+        }
+        registry.restart();
+        let new_ca = std::fs::read(renewed_dir.join("ca.pem")).unwrap();
+        secret.update(&[("password", b"new-Pa55"), ("ca.pem", &new_ca)]);
+        let second_reload = reloads(2);
+        stop.store(true, Ordering::SeqCst);
+        (registry, secret, first_reload && second_reload)
+    });
+    let ((pulls, failures), rotated) = futures::future::join(pulling, rotate).await;
+    let (_registry, _secret, reloaded) = rotated.unwrap();
+    eprintln!(
+        "password and CA rotation: {pulls} pulls, {} failed",
+        failures.len()
     );
-
-    // The kubelet updates the Secret: the next fetch uses the new password.
-    secret.update("new-Pa55");
+    assert!(reloaded, "{}", server.log_contents());
     assert!(
-        logged(&server, "configuration reloaded", 1),
-        "{}",
-        server.log_contents()
+        failures.is_empty(),
+        "{} failed, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
     );
+    assert!(pulls > 1, "{pulls} pulls");
+    // The new password and CA fetch what was never cached.
     assert_eq!(
         manifest_status(&server, "library/second").await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        manifest_status(&server, "library/first").await,
         StatusCode::OK
     );
     assert!(
