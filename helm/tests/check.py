@@ -480,12 +480,16 @@ def run_checks(c, emit_dir):
             not {"--metrics", "--health", "--log-format"} & set(d.args) and not d.port("health")
             and not d.volume("server-tls") and not d.mount("server-tls") and "serverTlsConfig" not in (cfg or ""),
             detail=f"args {d.args}")
-    c.eq("defaults: terminationGracePeriodSeconds 45, above the server's drainTimeout (30s)",
+    c.eq("defaults: terminationGracePeriodSeconds 45 = shutdownDelay 5s + drainTimeout 30s + 10",
          d.spec.get("terminationGracePeriodSeconds"), 45)
     r = c.render(sets=["terminationGracePeriodSeconds=120"])
     c.eq("terminationGracePeriodSeconds=120", r.spec.get("terminationGracePeriodSeconds"), 120)
-    r = c.render(sets=["terminationGracePeriodSeconds="])
-    c.check("terminationGracePeriodSeconds empty: Kubernetes' default (no field)", "terminationGracePeriodSeconds" not in r.spec)
+    r = c.render(sets=["upstreamConfig.drainTimeout=2m", "upstreamConfig.shutdownDelay=15s"])
+    c.eq("terminationGracePeriodSeconds follows upstreamConfig's drainTimeout (2m) and shutdownDelay (15s)",
+         r.spec.get("terminationGracePeriodSeconds"), 145)
+    rc, _, err = c.helm_template([], sets=["upstreamConfig.drainTimeout=soon"])
+    c.check("a drainTimeout the chart cannot read asks for terminationGracePeriodSeconds",
+            rc != 0 and "set terminationGracePeriodSeconds" in err, detail=err[-300:])
     c.check("defaults: no optional pod settings",
             not any(k in d.spec for k in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity", "priorityClassName"))
             and not any(k in d.container for k in ("resources", "env", "envFrom")),
@@ -771,6 +775,9 @@ def run_checks(c, emit_dir):
     c.eq("replicaCount 3: replicas spread over nodes by default",
          [(t.get("topologyKey"), t.get("maxSkew"), t.get("whenUnsatisfiable")) for t in spread],
          [("kubernetes.io/hostname", 1, "ScheduleAnyway")])
+    r = c.render(["object-storage.yaml"], sets=["persistence.hostPath.enabled=true"])
+    c.check("replicaCount 3 on a bucket with a hostPath: each pod its own host directory",
+            r.workload["spec"].get("replicas") == 3 and "hostPath" in r.volume("images"))
     r = c.render(["object-storage.yaml"], sets=["podDisruptionBudget.enabled=false"], validate=False)
     c.check("podDisruptionBudget.enabled=false: no PodDisruptionBudget", not r.all("PodDisruptionBudget"))
     c.check("one replica: no PodDisruptionBudget, no spread constraints",

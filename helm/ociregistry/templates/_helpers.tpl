@@ -404,3 +404,25 @@ type: Recreate
 {{- define "ociregistry.replicated" -}}
 {{- if and (not (include "ociregistry.daemonset" .)) (gt (int .Values.replicaCount) 1) }}true{{ end }}
 {{- end }}
+
+{{/* A server duration (`30s`, `2m`, `1h`, `500ms`, `0`) in whole seconds, rounded up. */}}
+{{- define "ociregistry.seconds" -}}
+{{- $d := toString . }}
+{{- if regexMatch "^[0-9]+s$" $d }}{{ trimSuffix "s" $d | int }}
+{{- else if regexMatch "^[0-9]+m$" $d }}{{ mul (trimSuffix "m" $d | int) 60 }}
+{{- else if regexMatch "^[0-9]+h$" $d }}{{ mul (trimSuffix "h" $d | int) 3600 }}
+{{- else if regexMatch "^[0-9]+ms$" $d }}{{ div (add (trimSuffix "ms" $d | int) 999) 1000 }}
+{{- else if eq $d "0" }}0
+{{- else }}{{ fail (printf "terminationGracePeriodSeconds: cannot read the duration %q (write it as Ns, Nm, Nh or Nms), or set terminationGracePeriodSeconds" $d) }}
+{{- end }}
+{{- end }}
+
+{{/* The pod's grace period when none is set: the server's shutdownDelay and
+drainTimeout (from upstreamConfig, or their defaults 5s and 30s) and 10 s
+to save and exit. */}}
+{{- define "ociregistry.gracePeriod" -}}
+{{- $cfg := .Values.upstreamConfig | default dict }}
+{{- $delay := include "ociregistry.seconds" ($cfg.shutdownDelay | default "5s") | int }}
+{{- $drain := include "ociregistry.seconds" ($cfg.drainTimeout | default "30s") | int }}
+{{- add $delay $drain 10 }}
+{{- end }}

@@ -36,6 +36,8 @@ spec:
   {{- $grace := .Values.terminationGracePeriodSeconds }}
   {{- if and (not (kindIs "invalid" $grace)) (ne (toString $grace) "") }}
   terminationGracePeriodSeconds: {{ $grace | int }}
+  {{- else }}
+  terminationGracePeriodSeconds: {{ include "ociregistry.gracePeriod" . }}
   {{- end }}
   {{- if include "ociregistry.hostNetwork" . }}
   hostNetwork: true
