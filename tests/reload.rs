@@ -229,13 +229,21 @@ async fn a_broken_configuration_is_refused_and_the_running_one_keeps_serving() {
         StatusCode::OK
     );
 
-    std::fs::write(server.config_path(), "registries: [unclosed\n").unwrap();
-    assert!(logged(&server, "configuration refused", 1));
+    // Bad YAML, an unknown scheme, a CA file that cannot be read.
+    let broken = [
+        "registries: [unclosed\n".to_string(),
+        docker_io_config(upstream.url(), "").replace("    urls:", "    scheme: ftp\n    urls:"),
+        docker_io_config(upstream.url(), "") + "    tls:\n      ca: /nonexistent/ca.pem\n",
+    ];
+    for (n, config) in broken.iter().enumerate() {
+        std::fs::write(server.config_path(), config).unwrap();
+        assert!(logged(&server, "configuration refused", n + 1), "{config}");
+    }
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let mut res = client().get(metrics_url).send().await.unwrap();
     let metrics = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
     assert!(
-        metrics.contains("ociregistry_config_reload_failures_total 1"),
+        metrics.contains("ociregistry_config_reload_failures_total 3"),
         "{metrics}"
     );
     // The previous configuration serves, its upstream included.
