@@ -32,6 +32,10 @@ pub enum ApiError {
     /// The request names no registry and there is no default.
     #[error("no registry named for {0:?}: use ?ns=<registry>, a registry host as first path segment, or configure defaultNs")]
     NoRegistry(String),
+    /// A manifest reference that is neither a tag nor a digest: no such
+    /// manifest (404, as the distribution spec answers it).
+    #[error("{0:?} is neither a tag nor a digest")]
+    BadReference(String),
     /// Not cached, and no upstream may be asked (air-gapped).
     #[error("{0:?} is not in the cache and this mirror is air-gapped")]
     NotCached(Content),
@@ -46,9 +50,16 @@ pub enum ApiError {
     /// The upstream did not start answering within `pullTimeout`.
     #[error("upstream did not answer within {0} ms")]
     PullTimeout(u64),
-    /// A write, or an endpoint this mirror does not offer.
-    #[error("{0}")]
-    Unsupported(&'static str),
+    /// A write, or an endpoint this mirror does not offer; `allow` lists
+    /// the methods the endpoint does accept (none: empty), never the one
+    /// refused.
+    #[error("{why}")]
+    Unsupported {
+        /// Why, for the client.
+        why: &'static str,
+        /// The `Allow` header.
+        allow: &'static str,
+    },
     /// A path that is not part of the API.
     #[error("unknown endpoint")]
     UnknownEndpoint,
@@ -79,6 +90,7 @@ impl ApiError {
             Self::Name(NameError::Digest(_)) => ("DIGEST_INVALID", StatusCode::BAD_REQUEST),
             Self::NoRegistry(_) | Self::UnknownEndpoint => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
             Self::NotCached(c) => (unknown(*c), StatusCode::NOT_FOUND),
+            Self::BadReference(_) => (unknown(Content::Manifest), StatusCode::NOT_FOUND),
             Self::NotAcceptable(_) => (unknown(Content::Manifest), StatusCode::NOT_FOUND),
             Self::Upstream { source, content } => match source {
                 FetchError::NotFound => (unknown(*content), StatusCode::NOT_FOUND),
@@ -101,7 +113,7 @@ impl ApiError {
             Self::PullTimeout(_) | Self::Unavailable => {
                 ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
             }
-            Self::Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
+            Self::Unsupported { .. } => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
             Self::RegistryNotAllowed(_) => ("DENIED", StatusCode::FORBIDDEN),
             Self::RangeNotSatisfiable { .. } => ("", StatusCode::RANGE_NOT_SATISFIABLE),
         }
@@ -163,8 +175,8 @@ impl ResponseError for ApiError {
             } => {
                 res.insert_header((header::RETRY_AFTER, "1"));
             }
-            Self::Unsupported(_) => {
-                res.insert_header((header::ALLOW, "GET, HEAD"));
+            Self::Unsupported { allow, .. } => {
+                res.insert_header((header::ALLOW, *allow));
             }
             _ => {}
         }
@@ -222,7 +234,15 @@ mod tests {
                 "UNKNOWN",
                 502,
             ),
-            (ApiError::Unsupported("no"), "UNSUPPORTED", 405),
+            (
+                ApiError::Unsupported {
+                    why: "no",
+                    allow: "",
+                },
+                "UNSUPPORTED",
+                405,
+            ),
+            (ApiError::BadReference("x!".into()), "MANIFEST_UNKNOWN", 404),
             (ApiError::RegistryNotAllowed("x".into()), "DENIED", 403),
             (
                 ApiError::Upstream {

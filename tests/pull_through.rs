@@ -233,15 +233,22 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
             "/v2/Upper/manifests/1?ns=docker.io",
             expect(400, "NAME_INVALID"),
         ),
+        // A manifest reference that is neither a tag nor a digest: no such
+        // manifest, and the upstream is not asked (checked below).
         (
             "GET",
             "/v2/library/app/manifests/bad!tag?ns=docker.io",
-            expect(400, "TAG_INVALID"),
+            expect(404, "MANIFEST_UNKNOWN"),
         ),
         (
             "GET",
+            "/v2/library/app/manifests/.INVALID_MANIFEST_NAME?ns=docker.io",
+            expect(404, "MANIFEST_UNKNOWN"),
+        ),
+        (
+            "HEAD",
             "/v2/library/app/manifests/sha256:abc?ns=docker.io",
-            expect(400, "DIGEST_INVALID"),
+            expect(404, ""),
         ),
         (
             "GET",
@@ -292,11 +299,47 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
             .await
             .unwrap();
         assert_eq!(res.status(), status, "{method} {path}");
+        if method == awc::http::Method::HEAD {
+            continue;
+        }
         let body: serde_json::Value = res
             .json()
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         assert_eq!(body["errors"][0]["code"], code, "{method} {path}");
+    }
+    for reference in ["bad!tag", ".INVALID_MANIFEST_NAME", "sha256:abc"] {
+        assert_eq!(upstream.count_requests("GET", reference), 0, "{reference}");
+        assert_eq!(upstream.count_requests("HEAD", reference), 0, "{reference}");
+    }
+    // A 405 lists what the endpoint accepts, never the method refused.
+    for (method, path, allow) in [
+        (
+            "PUT",
+            "/v2/library/app/manifests/1?ns=docker.io",
+            "GET, HEAD",
+        ),
+        ("POST", "/v2/library/app/blobs/uploads/?ns=docker.io", ""),
+        ("GET", "/v2/library/app/blobs/uploads/x?ns=docker.io", ""),
+        ("GET", "/v2/library/app/tags/list?ns=docker.io", ""),
+        ("GET", "/v2/_catalog", ""),
+    ] {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = client
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let got = res
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(got.as_deref(), Some(allow), "{method} {path}");
     }
     for (path, status) in [("/health", "ok"), ("/ready", "ready")] {
         let mut res = client.get(format!("{base}{path}")).send().await.unwrap();

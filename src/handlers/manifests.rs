@@ -25,7 +25,10 @@ pub async fn serve(
     reference: &str,
     access: &mut Access,
 ) -> Result<HttpResponse, ApiError> {
-    let reference = Reference::parse(reference)?;
+    // Neither a tag nor a digest: no such manifest (the spec answers 404;
+    // the upstream is not asked).
+    let reference =
+        Reference::parse(reference).map_err(|_| ApiError::BadReference(reference.to_string()))?;
     let policy = &state.policy();
     let cached = state
         .storage

@@ -52,10 +52,16 @@ async fn route_request(
 ) -> Result<HttpResponse, ApiError> {
     let route = route::parse(req.uri().path());
     access.route = Some(route.label());
+    // Endpoints this mirror does not offer serve no method, GET included.
+    let allow = match route {
+        Route::Unsupported(_) => "",
+        _ => "GET, HEAD",
+    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(ApiError::Unsupported(
-            "this registry is pull-only: only GET and HEAD are served",
-        ));
+        return Err(ApiError::Unsupported {
+            why: "this registry is pull-only: only GET and HEAD are served",
+            allow,
+        });
     }
     let mut target = |name: &str| -> Result<Target, ApiError> {
         let ns = web::Query::<NsQuery>::from_query(req.query_string())
@@ -84,7 +90,7 @@ async fn route_request(
         }
         Route::Health => Ok(crate::probes::health()),
         Route::Ready => crate::probes::ready(state).await,
-        Route::Unsupported(why) => Err(ApiError::Unsupported(why)),
+        Route::Unsupported(why) => Err(ApiError::Unsupported { why, allow }),
         Route::Unknown => Err(ApiError::UnknownEndpoint),
     }
 }
