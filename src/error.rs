@@ -32,6 +32,9 @@ pub enum ApiError {
     /// The request names no registry and there is no default.
     #[error("no registry named for {0:?}: use ?ns=<registry>, a registry host as first path segment, or configure defaultNs")]
     NoRegistry(String),
+    /// A pagination parameter (`n`) that is not a count.
+    #[error("{0}")]
+    PaginationInvalid(String),
     /// A manifest reference that is neither a tag nor a digest: no such
     /// manifest (404, as the distribution spec answers it).
     #[error("{0:?} is neither a tag nor a digest")]
@@ -91,6 +94,7 @@ impl ApiError {
             Self::NoRegistry(_) | Self::UnknownEndpoint => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
             Self::NotCached(c) => (unknown(*c), StatusCode::NOT_FOUND),
             Self::BadReference(_) => (unknown(Content::Manifest), StatusCode::NOT_FOUND),
+            Self::PaginationInvalid(_) => ("PAGINATION_NUMBER_INVALID", StatusCode::BAD_REQUEST),
             Self::NotAcceptable(_) => (unknown(Content::Manifest), StatusCode::NOT_FOUND),
             Self::Upstream { source, content } => match source {
                 FetchError::NotFound => (unknown(*content), StatusCode::NOT_FOUND),
@@ -243,6 +247,11 @@ mod tests {
                 405,
             ),
             (ApiError::BadReference("x!".into()), "MANIFEST_UNKNOWN", 404),
+            (
+                ApiError::PaginationInvalid("n".into()),
+                "PAGINATION_NUMBER_INVALID",
+                400,
+            ),
             (ApiError::RegistryNotAllowed("x".into()), "DENIED", 403),
             (
                 ApiError::Upstream {

@@ -24,6 +24,8 @@ pub enum Route<'a> {
         /// Digest as sent.
         digest: &'a str,
     },
+    /// `/v2/_catalog`: the repositories in the cache.
+    Catalog,
     /// An endpoint of the API this pull-only mirror does not offer.
     Unsupported(&'static str),
     /// Not an endpoint of the API.
@@ -38,6 +40,7 @@ impl Route<'_> {
             Route::Manifest { .. } => "manifest",
             Route::Blob { .. } => "blob",
             Route::Health | Route::Ready => "health",
+            Route::Catalog => "catalog",
             Route::Unsupported(_) | Route::Unknown => "other",
         }
     }
@@ -61,7 +64,7 @@ pub fn parse(path: &str) -> Route<'_> {
         },
     };
     if rest == "_catalog" {
-        return Route::Unsupported("the catalog is not offered by this mirror");
+        return Route::Catalog;
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         if !name.is_empty() {
@@ -122,7 +125,7 @@ mod tests {
             Route::Unsupported(_)
         ));
         assert!(matches!(parse("/v2/a/tags/list"), Route::Unsupported(_)));
-        assert!(matches!(parse("/v2/_catalog"), Route::Unsupported(_)));
+        assert_eq!(parse("/v2/_catalog"), Route::Catalog);
         assert_eq!(parse("/v2/manifests/x"), Route::Unknown);
         assert_eq!(parse("/v2/a/b"), Route::Unknown);
         assert_eq!(parse("/v2x"), Route::Unknown);

@@ -164,6 +164,7 @@ pub fn policy(config: &Config) -> Result<Policy, ConfigError> {
         pull_timeout: config.pull_timeout(),
         listed: config.registry_names()?,
         hosts: config.host_rules()?,
+        catalog: config.catalog,
     })
 }
 

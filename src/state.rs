@@ -58,4 +58,6 @@ pub struct Policy {
     pub listed: HashSet<RegistryName>,
     /// Which other registries clients may make the server dial.
     pub hosts: HostRules,
+    /// Whether `/v2/_catalog` lists the cached repositories.
+    pub catalog: bool,
 }

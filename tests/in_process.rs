@@ -161,3 +161,71 @@ async fn a_failed_fetch_is_not_remembered_and_the_cache_outlives_the_server() {
     assert_eq!(server.get(manifest_path).await, cached);
     server.shut_down().await;
 }
+
+#[actix_web::test]
+async fn the_catalog_lists_the_cached_repositories_page_by_page() {
+    let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+    let upstream = FaultUpstream::start(b"blob".to_vec(), manifest.to_vec());
+    let cache = tempfile::tempdir().unwrap();
+    let server = InProcess::start(
+        &docker_io_config(upstream.url(), NO_DELAY),
+        &cache.path().join("cache"),
+    );
+    for repo in ["library/b", "other/c", "library/a"] {
+        let path = format!("/v2/{repo}/manifests/1?ns=docker.io");
+        assert_eq!(server.get(&path).await.0, StatusCode::OK);
+    }
+    let url = server.url.clone();
+    let page = |path: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut res = client().get(format!("{url}{path}")).send().await.unwrap();
+            let link = res
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body: serde_json::Value = res.json().await.unwrap();
+            (res.status(), body, link)
+        }
+    };
+    let all = serde_json::json!({"repositories": [
+        "docker.io/library/a", "docker.io/library/b", "docker.io/other/c"]});
+    assert_eq!(page("/v2/_catalog").await, (StatusCode::OK, all, None));
+    let (status, first, link) = page("/v2/_catalog?n=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        first,
+        serde_json::json!({"repositories": ["docker.io/library/a", "docker.io/library/b"]})
+    );
+    assert_eq!(
+        link.as_deref(),
+        Some("</v2/_catalog?n=2&last=docker.io/library/b>; rel=\"next\"")
+    );
+    let (_, rest, link) = page("/v2/_catalog?n=2&last=docker.io/library/b").await;
+    assert_eq!(
+        rest,
+        serde_json::json!({"repositories": ["docker.io/other/c"]})
+    );
+    assert_eq!(link, None, "the last page");
+    for bad in [
+        "/v2/_catalog?n=-1",
+        "/v2/_catalog?n=two",
+        "/v2/_catalog?n=99999999999999999999999",
+    ] {
+        let (status, body, _) = page(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            body["errors"][0]["code"], "PAGINATION_NUMBER_INVALID",
+            "{bad}"
+        );
+    }
+    server.shut_down().await;
+
+    let off = InProcess::start(
+        &docker_io_config(upstream.url(), "shutdownDelay: 0s\ncatalog: false\n"),
+        &cache.path().join("cache"),
+    );
+    let (status, _) = off.get("/v2/_catalog").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    off.shut_down().await;
+}

@@ -172,6 +172,8 @@ pub struct Config {
     pub max_fetches: usize,
     /// Most upstream fetches in flight at once from one registry.
     pub max_fetches_per_registry: usize,
+    /// Serve `/v2/_catalog` (the repositories in the cache).
+    pub catalog: bool,
     /// Where the cache is kept for good (default: `imagePath`).
     #[serde(default)]
     pub storage: StorageEntry,

@@ -3,6 +3,7 @@
 //! an OCI error response.
 
 mod blobs;
+mod catalog;
 mod manifests;
 
 use actix_web::http::Method;
@@ -90,6 +91,7 @@ async fn route_request(
         }
         Route::Health => Ok(crate::probes::health()),
         Route::Ready => crate::probes::ready(state).await,
+        Route::Catalog => catalog::serve(req, state).await,
         Route::Unsupported(why) => Err(ApiError::Unsupported { why, allow }),
         Route::Unknown => Err(ApiError::UnknownEndpoint),
     }

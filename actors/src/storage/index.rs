@@ -208,6 +208,21 @@ impl Index {
         slot.insert(info);
     }
 
+    /// The repositories with cached content (`registry/repo`), sorted.
+    pub fn repositories(&self) -> Vec<String> {
+        let tagged = self
+            .tags
+            .keys()
+            .map(|k| format!("{}/{}", k.registry, k.repo));
+        let stored = self
+            .origins
+            .values()
+            .filter(|o| !o.registry.is_empty())
+            .map(|o| format!("{}/{}", o.registry, o.repo));
+        let all: std::collections::BTreeSet<String> = tagged.chain(stored).collect();
+        all.into_iter().collect()
+    }
+
     /// Removes a manifest from the index.
     pub fn remove_manifest(&mut self, digest: &Digest) {
         let Some(manifest) = self.manifests.remove(digest) else {

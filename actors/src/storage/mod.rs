@@ -868,6 +868,20 @@ impl Handler<ListImages> for Storage {
     }
 }
 
+/// The repositories with cached content (`registry/repo`), sorted: the
+/// catalog.
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct Repositories;
+
+impl Handler<Repositories> for Storage {
+    type Result = MessageResult<Repositories>;
+
+    fn handle(&mut self, _: Repositories, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.index.repositories())
+    }
+}
+
 /// New pins and size limits (a configuration reload).
 #[derive(Message)]
 #[rtype(result = "()")]
