@@ -62,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
         Route::Base => assert!(path == "/v2" || path == "/v2/"),
         Route::Health => assert_eq!(path, "/health"),
         Route::Ready => assert_eq!(path, "/ready"),
+        Route::Catalog => assert_eq!(path, "/v2/_catalog"),
         Route::Unsupported(_) => assert!(path.starts_with("/v2/")),
         Route::Unknown => {}
     }
