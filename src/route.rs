@@ -26,6 +26,11 @@ pub enum Route<'a> {
     },
     /// `/v2/_catalog`: the repositories in the cache.
     Catalog,
+    /// `/v2/<name>/tags/list`.
+    Tags {
+        /// Repository path as sent.
+        name: &'a str,
+    },
     /// An endpoint of the API this pull-only mirror does not offer.
     Unsupported(&'static str),
     /// Not an endpoint of the API.
@@ -41,6 +46,7 @@ impl Route<'_> {
             Route::Blob { .. } => "blob",
             Route::Health | Route::Ready => "health",
             Route::Catalog => "catalog",
+            Route::Tags { .. } => "tags",
             Route::Unsupported(_) | Route::Unknown => "other",
         }
     }
@@ -68,7 +74,7 @@ pub fn parse(path: &str) -> Route<'_> {
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         if !name.is_empty() {
-            return Route::Unsupported("tag listing is not offered by this mirror");
+            return Route::Tags { name };
         }
     }
     if rest.contains("/blobs/uploads") {
@@ -124,7 +130,7 @@ mod tests {
             parse("/v2/a/blobs/uploads/uuid"),
             Route::Unsupported(_)
         ));
-        assert!(matches!(parse("/v2/a/tags/list"), Route::Unsupported(_)));
+        assert_eq!(parse("/v2/a/tags/list"), Route::Tags { name: "a" });
         assert_eq!(parse("/v2/_catalog"), Route::Catalog);
         assert_eq!(parse("/v2/manifests/x"), Route::Unknown);
         assert_eq!(parse("/v2/a/b"), Route::Unknown);

@@ -321,7 +321,6 @@ async fn bad_input_gets_oci_errors_and_ranges_work_on_cached_blobs() {
         ),
         ("POST", "/v2/library/app/blobs/uploads/?ns=docker.io", ""),
         ("GET", "/v2/library/app/blobs/uploads/x?ns=docker.io", ""),
-        ("GET", "/v2/library/app/tags/list?ns=docker.io", ""),
     ] {
         let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
         let res = client
@@ -510,4 +509,74 @@ async fn a_manifest_is_typed_by_its_own_media_type_not_the_upstreams_header() {
         missing.headers().get("x-content-type-options").unwrap(),
         "nosniff"
     );
+}
+
+#[actix_web::test]
+async fn tags_are_listed_through_the_mirror_page_by_page_and_from_the_cache_offline() {
+    if !common::e2e(&["docker-registry", "skopeo"], false) {
+        return;
+    }
+    let mut upstream = Upstream::start();
+    let img = TestImage::oci(21, &[10_000]);
+    for tag in ["2.0", "1.0", "1.1"] {
+        push_image(&client(), &upstream.url(), "library/app", tag, &img).await;
+    }
+    let server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
+
+    // skopeo, in-path form.
+    let repo = format!("docker://{}/docker.io/library/app", server.host_port());
+    let out = common::skopeo(&["list-tags", "--tls-verify=false", &repo]);
+    assert_success(&out, "skopeo list-tags");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["Tags"], serde_json::json!(["1.0", "1.1", "2.0"]));
+
+    // containerd's form, two to a page: the link comes back to the mirror.
+    let get = |path: String| async move {
+        let mut res = client().get(&path).send().await.unwrap();
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .map(|v: &awc::http::header::HeaderValue| v.to_str().unwrap().to_string())
+        };
+        let (link, cache) = (header("link"), header("x-cache"));
+        let body: serde_json::Value = res.json().await.unwrap();
+        (res.status(), body, link, cache)
+    };
+    let base = server.url();
+    let (status, body, link, cache) =
+        get(format!("{base}/v2/library/app/tags/list?n=2&ns=docker.io")).await;
+    assert_eq!((status, cache.as_deref()), (StatusCode::OK, Some("MISS")));
+    assert_eq!(
+        body,
+        serde_json::json!({"name": "library/app", "tags": ["1.0", "1.1"]})
+    );
+    let next = "/v2/library/app/tags/list?n=2&last=1.1&ns=docker.io";
+    assert_eq!(link, Some(format!("<{next}>; rel=\"next\"")));
+    let (_, body, link, _) = get(format!("{base}{next}")).await;
+    assert_eq!(body["tags"], serde_json::json!(["2.0"]));
+    assert_eq!(link, None);
+
+    // Bad input.
+    for (query, code) in [
+        ("n=-1", "PAGINATION_NUMBER_INVALID"),
+        ("n=many", "PAGINATION_NUMBER_INVALID"),
+        ("last=bad!tag", "TAG_INVALID"),
+    ] {
+        let url = format!("{base}/v2/library/app/tags/list?{query}&ns=docker.io");
+        let (status, body, _, _) = get(url).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(body["errors"][0]["code"], code, "{query}");
+    }
+
+    // Offline: the tags the cache knows.
+    let manifest = format!("{base}/v2/library/app/manifests/1.1?ns=docker.io");
+    assert_eq!(
+        client().get(manifest).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    upstream.stop();
+    let (status, body, _, cache) =
+        get(format!("{base}/v2/library/app/tags/list?ns=docker.io")).await;
+    assert_eq!((status, cache.as_deref()), (StatusCode::OK, Some("STALE")));
+    assert_eq!(body["tags"], serde_json::json!(["1.1"]));
 }

@@ -29,8 +29,8 @@ use crate::storage::{
 };
 use crate::upstream::guard::HostRules;
 use crate::upstream::{
-    BlobBody, GetHealth, GetManifest, HeadManifest, OpenBlob, ProxyRules, Timeouts, TlsError,
-    UpstreamHealth, UpstreamRegistry, UpstreamSettings,
+    BlobBody, GetHealth, GetManifest, HeadManifest, ListTags, OpenBlob, ProxyRules, TagPage,
+    Timeouts, TlsError, UpstreamHealth, UpstreamRegistry, UpstreamSettings,
 };
 
 /// A manifest flight's identity.
@@ -305,6 +305,25 @@ impl Handler<UpstreamsHealth> for PullCoordinator {
             all.sort_by(|a, b| a.registry.cmp(&b.registry));
             all
         })
+    }
+}
+
+/// One page of a repository's tags from its upstream (not cached).
+#[derive(Message)]
+#[rtype(result = "Result<TagPage, FetchError>")]
+pub struct ListUpstreamTags {
+    /// Registry.
+    pub registry: RegistryName,
+    /// The page.
+    pub list: ListTags,
+}
+
+impl Handler<ListUpstreamTags> for PullCoordinator {
+    type Result = ResponseFuture<Result<TagPage, FetchError>>;
+
+    fn handle(&mut self, msg: ListUpstreamTags, _: &mut Self::Context) -> Self::Result {
+        let upstream = self.upstreams.get(&msg.registry);
+        Box::pin(async move { upstream.send(msg.list).await? })
     }
 }
 

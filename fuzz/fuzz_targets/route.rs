@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
         Route::Health => assert_eq!(path, "/health"),
         Route::Ready => assert_eq!(path, "/ready"),
         Route::Catalog => assert_eq!(path, "/v2/_catalog"),
+        Route::Tags { name } => assert!(path.ends_with("/tags/list") && !name.is_empty()),
         Route::Unsupported(_) => assert!(path.starts_with("/v2/")),
         Route::Unknown => {}
     }

@@ -5,6 +5,7 @@
 mod blobs;
 mod catalog;
 mod manifests;
+mod tags;
 
 use actix_web::http::Method;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
@@ -92,6 +93,10 @@ async fn route_request(
         Route::Health => Ok(crate::probes::health()),
         Route::Ready => crate::probes::ready(state).await,
         Route::Catalog => catalog::serve(req, state).await,
+        Route::Tags { name } => {
+            let target = target(name)?;
+            tags::serve(req, state, target, name, access).await
+        }
         Route::Unsupported(why) => Err(ApiError::Unsupported { why, allow }),
         Route::Unknown => Err(ApiError::UnknownEndpoint),
     }

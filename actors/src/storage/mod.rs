@@ -882,6 +882,32 @@ impl Handler<Repositories> for Storage {
     }
 }
 
+/// The tags the cache knows in one repository, sorted.
+#[derive(Message)]
+#[rtype(result = "Vec<Tag>")]
+pub struct CachedTags {
+    /// Registry host.
+    pub registry: RegistryName,
+    /// Repository name.
+    pub repo: RepoName,
+}
+
+impl Handler<CachedTags> for Storage {
+    type Result = MessageResult<CachedTags>;
+
+    fn handle(&mut self, msg: CachedTags, _: &mut Self::Context) -> Self::Result {
+        let mut tags: Vec<Tag> = self
+            .index
+            .tags
+            .keys()
+            .filter(|k| k.registry == msg.registry && k.repo == msg.repo)
+            .map(|k| k.tag.clone())
+            .collect();
+        tags.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        MessageResult(tags)
+    }
+}
+
 /// New pins and size limits (a configuration reload).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -31,7 +31,7 @@ pub use self::settings::{
 use crate::error::FetchError;
 use crate::manifest::{MAX_MANIFEST_BYTES, UPSTREAM_ACCEPT};
 use crate::metrics::{self, METRICS};
-use crate::names::{Digest, Reference, RepoName};
+use crate::names::{Digest, Reference, RepoName, Tag};
 /// The server-side TLS configuration [`ServerTlsSettings::server_config`] builds.
 pub use rustls::ServerConfig as ServerTlsConfig;
 
@@ -235,6 +235,70 @@ impl Handler<HeadManifest> for UpstreamRegistry {
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| Digest::parse(v).ok()))
+        })
+    }
+}
+
+/// One page of a repository's tags, as the upstream lists them.
+#[derive(Message)]
+#[rtype(result = "Result<TagPage, FetchError>")]
+pub struct ListTags {
+    /// Repository.
+    pub repo: RepoName,
+    /// Most tags (the upstream may send fewer).
+    pub n: Option<usize>,
+    /// Tags after this one.
+    pub last: Option<Tag>,
+}
+
+/// A page of tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagPage {
+    /// The tags, in the upstream's order (invalid names dropped).
+    pub tags: Vec<Tag>,
+    /// Whether the upstream has more (it sent a `Link` to a next page).
+    pub more: bool,
+}
+
+/// Largest tag list accepted from an upstream.
+const MAX_TAG_LIST_BYTES: usize = 4 << 20;
+
+impl Handler<ListTags> for UpstreamRegistry {
+    type Result = ResponseFuture<Result<TagPage, FetchError>>;
+
+    fn handle(&mut self, msg: ListTags, _: &mut Self::Context) -> Self::Result {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move {
+            let mut query: Vec<String> = Vec::new();
+            query.extend(msg.n.map(|n| format!("n={n}")));
+            query.extend(msg.last.map(|t| format!("last={t}")));
+            query.extend(inner.settings.ns.as_ref().map(|ns| format!("ns={ns}")));
+            let query = match query.is_empty() {
+                true => String::new(),
+                false => format!("?{}", query.join("&")),
+            };
+            let path = format!("/v2/{}/tags/list{query}", msg.repo);
+            let mut resp = inner.get(&path, "application/json", &msg.repo).await?;
+            check_status(&resp)?;
+            let more = resp
+                .headers()
+                .get(awc::http::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|link| link.contains("rel=\"next\""));
+            let body = resp
+                .body()
+                .limit(MAX_TAG_LIST_BYTES)
+                .await
+                .map_err(|e| FetchError::BadResponse(format!("tag list: {e}")))?;
+            #[derive(serde::Deserialize)]
+            struct List {
+                tags: Option<Vec<String>>,
+            }
+            let list: List = serde_json::from_slice(&body)
+                .map_err(|e| FetchError::BadResponse(format!("tag list: {e}")))?;
+            let tags = list.tags.unwrap_or_default();
+            let tags = tags.iter().filter_map(|t| Tag::parse(t).ok()).collect();
+            Ok(TagPage { tags, more })
         })
     }
 }
