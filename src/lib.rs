@@ -6,7 +6,7 @@
 //! - [`config`]: defaults < file < environment < flags.
 //! - [`route`]: `/v2/...` path → endpoint.
 //! - [`namespace`]: which upstream registry and repository a request means.
-//! - [`handlers`]: manifest and blob handlers.
+//! - [`handlers`]: manifest, blob, tag-list and catalog handlers.
 //! - [`state`]: what every handler shares (actor addresses, serving policy).
 //! - [`freshness`]: when a cached tag is answered without the upstream.
 //! - [`image_ref`]: image references (`[registry/]repo[:tag][@digest]`).
