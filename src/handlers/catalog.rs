@@ -4,23 +4,12 @@
 //! spec says; off with `catalog: false`.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use ociregistry_actors::storage::Repositories;
 
+use super::pagination::{cut, Query, MAX_PAGE};
 use crate::error::{api_version, ApiError};
 use crate::state::AppState;
-
-/// Most repositories in one answer, whatever `n` asks.
-const MAX_PAGE: usize = 10_000;
-
-/// The pagination parameters, as sent.
-#[derive(Debug, serde::Deserialize)]
-struct Page {
-    /// Most entries.
-    n: Option<String>,
-    /// Entries after this one.
-    last: Option<String>,
-}
 
 /// Answers the catalog.
 pub async fn serve(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
@@ -30,24 +19,14 @@ pub async fn serve(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, 
             allow: "",
         });
     }
-    let page = web::Query::<Page>::from_query(req.query_string())
-        .map_err(|_| ApiError::PaginationInvalid("unreadable query".into()))?
-        .into_inner();
-    let n = match page.n.as_deref() {
-        None => MAX_PAGE,
-        Some(n) => n
-            .parse::<usize>()
-            .map_err(|_| ApiError::PaginationInvalid(format!("n={n:?} is not a count")))?
-            .min(MAX_PAGE),
-    };
+    let query = Query::parse(req.query_string())?;
+    let n = query.count()?;
     let all = state.storage.send(Repositories).await?;
-    let after =
-        all.partition_point(|r| page.last.as_deref().is_some_and(|last| r.as_str() <= last));
-    let rest = &all[after..];
-    let shown = &rest[..n.min(rest.len())];
+    let (shown, more) = cut(&all, n, query.last.as_deref(), String::as_str);
     let mut res = HttpResponse::Ok();
     res.insert_header(api_version());
-    if let (Some(last), true) = (shown.last(), rest.len() > shown.len()) {
+    if let (Some(last), true) = (shown.last(), more) {
+        let n = n.unwrap_or(MAX_PAGE);
         let next = format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\"");
         res.insert_header((header::LINK, next));
     }

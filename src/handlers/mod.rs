@@ -5,6 +5,7 @@
 mod blobs;
 mod catalog;
 mod manifests;
+mod pagination;
 mod tags;
 
 use actix_web::http::Method;

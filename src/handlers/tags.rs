@@ -6,7 +6,7 @@
 //! repository, sorted and paginated here, with `X-Cache: STALE`.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use ociregistry_actors::coordinator::ListUpstreamTags;
 use ociregistry_actors::error::FetchError;
 use ociregistry_actors::metrics::CacheOutcome;
@@ -14,25 +14,12 @@ use ociregistry_actors::names::Tag;
 use ociregistry_actors::storage::CachedTags;
 use ociregistry_actors::upstream::{ListTags, TagPage};
 
+use super::pagination::{cut, Query};
 use super::within;
 use crate::access_log::{Access, Outcome};
 use crate::error::{api_version, ApiError, Content};
 use crate::namespace::Target;
 use crate::state::AppState;
-
-/// Most tags asked of an upstream, or answered, in one page.
-const MAX_PAGE: usize = 10_000;
-
-/// The query, as sent.
-#[derive(Debug, serde::Deserialize)]
-struct Query {
-    /// Most tags.
-    n: Option<String>,
-    /// Tags after this one.
-    last: Option<String>,
-    /// The registry (containerd's form), kept in the next page's link.
-    ns: Option<String>,
-}
 
 /// Answers one page of `target`'s tags; `name` is the repository as the
 /// client named it.
@@ -43,17 +30,8 @@ pub async fn serve(
     name: &str,
     access: &mut Access,
 ) -> Result<HttpResponse, ApiError> {
-    let query = web::Query::<Query>::from_query(req.query_string())
-        .map_err(|_| ApiError::PaginationInvalid("unreadable query".into()))?
-        .into_inner();
-    let n = match query.n.as_deref() {
-        None => None,
-        Some(n) => Some(
-            n.parse::<usize>()
-                .map_err(|_| ApiError::PaginationInvalid(format!("n={n:?} is not a count")))?
-                .min(MAX_PAGE),
-        ),
-    };
+    let query = Query::parse(req.query_string())?;
+    let n = query.count()?;
     let last = query.last.as_deref().map(Tag::parse).transpose()?;
     let policy = state.policy();
     let asked = match policy.air_gapped {
@@ -123,11 +101,9 @@ fn offline(e: &ApiError) -> bool {
 
 /// The page of sorted `tags` after `last`, at most `n` long.
 fn paginate(tags: Vec<Tag>, n: Option<usize>, last: Option<&Tag>) -> TagPage {
-    let after = tags.partition_point(|t| last.is_some_and(|l| t.as_str() <= l.as_str()));
-    let rest = &tags[after..];
-    let shown = n.unwrap_or(MAX_PAGE).min(rest.len());
+    let (shown, more) = cut(&tags, n, last.map(Tag::as_str), Tag::as_str);
     TagPage {
-        tags: rest[..shown].to_vec(),
-        more: rest.len() > shown,
+        tags: shown.to_vec(),
+        more,
     }
 }
