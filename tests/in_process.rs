@@ -229,3 +229,48 @@ async fn the_catalog_lists_the_cached_repositories_page_by_page() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     off.shut_down().await;
 }
+
+#[actix_web::test]
+async fn a_tag_list_in_flight_counts_toward_the_fetch_limits() {
+    let blob: Vec<u8> = (0..50_000u32).map(|i| (i % 239) as u8).collect();
+    let upstream = FaultUpstream::start(blob, b"{}".to_vec());
+    upstream.push_faults(&[Fault::Hang]);
+    let cache = tempfile::tempdir().unwrap();
+    let extra = "shutdownDelay: 0s\ndrainTimeout: 1s\npullTimeout: 2000\nmaxFetches: 1\n";
+    let server = InProcess::start(
+        &docker_io_config(upstream.url(), extra),
+        &cache.path().join("cache"),
+    );
+    let blob_path = format!(
+        "/v2/library/app/blobs/{}?ns=docker.io",
+        upstream.blob_digest()
+    );
+    // A client lists tags of an upstream that never answers.
+    let listing = server.get("/v2/library/app/tags/list?ns=docker.io");
+    let meanwhile = async {
+        let asked = || upstream.blob_gets() == 1;
+        assert!(common::wait_for(std::time::Duration::from_secs(10), asked).await);
+        // The only fetch slot is the list's: another client waits for it.
+        let (status, _) = server.get(&blob_path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let ((status, _), ()) = futures::future::join(listing, meanwhile).await;
+    // The client's wait timed out: it got what the cache knows.
+    assert_eq!(status, StatusCode::OK);
+    // The slot frees when the upstream request itself times out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = server.get(&blob_path).await;
+        if status == StatusCode::OK {
+            break body;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list's slot never freed"
+        );
+        actix_web::rt::time::sleep(common::POLL_INTERVAL).await;
+    };
+    assert_eq!(digest_of(&body), upstream.blob_digest());
+    server.shut_down().await;
+}

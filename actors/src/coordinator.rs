@@ -61,6 +61,9 @@ pub struct PullCoordinator {
     manifests: HashMap<ManifestKey, Flight<ManifestFlight>>,
     /// Blob fetches in flight, by registry and digest.
     blobs: HashMap<(RegistryName, Digest), Flight<BlobDownload>>,
+    /// Tag lists being asked of upstreams, by registry: they count toward
+    /// the fetch limits like fetches.
+    lists: HashMap<RegistryName, usize>,
     /// Failed blob fetches are logged here (their clients may already
     /// have a 200 and only see the transfer cut).
     log: slog::Logger,
@@ -87,6 +90,7 @@ impl PullCoordinator {
             upstreams,
             manifests: HashMap::new(),
             blobs: HashMap::new(),
+            lists: HashMap::new(),
             log,
             _thread: arbiter,
         }))
@@ -96,12 +100,14 @@ impl PullCoordinator {
 impl PullCoordinator {
     /// Whether a new fetch from `registry` may start now.
     fn admit(&self, registry: &RegistryName) -> Result<(), FetchError> {
-        if self.manifests.len() + self.blobs.len() >= self.limits.max_fetches {
+        let lists: usize = self.lists.values().sum();
+        if self.manifests.len() + self.blobs.len() + lists >= self.limits.max_fetches {
             return Err(FetchError::Busy("maxFetches"));
         }
         let manifests = self.manifests.keys().filter(|(r, ..)| r == registry);
         let blobs = self.blobs.keys().filter(|(r, _)| r == registry);
-        if manifests.count() + blobs.count() >= self.limits.max_fetches_per_registry {
+        let lists = self.lists.get(registry).copied().unwrap_or(0);
+        if manifests.count() + blobs.count() + lists >= self.limits.max_fetches_per_registry {
             return Err(FetchError::Busy("maxFetchesPerRegistry"));
         }
         Ok(())
@@ -319,11 +325,27 @@ pub struct ListUpstreamTags {
 }
 
 impl Handler<ListUpstreamTags> for PullCoordinator {
-    type Result = ResponseFuture<Result<TagPage, FetchError>>;
+    type Result = ResponseActFuture<Self, Result<TagPage, FetchError>>;
 
+    /// Within the fetch limits (`Busy` beyond them), like every upstream
+    /// request clients cause.
     fn handle(&mut self, msg: ListUpstreamTags, _: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.admit(&msg.registry) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        *self.lists.entry(msg.registry.clone()).or_default() += 1;
         let upstream = self.upstreams.get(&msg.registry);
-        Box::pin(async move { upstream.send(msg.list).await? })
+        let registry = msg.registry;
+        let list = async move { upstream.send(msg.list).await? };
+        Box::pin(list.into_actor(self).map(move |result, act, _| {
+            if let Some(n) = act.lists.get_mut(&registry) {
+                *n -= 1;
+                if *n == 0 {
+                    act.lists.remove(&registry);
+                }
+            }
+            result
+        }))
     }
 }
 
