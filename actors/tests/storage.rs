@@ -483,3 +483,30 @@ async fn a_replica_serves_what_another_stored_after_it_started() {
         .unwrap();
     assert_eq!(stored.expect("in the bucket").size, 1000);
 }
+
+#[actix::test]
+async fn a_shared_store_object_larger_than_a_manifest_is_never_read_as_one() {
+    let store = Arc::new(object_store::memory::InMemory::new());
+    let (replica, _dir) = replica(&store, "reader").await;
+    // A well-formed manifest of 5 MiB, under its own digest, written by
+    // something other than a replica.
+    let bytes = Bytes::from(format!(
+        r#"{{"schemaVersion":2,"config":{{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}},"layers":[],"annotations":{{"pad":"{}"}}}}"#,
+        "x".repeat(5 << 20)
+    ));
+    let digest = Digest::of(&bytes);
+    let other = Bucket::new(
+        Arc::clone(&store) as Arc<dyn object_store::ObjectStore>,
+        "cache",
+        "other",
+    );
+    ociregistry_actors::storage::Backend::put(
+        &other,
+        ociregistry_actors::storage::Kind::Manifest,
+        &digest,
+        bytes,
+    )
+    .await
+    .unwrap();
+    assert_eq!(lookup(&replica, &digest).await, None);
+}

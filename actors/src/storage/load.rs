@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
+use futures::StreamExt;
+
 use super::backend::{Backend, Kind};
 use super::index::{Index, Origin, TagEntry, TagKey};
 use super::journal::Record;
 use super::layout::{Layout, PARTIAL_SUFFIX};
-use crate::manifest::{media_type_of, Manifest, ManifestInfo};
+use crate::manifest::{media_type_of, Manifest, ManifestInfo, MAX_MANIFEST_BYTES};
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
 /// Reads what `backend` stores into an index. No manifest body is read
@@ -161,11 +164,25 @@ fn tag_key(registry: &str, repo: &str, tag: &str) -> Option<TagKey> {
 /// record (which earlier versions filled from an upstream's
 /// `Content-Type`).
 pub async fn read_manifest(backend: &dyn Backend, digest: &Digest) -> Result<Manifest, String> {
-    let bytes = match backend.get(Kind::Manifest, digest).await {
-        Ok(Some(bytes)) => bytes,
+    let stored = match backend.open(Kind::Manifest, digest).await {
+        Ok(Some(stored)) => stored,
         Ok(None) => return Err("it is missing".into()),
         Err(e) => return Err(e.to_string()),
     };
+    // Never more than a manifest can be, whatever the store holds.
+    let too_large = || format!("larger than {MAX_MANIFEST_BYTES} bytes");
+    if stored.size > MAX_MANIFEST_BYTES as u64 {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(stored.size as usize);
+    let mut chunks = stored.bytes;
+    while let Some(chunk) = chunks.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(too_large());
+        }
+    }
+    let bytes = Bytes::from(bytes);
     if Digest::of(&bytes) != *digest {
         return Err("content does not match its digest".into());
     }

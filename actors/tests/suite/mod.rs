@@ -79,6 +79,14 @@ impl Fixture {
     }
 }
 
+/// The whole object `digest` of `kind`, read through `open`, if stored.
+async fn read(backend: &dyn Backend, kind: Kind, digest: &Digest) -> Option<Bytes> {
+    use futures::TryStreamExt;
+    let stored = backend.open(kind, digest).await.unwrap()?;
+    let chunks: Vec<Bytes> = stored.bytes.try_collect().await.unwrap();
+    Some(Bytes::from(chunks.concat()))
+}
+
 fn tag(tag: &str, digest: &Digest, seen: u64) -> Record {
     serde_json::from_value(serde_json::json!({
         "kind": "tag", "registry": "registry.test", "repo": "app",
@@ -155,7 +163,7 @@ pub async fn objects_are_kept_by_kind_and_digest(f: Fixture) {
     let backend = (f.open)();
     let (blob, manifest) = (Bytes::from_static(b"layer"), Bytes::from_static(b"{}"));
     let (b, m) = (Digest::of(&blob), Digest::of(&manifest));
-    assert_eq!(backend.get(Kind::Blob, &b).await.unwrap(), None);
+    assert_eq!(read(&*backend, Kind::Blob, &b).await, None);
     assert!(backend.list(Kind::Blob).await.unwrap().is_empty());
     backend.put(Kind::Blob, &b, blob.clone()).await.unwrap();
     backend
@@ -164,12 +172,9 @@ pub async fn objects_are_kept_by_kind_and_digest(f: Fixture) {
         .unwrap();
 
     let reopened = (f.open)();
-    assert_eq!(reopened.get(Kind::Blob, &b).await.unwrap(), Some(blob));
-    assert_eq!(
-        reopened.get(Kind::Manifest, &m).await.unwrap(),
-        Some(manifest)
-    );
-    assert_eq!(reopened.get(Kind::Manifest, &b).await.unwrap(), None);
+    assert_eq!(read(&*reopened, Kind::Blob, &b).await, Some(blob));
+    assert_eq!(read(&*reopened, Kind::Manifest, &m).await, Some(manifest));
+    assert_eq!(read(&*reopened, Kind::Manifest, &b).await, None);
     assert_eq!(
         reopened.list(Kind::Blob).await.unwrap(),
         HashMap::from([(b, 5)])
@@ -196,7 +201,7 @@ pub async fn files_are_stored_whole_and_again_is_a_no_op(f: Fixture) {
         listed,
         HashMap::from([(digest.clone(), bytes.len() as u64)])
     );
-    let stored = reopened.get(Kind::Blob, &digest).await.unwrap().unwrap();
+    let stored = read(&*reopened, Kind::Blob, &digest).await.unwrap();
     assert!(stored == bytes, "the stored bytes differ");
 }
 
@@ -243,7 +248,7 @@ pub async fn deleting_is_idempotent(f: Fixture) {
     backend.put(Kind::Blob, &digest, bytes).await.unwrap();
     backend.delete(Kind::Blob, &digest).await.unwrap();
     backend.delete(Kind::Blob, &digest).await.unwrap();
-    assert_eq!(backend.get(Kind::Blob, &digest).await.unwrap(), None);
+    assert_eq!(read(&*backend, Kind::Blob, &digest).await, None);
     assert!(backend.list(Kind::Blob).await.unwrap().is_empty());
 }
 

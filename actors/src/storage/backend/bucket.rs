@@ -231,18 +231,6 @@ impl Backend for Bucket {
         .boxed()
     }
 
-    fn get(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Bytes>> {
-        let key = self.key(kind, digest);
-        async move {
-            match self.store.get(&key).await {
-                Ok(got) => Ok(Some(got.bytes().await.map_err(io)?)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(io(e)),
-            }
-        }
-        .boxed()
-    }
-
     fn open(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Stored>> {
         let key = self.key(kind, digest);
         async move {

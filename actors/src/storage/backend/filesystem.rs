@@ -84,15 +84,6 @@ impl Backend for Filesystem {
         blocking(move || write_atomically(&path, &bytes))
     }
 
-    fn get(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Bytes>> {
-        let path = self.path(kind, digest);
-        blocking(move || match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        })
-    }
-
     fn open(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Stored>> {
         let path = self.path(kind, digest);
         async move {

@@ -66,9 +66,6 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Stores verified `bytes` as the object `digest`, like [`Backend::put_file`].
     fn put(&self, kind: Kind, digest: &Digest, bytes: Bytes) -> Io<'_, ()>;
 
-    /// The whole object `digest`, if stored.
-    fn get(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Bytes>>;
-
     /// Opens the object `digest` for reading as a stream, if stored.
     fn open(&self, kind: Kind, digest: &Digest) -> Io<'_, Option<Stored>>;
 
