@@ -637,8 +637,22 @@ async fn a_new_fetch_beyond_the_registry_limit_is_503_and_joins_still_work() {
     );
     drop(held);
     assert!(wait_stored(&server.cache_dir(), upstream.blob_digest()));
-    let (status, _) = get_body(&client, &manifest_url).await;
+    // The blob is on disk a moment before the coordinator hears its fetch
+    // ended: ask again while the answer is still 503, never longer than 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let (status, _) = get_body(&client, &manifest_url).await;
+        if status != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline {
+            break status;
+        }
+        actix_web::rt::time::sleep(common::POLL_INTERVAL).await;
+    };
     assert_eq!(status, StatusCode::OK, "room again once the fetch ended");
+    assert_eq!(
+        upstream.manifest_gets(),
+        1,
+        "503s never reached the upstream"
+    );
 }
 
 #[actix_web::test]
