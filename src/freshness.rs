@@ -38,9 +38,14 @@ pub struct TagPolicies {
 }
 
 impl TagPolicies {
+    /// The policy of `registry` (its tag lists and referrers follow it).
+    pub fn for_registry(&self, registry: &RegistryName) -> TagPolicy {
+        *self.per_registry.get(registry).unwrap_or(&self.default)
+    }
+
     /// The policy for `tag` of `registry`.
     pub fn for_tag(&self, registry: &RegistryName, tag: &Tag) -> TagPolicy {
-        let mut policy = *self.per_registry.get(registry).unwrap_or(&self.default);
+        let mut policy = self.for_registry(registry);
         if self.always_pull_latest && tag.as_str() == "latest" {
             policy.ttl = Some(Duration::ZERO);
         }

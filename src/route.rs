@@ -31,6 +31,13 @@ pub enum Route<'a> {
         /// Repository path as sent.
         name: &'a str,
     },
+    /// `/v2/<name>/referrers/<digest>`.
+    Referrers {
+        /// Repository path as sent.
+        name: &'a str,
+        /// The subject digest as sent.
+        digest: &'a str,
+    },
     /// An endpoint of the API this pull-only mirror does not offer.
     Unsupported(&'static str),
     /// Not an endpoint of the API.
@@ -47,6 +54,7 @@ impl Route<'_> {
             Route::Health | Route::Ready => "health",
             Route::Catalog => "catalog",
             Route::Tags { .. } => "tags",
+            Route::Referrers { .. } => "referrers",
             Route::Unsupported(_) | Route::Unknown => "other",
         }
     }
@@ -89,6 +97,7 @@ pub fn parse(path: &str) -> Route<'_> {
             reference: last,
         },
         Some((name, "blobs")) if !name.is_empty() => Route::Blob { name, digest: last },
+        Some((name, "referrers")) if !name.is_empty() => Route::Referrers { name, digest: last },
         _ => Route::Unknown,
     }
 }
@@ -132,6 +141,13 @@ mod tests {
         ));
         assert_eq!(parse("/v2/a/tags/list"), Route::Tags { name: "a" });
         assert_eq!(parse("/v2/_catalog"), Route::Catalog);
+        assert_eq!(
+            parse("/v2/ghcr.io/a/b/referrers/sha256:abc"),
+            Route::Referrers {
+                name: "ghcr.io/a/b",
+                digest: "sha256:abc"
+            }
+        );
         assert_eq!(parse("/v2/manifests/x"), Route::Unknown);
         assert_eq!(parse("/v2/a/b"), Route::Unknown);
         assert_eq!(parse("/v2x"), Route::Unknown);

@@ -521,7 +521,10 @@ async fn tags_are_listed_through_the_mirror_page_by_page_and_from_the_cache_offl
     for tag in ["2.0", "1.0", "1.1"] {
         push_image(&client(), &upstream.url(), "library/app", tag, &img).await;
     }
-    let server = Server::start(&docker_io_config(&upstream.url(), ""), &[]);
+    push_image(&client(), &upstream.url(), "library/other", "5", &img).await;
+    // Every list is asked of the upstream again (tagTtl 0).
+    let config = docker_io_config(&upstream.url(), "tagTtl: 0s\n");
+    let mut server = Server::start(&config, &[]);
 
     // skopeo, in-path form.
     let repo = format!("docker://{}/docker.io/library/app", server.host_port());
@@ -545,7 +548,8 @@ async fn tags_are_listed_through_the_mirror_page_by_page_and_from_the_cache_offl
     let base = server.url();
     let (status, body, link, cache) =
         get(format!("{base}/v2/library/app/tags/list?n=2&ns=docker.io")).await;
-    assert_eq!((status, cache.as_deref()), (StatusCode::OK, Some("MISS")));
+    // Asked again: a revalidated listing is a hit.
+    assert_eq!((status, cache.as_deref()), (StatusCode::OK, Some("HIT")));
     assert_eq!(
         body,
         serde_json::json!({"name": "library/app", "tags": ["1.0", "1.1"]})
@@ -560,6 +564,7 @@ async fn tags_are_listed_through_the_mirror_page_by_page_and_from_the_cache_offl
     for (query, code) in [
         ("n=-1", "PAGINATION_NUMBER_INVALID"),
         ("n=many", "PAGINATION_NUMBER_INVALID"),
+        ("n=99999999999999999999999", "PAGINATION_NUMBER_INVALID"),
         ("last=bad!tag", "TAG_INVALID"),
     ] {
         let url = format!("{base}/v2/library/app/tags/list?{query}&ns=docker.io");
@@ -567,16 +572,50 @@ async fn tags_are_listed_through_the_mirror_page_by_page_and_from_the_cache_offl
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(body["errors"][0]["code"], code, "{query}");
     }
-
-    // Offline: the tags the cache knows.
-    let manifest = format!("{base}/v2/library/app/manifests/1.1?ns=docker.io");
+    // n=0: an empty page with a link to the rest is not useful; none.
+    let (status, body, _, _) =
+        get(format!("{base}/v2/library/app/tags/list?n=0&ns=docker.io")).await;
     assert_eq!(
-        client().get(manifest).send().await.unwrap().status(),
+        (status, body["tags"].clone()),
+        (StatusCode::OK, serde_json::json!([]))
+    );
+
+    // A tag pushed later is listed (the list is revalidated).
+    push_image(&client(), &upstream.url(), "library/app", "3.0", &img).await;
+    let all = format!("{base}/v2/library/app/tags/list?ns=docker.io");
+    let (_, body, _, _) = get(all.clone()).await;
+    let every = serde_json::json!(["1.0", "1.1", "2.0", "3.0"]);
+    assert_eq!(body["tags"], every);
+    // A repository never listed, one image pulled.
+    let other = format!("{base}/v2/library/other/manifests/5?ns=docker.io");
+    assert_eq!(
+        client().get(other).send().await.unwrap().status(),
         StatusCode::OK
     );
+
+    // Offline: the last upstream list; or, never listed, the tags the cache knows.
     upstream.stop();
-    let (status, body, _, cache) =
-        get(format!("{base}/v2/library/app/tags/list?ns=docker.io")).await;
+    let others = |base: &str| format!("{base}/v2/library/other/tags/list?ns=docker.io");
+    for (url, tags) in [(all, &every), (others(&base), &serde_json::json!(["5"]))] {
+        let (status, body, _, cache) = get(url.clone()).await;
+        assert_eq!(
+            (status, cache.as_deref()),
+            (StatusCode::OK, Some("STALE")),
+            "{url}"
+        );
+        assert_eq!(&body["tags"], tags, "{url}");
+    }
+
+    // After a restart, air-gapped: the journal keeps the list.
+    server.kill();
+    let server = Server::start_with_cache(&config, &server.cache_dir(), &["--air-gapped"]);
+    let base = server.url();
+    let page = format!("{base}/v2/docker.io/library/app/tags/list?n=3");
+    let (status, body, link, cache) = get(page).await;
     assert_eq!((status, cache.as_deref()), (StatusCode::OK, Some("STALE")));
-    assert_eq!(body["tags"], serde_json::json!(["1.1"]));
+    assert_eq!(body["tags"], serde_json::json!(["1.0", "1.1", "2.0"]));
+    let next = "/v2/docker.io/library/app/tags/list?n=3&last=2.0";
+    assert_eq!(link, Some(format!("<{next}>; rel=\"next\"")));
+    let (_, body, _, _) = get(others(&base)).await;
+    assert_eq!(body["tags"], serde_json::json!(["5"]));
 }

@@ -14,22 +14,24 @@ use std::fs::File;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::download::{BlobDownload, Progress};
 use crate::error::FetchError;
+use crate::listing::{tags_body, Listed, Listing, ListingKey};
 use crate::manifest::Manifest;
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
 use crate::storage::{
-    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, OpenStoredBlob, Storage, Stored,
-    TagConfirmed,
+    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, OpenStoredBlob, Storage,
+    StoreListing, Stored, TagConfirmed,
 };
 use crate::upstream::guard::HostRules;
 use crate::upstream::{
-    BlobBody, GetHealth, GetManifest, HeadManifest, ListTags, OpenBlob, ProxyRules, TagPage,
+    BlobBody, GetHealth, GetManifest, GetReferrers, HeadManifest, ListTags, OpenBlob, ProxyRules,
     Timeouts, TlsError, UpstreamHealth, UpstreamRegistry, UpstreamSettings,
 };
 
@@ -37,6 +39,9 @@ use crate::upstream::{
 type ManifestKey = (RegistryName, RepoName, Reference);
 /// A manifest flight: every waiter polls a clone.
 type ManifestFlight = Shared<LocalBoxFuture<'static, Result<Arc<Manifest>, FetchError>>>;
+
+/// A listing flight: every waiter polls a clone.
+type ListingFlight = Shared<LocalBoxFuture<'static, Result<Listing, FetchError>>>;
 
 /// Bounds on the upstream fetches the coordinator runs.
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +66,9 @@ pub struct PullCoordinator {
     manifests: HashMap<ManifestKey, Flight<ManifestFlight>>,
     /// Blob fetches in flight, by registry and digest.
     blobs: HashMap<(RegistryName, Digest), Flight<BlobDownload>>,
-    /// Tag lists being asked of upstreams, by registry: they count toward
-    /// the fetch limits like fetches.
-    lists: HashMap<RegistryName, usize>,
+    /// Listings being asked of upstreams; they count toward the fetch
+    /// limits like fetches.
+    lists: HashMap<ListingKey, Flight<ListingFlight>>,
     /// Failed blob fetches are logged here (their clients may already
     /// have a 200 and only see the transfer cut).
     log: slog::Logger,
@@ -100,14 +105,14 @@ impl PullCoordinator {
 impl PullCoordinator {
     /// Whether a new fetch from `registry` may start now.
     fn admit(&self, registry: &RegistryName) -> Result<(), FetchError> {
-        let lists: usize = self.lists.values().sum();
-        if self.manifests.len() + self.blobs.len() + lists >= self.limits.max_fetches {
+        if self.manifests.len() + self.blobs.len() + self.lists.len() >= self.limits.max_fetches {
             return Err(FetchError::Busy("maxFetches"));
         }
         let manifests = self.manifests.keys().filter(|(r, ..)| r == registry);
         let blobs = self.blobs.keys().filter(|(r, _)| r == registry);
-        let lists = self.lists.get(registry).copied().unwrap_or(0);
-        if manifests.count() + blobs.count() + lists >= self.limits.max_fetches_per_registry {
+        let lists = self.lists.keys().filter(|k| &k.registry == registry);
+        if manifests.count() + blobs.count() + lists.count() >= self.limits.max_fetches_per_registry
+        {
             return Err(FetchError::Busy("maxFetchesPerRegistry"));
         }
         Ok(())
@@ -314,39 +319,71 @@ impl Handler<UpstreamsHealth> for PullCoordinator {
     }
 }
 
-/// One page of a repository's tags from its upstream (not cached).
+/// Ask the upstream for a listing (tags, referrers), keep it, and answer
+/// it: one request upstream for every client asking the same listing at
+/// once, counted in the fetch limits. A referrers listing of an upstream
+/// without the referrers API is kept and answered with an empty body.
 #[derive(Message)]
-#[rtype(result = "Result<TagPage, FetchError>")]
-pub struct ListUpstreamTags {
-    /// Registry.
-    pub registry: RegistryName,
-    /// The page.
-    pub list: ListTags,
-}
+#[rtype(result = "Result<Joined<Listing>, FetchError>")]
+pub struct FetchListing(pub ListingKey);
 
-impl Handler<ListUpstreamTags> for PullCoordinator {
-    type Result = ResponseActFuture<Self, Result<TagPage, FetchError>>;
+impl Handler<FetchListing> for PullCoordinator {
+    type Result = ResponseFuture<Result<Joined<Listing>, FetchError>>;
 
-    /// Within the fetch limits (`Busy` beyond them), like every upstream
-    /// request clients cause.
-    fn handle(&mut self, msg: ListUpstreamTags, _: &mut Self::Context) -> Self::Result {
-        if let Err(e) = self.admit(&msg.registry) {
+    fn handle(&mut self, FetchListing(key): FetchListing, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(flight) = self.lists.get_mut(&key) {
+            let flight = flight.join();
+            return Box::pin(async move {
+                flight.await.map(|value| Joined {
+                    value,
+                    joined: true,
+                })
+            });
+        }
+        if let Err(e) = self.admit(&key.registry) {
             return Box::pin(fut::ready(Err(e)));
         }
-        *self.lists.entry(msg.registry.clone()).or_default() += 1;
-        let upstream = self.upstreams.get(&msg.registry);
-        let registry = msg.registry;
-        let list = async move { upstream.send(msg.list).await? };
-        Box::pin(list.into_actor(self).map(move |result, act, _| {
-            if let Some(n) = act.lists.get_mut(&registry) {
-                *n -= 1;
-                if *n == 0 {
-                    act.lists.remove(&registry);
-                }
-            }
-            result
-        }))
+        let upstream = self.upstreams.get(&key.registry);
+        let flight = fetch_listing(self.storage.clone(), upstream, key.clone())
+            .boxed_local()
+            .shared();
+        self.lists
+            .insert(key.clone(), Flight::start(flight.clone()));
+        ctx.spawn(flight.clone().into_actor(self).map(move |_, act, _| {
+            act.lists.remove(&key).into_iter().for_each(Flight::end);
+        }));
+        Box::pin(async move {
+            flight.await.map(|value| Joined {
+                value,
+                joined: false,
+            })
+        })
     }
+}
+
+/// Asks the upstream for one listing and keeps the answer.
+async fn fetch_listing(
+    storage: Addr<Storage>,
+    upstream: Addr<UpstreamRegistry>,
+    key: ListingKey,
+) -> Result<Listing, FetchError> {
+    let repo = key.repo.clone();
+    let body = match &key.listed {
+        Listed::Tags => tags_body(upstream.send(ListTags { repo }).await??),
+        Listed::Referrers(subject) => {
+            let subject = subject.clone();
+            match upstream.send(GetReferrers { repo, subject }).await? {
+                Err(FetchError::NotFound) => Bytes::new(),
+                answer => answer?,
+            }
+        }
+    };
+    let listing = Listing {
+        body,
+        seen: std::time::SystemTime::now(),
+    };
+    storage.send(StoreListing(key, listing.clone())).await?;
+    Ok(listing)
 }
 
 /// New upstream settings and limits (a configuration reload). Fetches in

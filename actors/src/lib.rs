@@ -8,12 +8,14 @@
 //!   streams a blob from its (possibly growing) cache file.
 //! - [`storage`]: **Storage**, the on-disk cache and its in-memory index.
 //! - [`upstream`]: **UpstreamRegistry**, one per upstream: client, TLS, auth.
+//! - [`listing`]: tag lists and referrers, as asked of upstreams and kept.
 //! - [`error`]: what a fetch can fail with.
 //! - [`metrics`]: every Prometheus metric, in one registry.
 
 pub mod coordinator;
 pub mod download;
 pub mod error;
+pub mod listing;
 pub mod manifest;
 pub mod metrics;
 pub mod names;

@@ -64,10 +64,17 @@ fuzz_target!(|data: &[u8]| {
         Route::Ready => assert_eq!(path, "/ready"),
         Route::Catalog => assert_eq!(path, "/v2/_catalog"),
         Route::Tags { name } => assert!(path.ends_with("/tags/list") && !name.is_empty()),
+        Route::Referrers { name, digest } => {
+            assert!(!name.is_empty());
+            assert!(!digest.contains('/'));
+            assert_eq!(format!("/v2/{name}/referrers/{digest}"), path);
+        }
         Route::Unsupported(_) => assert!(path.starts_with("/v2/")),
         Route::Unknown => {}
     }
-    if let Route::Manifest { name, .. } | Route::Blob { name, .. } = route {
+    if let Route::Manifest { name, .. } | Route::Blob { name, .. } | Route::Referrers { name, .. } =
+        route
+    {
         let hub = RegistryName::parse("docker.io").expect("docker.io");
         check_resolve(name, ns, None);
         check_resolve(name, ns, Some(&hub));

@@ -4,8 +4,10 @@
 
 mod blobs;
 mod catalog;
+mod listing;
 mod manifests;
 mod pagination;
+mod referrers;
 mod tags;
 
 use actix_web::http::Method;
@@ -97,6 +99,10 @@ async fn route_request(
         Route::Tags { name } => {
             let target = target(name)?;
             tags::serve(req, state, target, name, access).await
+        }
+        Route::Referrers { name, digest } => {
+            let target = target(name)?;
+            referrers::serve(req, state, target, digest, access).await
         }
         Route::Unsupported(why) => Err(ApiError::Unsupported { why, allow }),
         Route::Unknown => Err(ApiError::UnknownEndpoint),

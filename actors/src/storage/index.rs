@@ -14,6 +14,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use super::journal::Record;
+use super::listings::Listings;
 use crate::error::FetchError;
 use crate::manifest::ManifestInfo;
 use crate::names::{Digest, RegistryName, RepoName, Tag};
@@ -77,6 +78,8 @@ pub struct Index {
     pub history: Vec<Record>,
     /// Last time each manifest was served (memory; persisted in batches).
     pub pulled: HashMap<Digest, SystemTime>,
+    /// Tag lists and referrers the upstreams answered.
+    pub listings: Listings,
 }
 
 /// One image as `list` shows it.
@@ -192,7 +195,10 @@ impl Index {
             let stored = origin.map_or(0, |o| unix(o.stored));
             Record::manifest(digest, m, registry, repo, stored)
         });
-        manifests.chain(self.history.iter().cloned()).collect()
+        manifests
+            .chain(self.history.iter().cloned())
+            .chain(self.listings.records())
+            .collect()
     }
 
     /// Indexes a manifest (a no-op when it is indexed already).

@@ -1,5 +1,6 @@
 //! The journal: an append-only JSON-lines file recording each stored
-//! manifest's media type and each tag's digest.
+//! manifest's media type, each tag's digest and the listings upstreams
+//! answered.
 //!
 //! A record is appended (and synced) only after the content it names is in
 //! place, so a crash at any instant leaves at worst a torn last line, which
@@ -69,6 +70,22 @@ pub enum Record {
         digest: String,
         /// Its size.
         size: u64,
+    },
+    /// A listing the upstream answered: a repository's tags, or the
+    /// referrers of a manifest (see [`crate::listing`]).
+    #[serde(rename_all = "camelCase")]
+    Listing {
+        /// Registry host.
+        registry: String,
+        /// Repository name.
+        repo: String,
+        /// The subject digest of a referrers listing; none for tags.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        referrers_of: Option<String>,
+        /// The listing's body (JSON text).
+        body: String,
+        /// When the upstream answered it (unix seconds).
+        seen: u64,
     },
     /// `registry/repo:tag` was removed from the cache (pruned or evicted).
     Untag {

@@ -13,6 +13,7 @@ use super::backend::{Backend, Kind};
 use super::index::{Index, Origin, TagEntry, TagKey};
 use super::journal::Record;
 use super::layout::{Layout, PARTIAL_SUFFIX};
+use super::listings;
 use crate::manifest::{media_type_of, Manifest, ManifestInfo, MAX_MANIFEST_BYTES};
 use crate::names::{Digest, RegistryName, RepoName, Tag};
 
@@ -134,6 +135,19 @@ pub fn replay(
             // says another replica stored the blob.
             if let (None, Ok(d)) = (sizes, Digest::parse(digest)) {
                 index.blobs.insert(d, *size);
+            }
+        }
+        Record::Listing {
+            registry,
+            repo,
+            referrers_of,
+            body,
+            seen,
+        } => {
+            let listing =
+                listings::from_record(registry, repo, referrers_of.as_deref(), body, *seen);
+            if let Some((key, listing)) = listing {
+                index.listings.insert(key, listing);
             }
         }
         Record::Untag {

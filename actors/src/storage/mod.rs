@@ -10,6 +10,7 @@ mod bodies;
 mod index;
 mod journal;
 mod layout;
+mod listings;
 mod load;
 mod local;
 
@@ -35,6 +36,7 @@ pub use layout::Layout;
 use local::LocalBlobs;
 
 use crate::error::FetchError;
+use crate::listing::{Listing, ListingKey};
 use crate::manifest::{Manifest, ManifestInfo};
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName, Tag};
@@ -905,6 +907,43 @@ impl Handler<CachedTags> for Storage {
             .collect();
         tags.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         MessageResult(tags)
+    }
+}
+
+/// The listing the cache keeps for a key, if any.
+#[derive(Message)]
+#[rtype(result = "Option<Listing>")]
+pub struct LookupListing(pub ListingKey);
+
+impl Handler<LookupListing> for Storage {
+    type Result = MessageResult<LookupListing>;
+
+    fn handle(&mut self, msg: LookupListing, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.index.listings.get(&msg.0).cloned())
+    }
+}
+
+/// An upstream answered a listing: kept at once, journaled in the
+/// background when its body changed (an unchanged one only moves `seen`,
+/// in memory, like a confirmed tag).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StoreListing(pub ListingKey, pub Listing);
+
+impl Handler<StoreListing> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, StoreListing(key, listing): StoreListing, _: &mut Self::Context) {
+        let record = listings::record(&key, &listing);
+        if !self.index.listings.insert(key, listing) {
+            return;
+        }
+        let (backend, log) = (Arc::clone(&self.backend), self.log.clone());
+        actix::spawn(async move {
+            if let Err(e) = backend.append(vec![record]).await {
+                slog::warn!(log, "could not record a listing"; "error" => %e);
+            }
+        });
     }
 }
 

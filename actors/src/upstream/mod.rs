@@ -29,7 +29,8 @@ pub use self::settings::{
     ServerTlsSettings, Timeouts, TlsError, TlsSettings, UpstreamSettings,
 };
 use crate::error::FetchError;
-use crate::manifest::{MAX_MANIFEST_BYTES, UPSTREAM_ACCEPT};
+use crate::listing::{check_referrers, merge_referrer_pages, MAX_LISTING_BYTES};
+use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX, UPSTREAM_ACCEPT};
 use crate::metrics::{self, METRICS};
 use crate::names::{Digest, Reference, RepoName, Tag};
 /// The server-side TLS configuration [`ServerTlsSettings::server_config`] builds.
@@ -239,69 +240,74 @@ impl Handler<HeadManifest> for UpstreamRegistry {
     }
 }
 
-/// One page of a repository's tags, as the upstream lists them.
+/// Every tag of a repository, as the upstream lists them (all pages).
 #[derive(Message)]
-#[rtype(result = "Result<TagPage, FetchError>")]
+#[rtype(result = "Result<Vec<Tag>, FetchError>")]
 pub struct ListTags {
     /// Repository.
     pub repo: RepoName,
-    /// Most tags (the upstream may send fewer).
-    pub n: Option<usize>,
-    /// Tags after this one.
-    pub last: Option<Tag>,
 }
-
-/// A page of tags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagPage {
-    /// The tags, in the upstream's order (invalid names dropped).
-    pub tags: Vec<Tag>,
-    /// Whether the upstream has more (it sent a `Link` to a next page).
-    pub more: bool,
-}
-
-/// Largest tag list accepted from an upstream.
-const MAX_TAG_LIST_BYTES: usize = 4 << 20;
 
 impl Handler<ListTags> for UpstreamRegistry {
-    type Result = ResponseFuture<Result<TagPage, FetchError>>;
+    type Result = ResponseFuture<Result<Vec<Tag>, FetchError>>;
 
     fn handle(&mut self, msg: ListTags, _: &mut Self::Context) -> Self::Result {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {
-            let mut query: Vec<String> = Vec::new();
-            query.extend(msg.n.map(|n| format!("n={n}")));
-            query.extend(msg.last.map(|t| format!("last={t}")));
-            query.extend(inner.settings.ns.as_ref().map(|ns| format!("ns={ns}")));
-            let query = match query.is_empty() {
-                true => String::new(),
-                false => format!("?{}", query.join("&")),
-            };
-            let path = format!("/v2/{}/tags/list{query}", msg.repo);
-            let mut resp = inner.get(&path, "application/json", &msg.repo).await?;
-            check_status(&resp)?;
-            let more = resp
-                .headers()
-                .get(awc::http::header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|link| link.contains("rel=\"next\""));
-            let body = resp
-                .body()
-                .limit(MAX_TAG_LIST_BYTES)
-                .await
-                .map_err(|e| FetchError::BadResponse(format!("tag list: {e}")))?;
+            let path = format!("/v2/{}/tags/list{}", msg.repo, inner.ns_query());
+            let pages = inner.pages(path, "application/json", &msg.repo).await?;
             #[derive(serde::Deserialize)]
             struct List {
                 tags: Option<Vec<String>>,
             }
-            let list: List = serde_json::from_slice(&body)
-                .map_err(|e| FetchError::BadResponse(format!("tag list: {e}")))?;
-            let tags = list.tags.unwrap_or_default();
-            let tags = tags.iter().filter_map(|t| Tag::parse(t).ok()).collect();
-            Ok(TagPage { tags, more })
+            let mut tags = Vec::new();
+            for page in pages {
+                let list: List = serde_json::from_slice(&page)
+                    .map_err(|e| FetchError::BadResponse(format!("tag list: {e}")))?;
+                let names = list.tags.unwrap_or_default();
+                tags.extend(names.iter().filter_map(|t| Tag::parse(t).ok()));
+            }
+            Ok(tags)
         })
     }
 }
+
+/// The referrers of a manifest: an OCI image index, checked, the pages of
+/// a paginated answer merged. `NotFound` when the upstream has no
+/// referrers API.
+#[derive(Message)]
+#[rtype(result = "Result<Bytes, FetchError>")]
+pub struct GetReferrers {
+    /// Repository.
+    pub repo: RepoName,
+    /// The subject manifest.
+    pub subject: Digest,
+}
+
+impl Handler<GetReferrers> for UpstreamRegistry {
+    type Result = ResponseFuture<Result<Bytes, FetchError>>;
+
+    fn handle(&mut self, msg: GetReferrers, _: &mut Self::Context) -> Self::Result {
+        let inner = Rc::clone(&self.inner);
+        Box::pin(async move {
+            let path = format!(
+                "/v2/{}/referrers/{}{}",
+                msg.repo,
+                msg.subject,
+                inner.ns_query()
+            );
+            let pages = inner.pages(path, OCI_INDEX, &msg.repo).await?;
+            let checked = pages
+                .into_iter()
+                .map(|page| check_referrers(&page).map(|index| (page, index)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(merge_referrer_pages(checked))
+        })
+    }
+}
+
+/// Most pages of one listing followed.
+const MAX_PAGES: usize = 64;
 
 /// Start downloading a blob.
 #[derive(Message)]
@@ -427,6 +433,63 @@ impl Inner {
     /// The upstream path of a manifest.
     fn manifest_path(&self, repo: &RepoName, reference: &Reference) -> String {
         format!("/v2/{repo}/manifests/{reference}{}", self.ns_query())
+    }
+
+    /// The bodies of `path` and of the pages its `Link: <...>; rel="next"`
+    /// headers lead to (paths on this registry only), within
+    /// [`MAX_LISTING_BYTES`] and [`MAX_PAGES`].
+    async fn pages(
+        &self,
+        mut path: String,
+        accept: &str,
+        repo: &RepoName,
+    ) -> Result<Vec<Bytes>, FetchError> {
+        let mut pages: Vec<Bytes> = Vec::new();
+        loop {
+            let mut resp = self.get(&path, accept, repo).await?;
+            check_status(&resp)?;
+            let next = resp
+                .headers()
+                .get(awc::http::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|link| self.next_page(link));
+            let room = MAX_LISTING_BYTES - pages.iter().map(Bytes::len).sum::<usize>();
+            let body = tokio::time::timeout(self.settings.timeouts.idle, resp.body().limit(room))
+                .await
+                .map_err(|_| FetchError::Timeout("listing body stalled".into()))?
+                .map_err(|e| FetchError::BadResponse(format!("listing body: {e}")))?;
+            pages.push(body);
+            match next {
+                Some(next) if pages.len() < MAX_PAGES => path = next,
+                Some(_) => {
+                    return Err(FetchError::BadResponse(format!(
+                        "listing of more than {MAX_PAGES} pages"
+                    )))
+                }
+                None => return Ok(pages),
+            }
+        }
+    }
+
+    /// The path of a `Link` header's next page, when it is on this
+    /// registry (a path, or a URL under one of its endpoints).
+    fn next_page(&self, link: &str) -> Option<String> {
+        let target = link
+            .split(',')
+            .find(|l| l.contains("rel=\"next\""))?
+            .split_once('<')?
+            .1
+            .split_once('>')?
+            .0;
+        let path = match target.strip_prefix('/') {
+            Some(_) => target,
+            None => self
+                .settings
+                .endpoints
+                .iter()
+                .find_map(|e| target.strip_prefix(e.trim_end_matches('/')))?,
+        };
+        path.starts_with("/v2/").then(|| path.to_string())
     }
 
     /// GETs `path`, trying each endpoint in order: a connection error or a

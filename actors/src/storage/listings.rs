@@ -1,0 +1,147 @@
+//! Listings (tag lists, referrers) the upstreams answered, in memory within
+//! [`MAX_LISTINGS_BYTES`], journaled so that they answer after a restart
+//! and air-gapped.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::index::unix;
+use super::journal::Record;
+use crate::listing::{Listed, Listing, ListingKey};
+use crate::names::{Digest, RegistryName, RepoName};
+
+/// Most bytes of listings kept; beyond them the least recently answered
+/// are dropped (and not kept by the next compaction).
+pub const MAX_LISTINGS_BYTES: usize = 32 << 20;
+
+/// Every listing kept, by key.
+#[derive(Debug, Default)]
+pub struct Listings {
+    /// The listings.
+    map: HashMap<ListingKey, Listing>,
+    /// Their bodies' bytes together.
+    bytes: usize,
+}
+
+impl Listings {
+    /// The listing of `key`, if kept.
+    pub fn get(&self, key: &ListingKey) -> Option<&Listing> {
+        self.map.get(key)
+    }
+
+    /// Keeps `listing` for `key`; returns whether its body is new (then it
+    /// is worth a record; an unchanged body only moves `seen`).
+    pub fn insert(&mut self, key: ListingKey, listing: Listing) -> bool {
+        let size = listing.body.len();
+        let old = self.map.insert(key, listing.clone());
+        let changed = old.as_ref().is_none_or(|o| o.body != listing.body);
+        self.bytes = self.bytes + size - old.map_or(0, |o| o.body.len());
+        while self.bytes > MAX_LISTINGS_BYTES {
+            let oldest = self.map.iter().min_by_key(|(_, l)| l.seen);
+            let Some(key) = oldest.map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some(gone) = self.map.remove(&key) {
+                self.bytes -= gone.body.len();
+            }
+        }
+        changed
+    }
+
+    /// The records that restore every listing kept (for compaction).
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.map.iter().map(|(key, l)| record(key, l))
+    }
+}
+
+/// The record of `listing`.
+pub fn record(key: &ListingKey, listing: &Listing) -> Record {
+    Record::Listing {
+        registry: key.registry.to_string(),
+        repo: key.repo.to_string(),
+        referrers_of: match &key.listed {
+            Listed::Tags => None,
+            Listed::Referrers(d) => Some(d.to_string()),
+        },
+        body: String::from_utf8_lossy(&listing.body).into_owned(),
+        seen: unix(listing.seen),
+    }
+}
+
+/// The key and listing a [`Record::Listing`] holds, if its names are valid.
+pub fn from_record(
+    registry: &str,
+    repo: &str,
+    referrers_of: Option<&str>,
+    body: &str,
+    seen: u64,
+) -> Option<(ListingKey, Listing)> {
+    let listed = match referrers_of {
+        None => Listed::Tags,
+        Some(d) => Listed::Referrers(Digest::parse(d).ok()?),
+    };
+    let key = ListingKey {
+        registry: RegistryName::parse(registry).ok()?,
+        repo: RepoName::parse(repo).ok()?,
+        listed,
+    };
+    let listing = Listing {
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        seen: UNIX_EPOCH + Duration::from_secs(seen),
+    };
+    Some((key, listing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_by_bytes_oldest_dropped_and_records_round_trip() {
+        let key = |repo: &str| ListingKey {
+            registry: RegistryName::parse("docker.io").unwrap(),
+            repo: RepoName::parse(repo).unwrap(),
+            listed: Listed::Tags,
+        };
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let big = Bytes::from(vec![b'x'; MAX_LISTINGS_BYTES / 2]);
+        let mut listings = Listings::default();
+        let old = Listing {
+            body: big.clone(),
+            seen: at(1),
+        };
+        assert!(listings.insert(key("a"), old.clone()));
+        assert!(!listings.insert(key("a"), Listing { seen: at(2), ..old }));
+        assert!(listings.insert(
+            key("b"),
+            Listing {
+                body: big.clone(),
+                seen: at(3)
+            }
+        ));
+        assert!(listings.insert(
+            key("c"),
+            Listing {
+                body: big,
+                seen: at(4)
+            }
+        ));
+        assert!(listings.get(&key("a")).is_none(), "the oldest went");
+        assert!(listings.get(&key("c")).is_some());
+
+        let Record::Listing {
+            registry,
+            repo,
+            referrers_of,
+            body,
+            seen,
+        } = record(&key("c"), listings.get(&key("c")).unwrap())
+        else {
+            panic!("a listing record");
+        };
+        let (k, l) = from_record(&registry, &repo, referrers_of.as_deref(), &body, seen).unwrap();
+        assert_eq!((&k, &l), (&key("c"), listings.get(&key("c")).unwrap()));
+    }
+}
