@@ -165,6 +165,38 @@ impl TestImage {
         Self::build(Format::Docker, seed, layer_sizes, Platform::AMD64)
     }
 
+    /// An OCI artifact (a signature, an SBOM) of `artifact_type` whose
+    /// subject is the manifest `subject` (`digest`, `size`, `mediaType`):
+    /// the empty config and one layer of `payload`.
+    pub fn artifact(artifact_type: &str, payload: &[u8], subject: Value) -> TestImage {
+        let config = Blob::new(b"{}".to_vec(), "application/vnd.oci.empty.v1+json");
+        let layer = Blob::new(payload.to_vec(), "application/octet-stream");
+        let manifest = to_json_bytes(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor()],
+            "subject": subject,
+        }));
+        TestImage {
+            manifest_digest: digest_of(&manifest),
+            manifest,
+            media_type: OCI_MANIFEST.to_owned(),
+            config,
+            layers: vec![layer],
+        }
+    }
+
+    /// This manifest's descriptor.
+    pub fn descriptor(&self) -> Value {
+        json!({
+            "mediaType": self.media_type,
+            "digest": self.manifest_digest,
+            "size": self.manifest.len(),
+        })
+    }
+
     /// Config first, then the layers.
     pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
         std::iter::once(&self.config).chain(&self.layers)

@@ -12,6 +12,7 @@ pub mod image;
 pub mod pki;
 pub mod push;
 pub mod raw_http;
+pub mod referrers;
 pub mod rng;
 pub mod s3;
 pub mod server;
