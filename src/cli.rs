@@ -54,6 +54,11 @@ pub struct LoadArgs {
     /// linux/amd64,linux/arm64 [default: all].
     #[arg(long, value_delimiter = ',')]
     pub platform: Vec<String>,
+    /// Also load what refers to each image (signatures, SBOMs,
+    /// attestations: the upstream's referrers API), with their referrers
+    /// lists, so that they can be looked up air-gapped.
+    #[arg(long)]
+    pub referrers: bool,
     /// Images loaded at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,

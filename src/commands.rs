@@ -118,6 +118,7 @@ async fn load_into(
         storage: cache.storage.clone(),
         coordinator: cache.coordinator.clone(),
         platforms: args.platform.clone(),
+        referrers: args.referrers,
         log: log.clone(),
     };
     let summary = loader.load_all(images, args.concurrency).await;

@@ -2,6 +2,8 @@
 //! and `serve --preload-images FILE`. Each image is pulled with all its
 //! platforms (or the chosen ones), manifests and blobs, through the same
 //! single-flight fetches clients use; what is cached already is skipped.
+//! `load --referrers` also pulls what refers to each image (signatures,
+//! SBOMs) and keeps the referrers lists.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -9,8 +11,9 @@ use std::sync::Arc;
 
 use actix::Addr;
 use futures::stream::{self, StreamExt};
-use ociregistry_actors::coordinator::{FetchBlob, FetchManifest, PullCoordinator};
+use ociregistry_actors::coordinator::{FetchBlob, FetchListing, FetchManifest, PullCoordinator};
 use ociregistry_actors::error::FetchError;
+use ociregistry_actors::listing::{referrer_digests, Listed, ListingKey};
 use ociregistry_actors::manifest::Manifest;
 use ociregistry_actors::names::{Digest, Reference};
 use ociregistry_actors::storage::{LookupBlob, LookupManifest, Storage};
@@ -68,6 +71,9 @@ pub struct Loader {
     pub coordinator: Addr<PullCoordinator>,
     /// `os/arch[/variant]` to keep from indexes; all when empty.
     pub platforms: Vec<String>,
+    /// Also load the referrers of each image and of its chosen platform
+    /// manifests (one level: not the referrers of referrers).
+    pub referrers: bool,
     /// Progress lines.
     pub log: slog::Logger,
 }
@@ -117,26 +123,20 @@ impl Loader {
         progress.get()
     }
 
-    /// One image: its manifest, the chosen platform manifests, every blob.
+    /// One image: its manifest, the chosen platform manifests, every blob;
+    /// with `referrers`, the same for each artifact referring to it.
     /// Returns the blobs and bytes fetched.
     async fn load(&self, image: &ImageRef) -> Result<(usize, u64), FetchError> {
-        let top = self.manifest(image, image.reference.clone()).await?;
-        let children = top.children();
-        let images = if children.is_empty() {
-            vec![top]
-        } else {
-            let wanted = children
-                .into_iter()
-                .filter(|c| self.wants(c.platform.as_deref()));
-            let mut manifests = Vec::new();
-            for child in wanted {
-                manifests.push(
-                    self.manifest(image, Reference::Digest(child.digest))
-                        .await?,
-                );
+        let mut images = self.platforms_of(image, image.reference.clone()).await?;
+        if self.referrers {
+            let subjects: Vec<Digest> = images.iter().map(|m| m.digest.clone()).collect();
+            for subject in subjects {
+                for digest in self.referrers_of(image, subject).await? {
+                    let artifact = self.platforms_of(image, Reference::Digest(digest));
+                    images.extend(artifact.await?);
+                }
             }
-            manifests
-        };
+        }
         let blobs: Vec<Digest> = images.iter().flat_map(|m| m.blobs()).collect();
         let fetched = stream::iter(blobs)
             .map(|digest| self.blob(image, digest))
@@ -150,6 +150,42 @@ impl Loader {
             }
         }
         Ok(total)
+    }
+
+    /// The manifest `reference` names and, for an index, its chosen
+    /// platform manifests.
+    async fn platforms_of(
+        &self,
+        image: &ImageRef,
+        reference: Reference,
+    ) -> Result<Vec<Arc<Manifest>>, FetchError> {
+        let top = self.manifest(image, reference).await?;
+        let children = top.children();
+        let mut manifests = vec![top];
+        let wanted = children
+            .into_iter()
+            .filter(|c| self.wants(c.platform.as_deref()));
+        for child in wanted {
+            let reference = Reference::Digest(child.digest);
+            manifests.push(self.manifest(image, reference).await?);
+        }
+        Ok(manifests)
+    }
+
+    /// The referrers of `subject`, asked of the upstream and kept (none
+    /// when the upstream has no referrers API).
+    async fn referrers_of(
+        &self,
+        image: &ImageRef,
+        subject: Digest,
+    ) -> Result<Vec<Digest>, FetchError> {
+        let key = ListingKey {
+            registry: image.registry.clone(),
+            repo: image.repo.clone(),
+            listed: Listed::Referrers(subject),
+        };
+        let listing = self.coordinator.send(FetchListing(key)).await??;
+        Ok(referrer_digests(&listing.value.body))
     }
 
     /// Whether an index entry's platform is wanted.

@@ -705,6 +705,7 @@ async fn preload_in_background(
                 storage,
                 coordinator,
                 platforms: Vec::new(),
+                referrers: false,
                 log: log.clone(),
             };
             let summary = loader.load_all(images, PRELOAD_CONCURRENCY).await;

@@ -119,7 +119,10 @@ async fn referrers_are_served_cold_warm_filtered_offline_and_air_gapped() {
         get(&format!("{in_path}?artifactType={}", query_value(SIG))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(filters.as_deref(), Some("artifactType"));
-    assert_eq!(listed(&sigs), std::slice::from_ref(&signature.manifest_digest));
+    assert_eq!(
+        listed(&sigs),
+        std::slice::from_ref(&signature.manifest_digest)
+    );
 
     // Many clients at once: one upstream request.
     let asked = front.asked();
@@ -254,4 +257,58 @@ async fn upstreams_without_the_api_or_with_a_broken_one_get_clear_answers_and_no
         (status, digest_of(&bytes)),
         (StatusCode::OK, fallback.manifest_digest)
     );
+}
+
+#[actix_web::test]
+async fn load_with_referrers_fills_an_air_gapped_cache_with_signatures_and_sboms() {
+    if !common::e2e(&["docker-registry"], false) {
+        return;
+    }
+    let Signed {
+        mut upstream,
+        front,
+        image,
+        signature,
+        sbom,
+    } = signed_image().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, docker_io_config(front.url(), "")).unwrap();
+    let list = dir.path().join("images.txt");
+    std::fs::write(&list, "library/app:v1\n").unwrap();
+    let cache = dir.path().join("cache");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
+        .arg("--config-file")
+        .arg(&config)
+        .arg("--image-path")
+        .arg(&cache)
+        .args(["load", "--referrers", "--image-file"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    common::assert_success(&out, "load --referrers");
+    front.stop().await;
+    upstream.stop();
+
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let server = Server::start_with_cache(&yaml, &cache, &["--air-gapped"]);
+    let base = server.url();
+    let subject = &image.manifest_digest;
+    let url = format!("{base}/v2/library/app/referrers/{subject}?ns=docker.io");
+    let (status, _, _, body) = get(&url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, front.index(subject));
+    for artifact in [&signature, &sbom] {
+        let digest = &artifact.manifest_digest;
+        let manifest = format!("{base}/v2/library/app/manifests/{digest}?ns=docker.io");
+        let (status, _, _, bytes) = get(&manifest).await;
+        assert_eq!(
+            (status, digest_of(&bytes)),
+            (StatusCode::OK, digest.clone())
+        );
+        for blob in artifact.blobs() {
+            let url = format!("{base}/v2/library/app/blobs/{}?ns=docker.io", blob.digest);
+            assert_eq!(get(&url).await.0, StatusCode::OK, "{}", blob.digest);
+        }
+    }
 }
