@@ -137,6 +137,21 @@ async fn metrics_and_health_ports_report_what_happened() {
         "unbounded label values:\n{text}"
     );
 
+    // Tag lists and referrers have routes of their own (the registry has
+    // no referrers API: 404).
+    let base = format!("{}/v2/library/app", server.url());
+    let tags = get_text(&format!("{base}/tags/list?ns=docker.io")).await;
+    assert_eq!(tags.0, StatusCode::OK, "{}", tags.1);
+    let referrers = format!("{base}/referrers/{}?ns=docker.io", image.manifest_digest);
+    assert_eq!(get_text(&referrers).await.0, StatusCode::NOT_FOUND);
+    let text = scrape(metrics_port);
+    for series in [
+        "ociregistry_http_requests_total{route=\"tags\",method=\"GET\",status=\"2xx\"}",
+        "ociregistry_http_requests_total{route=\"referrers\",method=\"GET\",status=\"4xx\"}",
+    ] {
+        assert_eq!(metric(&text, series), Some(1.0), "{series} in:\n{text}");
+    }
+
     let health = format!("http://127.0.0.1:{health_port}");
     assert_eq!(
         get_text(&format!("{health}/health")).await.0,
