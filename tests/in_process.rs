@@ -274,3 +274,75 @@ async fn a_tag_list_in_flight_counts_toward_the_fetch_limits() {
     assert_eq!(digest_of(&body), upstream.blob_digest());
     server.shut_down().await;
 }
+
+#[actix_web::test]
+async fn referrers_revalidate_in_the_background_and_answer_air_gapped_after_a_restart() {
+    // A registry with the referrers API (and nothing else: no registry behind it).
+    let front = common::referrers::ReferrersFront::start("http://127.0.0.1:9");
+    let subject = digest_of(b"subject");
+    let artifact = |n: u8| {
+        let digest = digest_of(&[n]);
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": 1})
+    };
+    front.refer(&subject, artifact(1), "sig");
+    front.refer(&subject, artifact(2), "sbom");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("cache");
+    let extra = "tagTtl: 0s\nstaleWhileRevalidate: true\nshutdownDelay: 0s\n";
+    let server = InProcess::start(&docker_io_config(front.url(), extra), &cache_dir);
+    let path = format!("/v2/library/app/referrers/{subject}?ns=docker.io");
+    let get = |url: String| async move {
+        let mut res = client().get(url).send().await.unwrap();
+        let cache = res.headers().get("x-cache").cloned();
+        let filters = res.headers().get("oci-filters-applied").cloned();
+        let body = res.body().await.unwrap();
+        (
+            res.status(),
+            cache.map(|v| v.to_str().unwrap().to_string()),
+            filters,
+            body,
+        )
+    };
+    let url = format!("{}{path}", server.url);
+    let (status, cache_outcome, _, first) = get(url.clone()).await;
+    assert_eq!(
+        (status, cache_outcome.as_deref()),
+        (StatusCode::OK, Some("MISS"))
+    );
+    assert_eq!(first, front.index(&subject));
+
+    // The upstream's list grows: the kept one answers at once, and is
+    // asked again in the background.
+    front.refer(&subject, artifact(3), "sig");
+    let (_, cache_outcome, _, stale) = get(url.clone()).await;
+    assert_eq!((cache_outcome.as_deref(), stale), (Some("STALE"), first));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let grown = front.index(&subject);
+    while get(url.clone()).await.3 != grown {
+        assert!(std::time::Instant::now() < deadline, "never revalidated");
+        actix_web::rt::time::sleep(common::POLL_INTERVAL).await;
+    }
+    server.shut_down().await;
+
+    // Restarted air-gapped: kept, and filtered here.
+    drop(front);
+    let air_gapped = "airGapped: true\nshutdownDelay: 0s\nregistries:\n  - name: docker.io\n    urls: [http://127.0.0.1:9]\n";
+    let server = InProcess::start(air_gapped, &cache_dir);
+    let url = format!("{}{path}&artifactType=sig", server.url);
+    let (status, cache_outcome, filters, sigs) = get(url).await;
+    assert_eq!(
+        (status, cache_outcome.as_deref()),
+        (StatusCode::OK, Some("STALE"))
+    );
+    assert_eq!(filters.unwrap(), "artifactType");
+    let index: serde_json::Value = serde_json::from_slice(&sigs).unwrap();
+    let digests: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests, [digest_of(&[1]), digest_of(&[3])]);
+    server.shut_down().await;
+}

@@ -31,12 +31,11 @@ impl Listings {
         self.map.get(key)
     }
 
-    /// Keeps `listing` for `key`; returns whether its body is new (then it
-    /// is worth a record; an unchanged body only moves `seen`).
-    pub fn insert(&mut self, key: ListingKey, listing: Listing) -> bool {
+    /// Keeps `listing` for `key`, dropping the least recently answered
+    /// ones beyond [`MAX_LISTINGS_BYTES`].
+    pub fn insert(&mut self, key: ListingKey, listing: Listing) {
         let size = listing.body.len();
-        let old = self.map.insert(key, listing.clone());
-        let changed = old.as_ref().is_none_or(|o| o.body != listing.body);
+        let old = self.map.insert(key, listing);
         self.bytes = self.bytes + size - old.map_or(0, |o| o.body.len());
         while self.bytes > MAX_LISTINGS_BYTES {
             let oldest = self.map.iter().min_by_key(|(_, l)| l.seen);
@@ -47,7 +46,6 @@ impl Listings {
                 self.bytes -= gone.body.len();
             }
         }
-        changed
     }
 
     /// The records that restore every listing kept (for compaction).
@@ -112,22 +110,15 @@ mod tests {
             body: big.clone(),
             seen: at(1),
         };
-        assert!(listings.insert(key("a"), old.clone()));
-        assert!(!listings.insert(key("a"), Listing { seen: at(2), ..old }));
-        assert!(listings.insert(
-            key("b"),
-            Listing {
-                body: big.clone(),
-                seen: at(3)
-            }
-        ));
-        assert!(listings.insert(
-            key("c"),
-            Listing {
-                body: big,
-                seen: at(4)
-            }
-        ));
+        let at_seen = |body: &Bytes, s| Listing {
+            body: body.clone(),
+            seen: at(s),
+        };
+        listings.insert(key("a"), old);
+        listings.insert(key("a"), at_seen(&big, 2));
+        listings.insert(key("b"), at_seen(&big, 3));
+        assert!(listings.get(&key("a")).is_some(), "within the bound");
+        listings.insert(key("c"), at_seen(&big, 4));
         assert!(listings.get(&key("a")).is_none(), "the oldest went");
         assert!(listings.get(&key("c")).is_some());
 

@@ -923,27 +923,40 @@ impl Handler<LookupListing> for Storage {
     }
 }
 
-/// An upstream answered a listing: kept at once, journaled in the
-/// background when its body changed (an unchanged one only moves `seen`,
-/// in memory, like a confirmed tag).
+/// An upstream answered a listing: kept once its record is appended when
+/// its body changed (so that what clients saw survives a restart); an
+/// unchanged body only moves `seen`, in memory, like a confirmed tag.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StoreListing(pub ListingKey, pub Listing);
 
 impl Handler<StoreListing> for Storage {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, StoreListing(key, listing): StoreListing, _: &mut Self::Context) {
-        let record = listings::record(&key, &listing);
-        if !self.index.listings.insert(key, listing) {
-            return;
+    fn handle(
+        &mut self,
+        StoreListing(key, listing): StoreListing,
+        _: &mut Self::Context,
+    ) -> Self::Result {
+        if self
+            .index
+            .listings
+            .get(&key)
+            .is_some_and(|l| l.body == listing.body)
+        {
+            self.index.listings.insert(key, listing);
+            return Box::pin(fut::ready(()));
         }
-        let (backend, log) = (Arc::clone(&self.backend), self.log.clone());
-        actix::spawn(async move {
-            if let Err(e) = backend.append(vec![record]).await {
-                slog::warn!(log, "could not record a listing"; "error" => %e);
+        let record = listings::record(&key, &listing);
+        let backend = Arc::clone(&self.backend);
+        let append = async move { backend.append(vec![record]).await };
+        Box::pin(append.into_actor(self).map(move |res, act, _| {
+            if let Err(e) = res {
+                // Still answered while this process runs.
+                slog::warn!(act.log, "could not record a listing"; "error" => %e);
             }
-        });
+            act.index.listings.insert(key, listing);
+        }))
     }
 }
 
