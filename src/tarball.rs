@@ -70,7 +70,7 @@ pub enum ImportError {
         /// The limit.
         limit: u64,
     },
-    /// The archive holds more regular files than [`MAX_ENTRIES`].
+    /// The archive holds more regular files than `MAX_ENTRIES` (10,000).
     #[error("the archive holds more than {MAX_ENTRIES} files")]
     TooManyEntries,
     /// A name in `index.json` or `manifest.json` that no regular entry has.
