@@ -264,13 +264,8 @@ async fn load_with_referrers_fills_an_air_gapped_cache_with_signatures_and_sboms
     if !common::e2e(&["docker-registry"], false) {
         return;
     }
-    let Signed {
-        mut upstream,
-        front,
-        image,
-        signature,
-        sbom,
-    } = signed_image().await;
+    let mut signed = signed_image().await;
+    let front = &signed.front;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, docker_io_config(front.url(), "")).unwrap();
@@ -288,17 +283,17 @@ async fn load_with_referrers_fills_an_air_gapped_cache_with_signatures_and_sboms
         .unwrap();
     common::assert_success(&out, "load --referrers");
     front.stop().await;
-    upstream.stop();
+    signed.upstream.stop();
 
     let yaml = std::fs::read_to_string(&config).unwrap();
     let server = Server::start_with_cache(&yaml, &cache, &["--air-gapped"]);
     let base = server.url();
-    let subject = &image.manifest_digest;
+    let subject = &signed.image.manifest_digest;
     let url = format!("{base}/v2/library/app/referrers/{subject}?ns=docker.io");
     let (status, _, _, body) = get(&url).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, front.index(subject));
-    for artifact in [&signature, &sbom] {
+    for artifact in [&signed.signature, &signed.sbom] {
         let digest = &artifact.manifest_digest;
         let manifest = format!("{base}/v2/library/app/manifests/{digest}?ns=docker.io");
         let (status, _, _, bytes) = get(&manifest).await;

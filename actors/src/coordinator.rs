@@ -37,11 +37,8 @@ use crate::upstream::{
 
 /// A manifest flight's identity.
 type ManifestKey = (RegistryName, RepoName, Reference);
-/// A manifest flight: every waiter polls a clone.
-type ManifestFlight = Shared<LocalBoxFuture<'static, Result<Arc<Manifest>, FetchError>>>;
-
-/// A listing flight: every waiter polls a clone.
-type ListingFlight = Shared<LocalBoxFuture<'static, Result<Listing, FetchError>>>;
+/// A fetch every waiter polls a clone of.
+type SharedFetch<T> = Shared<LocalBoxFuture<'static, Result<T, FetchError>>>;
 
 /// Bounds on the upstream fetches the coordinator runs.
 #[derive(Debug, Clone, Copy)]
@@ -63,12 +60,12 @@ pub struct PullCoordinator {
     /// Upstream actors, started on first use.
     upstreams: Upstreams,
     /// Manifest fetches in flight.
-    manifests: HashMap<ManifestKey, Flight<ManifestFlight>>,
+    manifests: HashMap<ManifestKey, Flight<SharedFetch<Arc<Manifest>>>>,
     /// Blob fetches in flight, by registry and digest.
     blobs: HashMap<(RegistryName, Digest), Flight<BlobDownload>>,
     /// Listings being asked of upstreams; they count toward the fetch
     /// limits like fetches.
-    lists: HashMap<ListingKey, Flight<ListingFlight>>,
+    lists: HashMap<ListingKey, Flight<SharedFetch<Listing>>>,
     /// Failed blob fetches are logged here (their clients may already
     /// have a 200 and only see the transfer cut).
     log: slog::Logger,
@@ -116,6 +113,48 @@ impl PullCoordinator {
             return Err(FetchError::Busy("maxFetchesPerRegistry"));
         }
         Ok(())
+    }
+}
+
+impl PullCoordinator {
+    /// Joins the flight of `key` in the map `flights` selects, or starts
+    /// the future `fetch` makes as a new one (within the fetch limits),
+    /// removed from the map when it ends.
+    fn single_flight<K, T>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        flights: fn(&mut Self) -> &mut HashMap<K, Flight<SharedFetch<T>>>,
+        key: K,
+        registry: &RegistryName,
+        fetch: impl FnOnce(&mut Self) -> LocalBoxFuture<'static, Result<T, FetchError>>,
+    ) -> ResponseFuture<Result<Joined<T>, FetchError>>
+    where
+        K: Eq + std::hash::Hash + Clone + Unpin + 'static,
+        T: Clone + 'static,
+    {
+        if let Some(flight) = flights(self).get_mut(&key) {
+            let flight = flight.join();
+            return Box::pin(async move {
+                flight.await.map(|value| Joined {
+                    value,
+                    joined: true,
+                })
+            });
+        }
+        if let Err(e) = self.admit(registry) {
+            return Box::pin(async { Err(e) });
+        }
+        let flight = fetch(self).shared();
+        flights(self).insert(key.clone(), Flight::start(flight.clone()));
+        ctx.spawn(flight.clone().into_actor(self).map(move |_, act, _| {
+            flights(act).remove(&key).into_iter().for_each(Flight::end);
+        }));
+        Box::pin(async move {
+            flight.await.map(|value| Joined {
+                value,
+                joined: false,
+            })
+        })
     }
 }
 
@@ -190,34 +229,17 @@ impl Handler<FetchManifest> for PullCoordinator {
             msg.repo.clone(),
             msg.reference.clone(),
         );
-        if let Some(flight) = self.manifests.get_mut(&key) {
-            let flight = flight.join();
-            return Box::pin(async move {
-                flight.await.map(|value| Joined {
-                    value,
-                    joined: true,
-                })
-            });
-        }
-        if let Err(e) = self.admit(&msg.registry) {
-            return Box::pin(async { Err(e) });
-        }
-        let upstream = self.upstreams.get(&msg.registry);
-        let log = self.log.clone();
-        let flight = fetch_manifest(self.storage.clone(), upstream, msg, log)
-            .boxed_local()
-            .shared();
-        self.manifests
-            .insert(key.clone(), Flight::start(flight.clone()));
-        ctx.spawn(flight.clone().into_actor(self).map(move |_, act, _| {
-            act.manifests.remove(&key).into_iter().for_each(Flight::end);
-        }));
-        Box::pin(async move {
-            flight.await.map(|value| Joined {
-                value,
-                joined: false,
-            })
-        })
+        let registry = msg.registry.clone();
+        self.single_flight(
+            ctx,
+            |c| &mut c.manifests,
+            key,
+            &registry,
+            |c| {
+                let upstream = c.upstreams.get(&msg.registry);
+                fetch_manifest(c.storage.clone(), upstream, msg, c.log.clone()).boxed_local()
+            },
+        )
     }
 }
 
@@ -331,33 +353,17 @@ impl Handler<FetchListing> for PullCoordinator {
     type Result = ResponseFuture<Result<Joined<Listing>, FetchError>>;
 
     fn handle(&mut self, FetchListing(key): FetchListing, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(flight) = self.lists.get_mut(&key) {
-            let flight = flight.join();
-            return Box::pin(async move {
-                flight.await.map(|value| Joined {
-                    value,
-                    joined: true,
-                })
-            });
-        }
-        if let Err(e) = self.admit(&key.registry) {
-            return Box::pin(fut::ready(Err(e)));
-        }
-        let upstream = self.upstreams.get(&key.registry);
-        let flight = fetch_listing(self.storage.clone(), upstream, key.clone())
-            .boxed_local()
-            .shared();
-        self.lists
-            .insert(key.clone(), Flight::start(flight.clone()));
-        ctx.spawn(flight.clone().into_actor(self).map(move |_, act, _| {
-            act.lists.remove(&key).into_iter().for_each(Flight::end);
-        }));
-        Box::pin(async move {
-            flight.await.map(|value| Joined {
-                value,
-                joined: false,
-            })
-        })
+        let registry = key.registry.clone();
+        self.single_flight(
+            ctx,
+            |c| &mut c.lists,
+            key.clone(),
+            &registry,
+            |c| {
+                let upstream = c.upstreams.get(&key.registry);
+                fetch_listing(c.storage.clone(), upstream, key).boxed_local()
+            },
+        )
     }
 }
 
