@@ -41,6 +41,98 @@ pub enum Command {
     Prune(PruneArgs),
     /// Pull images into the cache (no server may be using it).
     Load(LoadArgs),
+    /// Point this node's container runtime at the mirror (the chart's
+    /// nodeConfig DaemonSet runs it).
+    #[command(subcommand)]
+    NodeConfig(NodeConfigAction),
+}
+
+/// What `node-config` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodeConfigAction {
+    /// Write the runtime's registry files (again every `--every`, when
+    /// given, until SIGTERM) and remove owned files of registries no
+    /// longer listed.
+    Apply(NodeConfigArgs),
+    /// Remove every file `apply` wrote.
+    Remove(NodeConfigArgs),
+    /// Wait until every address of a headless Service answers `GET /ready`
+    /// (the chart's uninstall hook: every node's files removed).
+    Wait(WaitArgs),
+}
+
+/// The container runtime whose files `node-config` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeRuntime {
+    /// containerd: `certs.d/<registry>/hosts.toml`.
+    Containerd,
+    /// CRI-O and podman: a `registries.conf.d` drop-in.
+    Crio,
+    /// k3s and RKE2: `registries.yaml`.
+    K3s,
+}
+
+/// Flags of `node-config apply` and `remove`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeConfigArgs {
+    /// The mirror as the node reaches it: `http(s)://host[:port]`.
+    #[arg(long, default_value = "http://localhost:31080")]
+    pub mirror: String,
+    /// Registries sent to the mirror; `_default` (containerd, k3s): every
+    /// registry without a file of its own.
+    #[arg(long, value_delimiter = ',', default_value = "_default")]
+    pub registry: Vec<String>,
+    /// Let the runtime pull from the registry itself when the mirror does
+    /// not answer (never for air-gapped clusters).
+    #[arg(long)]
+    pub fallback: bool,
+    /// With `--fallback`: how long containerd waits to connect to the
+    /// mirror before trying the registry.
+    #[arg(long, value_parser = duration, default_value = "500ms")]
+    pub dial_timeout: std::time::Duration,
+    /// Which runtime's files to write.
+    #[arg(long, value_enum, default_value_t = NodeRuntime::Containerd)]
+    pub runtime: NodeRuntime,
+    /// Where the node's `/` is mounted (the paths below are the node's).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// containerd's `config_path` directory.
+    #[arg(long, default_value = "/etc/containerd/certs.d")]
+    pub certs_dir: PathBuf,
+    /// containerd's configuration file, checked for `config_path`.
+    #[arg(long, default_value = "/etc/containerd/config.toml")]
+    pub containerd_config: PathBuf,
+    /// CRI-O's and podman's drop-in directory.
+    #[arg(long, default_value = "/etc/containers/registries.conf.d")]
+    pub crio_dir: PathBuf,
+    /// k3s' or RKE2's registries file.
+    #[arg(long, default_value = "/etc/rancher/k3s/registries.yaml")]
+    pub k3s_file: PathBuf,
+    /// Replace files the node's owner wrote (without the marker line).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Keep running, doing it again at this interval, until SIGTERM.
+    #[arg(long, value_parser = duration)]
+    pub every: Option<std::time::Duration>,
+    /// Once done, answer `GET /ready` with 200 on this port.
+    #[arg(long)]
+    pub ready_port: Option<u16>,
+}
+
+/// Flags of `node-config wait`.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// `host:port` of the headless Service of the pods to wait for.
+    #[arg(long)]
+    pub endpoint: String,
+    /// Give up after this long.
+    #[arg(long, value_parser = duration, default_value = "5m")]
+    pub timeout: std::time::Duration,
+}
+
+/// A duration flag (`500ms`, `30s`, `5m`); `never` is not one.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::units::parse_duration(text)?.ok_or_else(|| "a duration is needed, not never".into())
 }
 
 /// Flags of `load`.

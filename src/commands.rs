@@ -1,13 +1,14 @@
-//! The subcommands: `serve`, `load`, `list`, `prune`.
+//! The subcommands: `serve`, `load`, `list`, `prune`, `node-config`.
 
 use std::path::PathBuf;
 
 use ociregistry_actors::storage::{unix, Flush, ImageInfo, Layout, Prune, PruneReport, Storage};
 use regex::Regex;
 
-use crate::cli::{Cli, ListArgs, LoadArgs, PruneArgs, ServeArgs};
+use crate::cli::{Cli, ListArgs, LoadArgs, NodeConfigAction, PruneArgs, ServeArgs};
 use crate::config::{Config, ConfigError};
 use crate::image_ref::ImageRef;
+use crate::node_config::{self, NodeConfig, Report};
 use crate::preload::{Loader, Source};
 use crate::prune::PruneSpec;
 use crate::server::cache_in_use;
@@ -244,4 +245,70 @@ async fn prune_remote(
         return Err(admin(&answer));
     }
     serde_json::from_slice(&bytes).map_err(|e| admin(&e))
+}
+
+/// `node-config apply`, `remove` or `wait`: one log line per file changed
+/// or left alone, and each warning.
+pub fn node_config(action: &NodeConfigAction, log: &slog::Logger) -> Result<(), CommandError> {
+    let (args, remove) = match action {
+        NodeConfigAction::Wait(args) => {
+            let ready = node_config::wait(args).map_err(CommandError::Input)?;
+            slog::info!(log, "every node is done"; "endpoint" => &args.endpoint, "pods" => ready);
+            return Ok(());
+        }
+        NodeConfigAction::Apply(args) => (args, false),
+        NodeConfigAction::Remove(args) => (args, true),
+    };
+    let node = NodeConfig::new(args).map_err(CommandError::Input)?;
+    let once = || -> Result<(), CommandError> {
+        let done = if remove { node.remove() } else { node.apply() };
+        let report = done.map_err(|source| CommandError::Cache {
+            path: args.root.clone(),
+            source,
+        })?;
+        log_report(&report, log);
+        Ok(())
+    };
+    once()?;
+    if let Some(port) = args.ready_port {
+        node_config::serve_ready(port)
+            .map_err(|e| CommandError::Input(format!("--ready-port {port}: {e}")))?;
+    }
+    let Some(every) = args.every else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Input(e.to_string()))?;
+    runtime.block_on(async {
+        let stop = server::shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                name = &mut stop => {
+                    slog::info!(log, "stopping"; "signal" => name);
+                    return Ok(());
+                }
+                () = tokio::time::sleep(every) => once()?,
+            }
+        }
+    })
+}
+
+/// Logs what a `node-config` run did.
+fn log_report(report: &Report, log: &slog::Logger) {
+    for path in &report.written {
+        slog::info!(log, "written"; "file" => %path.display());
+    }
+    for path in &report.removed {
+        slog::info!(log, "removed"; "file" => %path.display());
+    }
+    for path in &report.left_alone {
+        slog::warn!(log, "left alone: written by someone else (nodeConfig.overwrite replaces it)";
+            "file" => %path.display());
+    }
+    for warning in &report.warnings {
+        slog::warn!(log, "{}", warning);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Layout (see ARCHITECTURE.md for the request flow and invariants):
 //! - [`cli`]: command-line flags.
-//! - [`commands`]: the `list` and `prune` subcommands.
+//! - [`commands`]: the subcommands.
+//! - [`node_config`]: a node's container runtime pointed at the mirror.
 //! - [`config`]: defaults < file < environment < flags.
 //! - [`route`]: `/v2/...` path → endpoint.
 //! - [`namespace`]: which upstream registry and repository a request means.
@@ -41,6 +42,7 @@ pub mod handlers;
 pub mod hello_world;
 pub mod image_ref;
 pub mod namespace;
+pub mod node_config;
 pub mod preload;
 pub mod probes;
 pub mod prune;

@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         Command::Load(args) => commands::load(&loaded.config, args, &log),
         Command::List(args) => commands::list(&loaded.config, args, &log),
         Command::Prune(args) => commands::prune(&loaded.config, args, &log),
+        Command::NodeConfig(action) => commands::node_config(action, &log),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
