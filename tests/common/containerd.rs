@@ -46,6 +46,12 @@ impl Containerd {
         self.path("hosts")
     }
 
+    /// containerd's configuration file (version 2, no `config_path`: `ctr`
+    /// is given the hosts directory).
+    pub fn config_path(&self) -> PathBuf {
+        self.path("config.toml")
+    }
+
     /// containerd's own log file.
     pub fn log_path(&self) -> PathBuf {
         self.path("containerd.log")
@@ -87,14 +93,14 @@ disabled_plugins = [
             debug = self.path("debug.sock").display(),
             opt = self.path("opt").display(),
         );
-        fs::write(self.path("config.toml"), config).expect("write containerd config");
+        fs::write(self.config_path(), config).expect("write containerd config");
     }
 
     fn spawn(&mut self) {
         let log = append_file(&self.log_path());
         let child = Command::new("containerd")
             .arg("--config")
-            .arg(self.path("config.toml"))
+            .arg(self.config_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log file handle"))
             .stderr(log)
@@ -151,7 +157,8 @@ disabled_plugins = [
         self.pull_args(image_ref, &["--platform", platform])
     }
 
-    fn pull_args(&self, image_ref: &str, extra: &[&str]) -> Output {
+    /// `ctr images pull` of `image_ref` with `extra` flags (`--plain-http`).
+    pub fn pull_args(&self, image_ref: &str, extra: &[&str]) -> Output {
         let hosts = self.hosts_dir();
         let hosts = hosts.to_str().expect("UTF-8 temp path");
         let mut args = vec!["images", "pull", "--hosts-dir", hosts];

@@ -174,7 +174,7 @@ pub fn e2e(tools: &[&str], root: bool) -> bool {
     let test = std::thread::current().name().unwrap_or("?").to_string();
     assert!(
         std::env::var(E2E_ENV).as_deref() != Ok("required"),
-        "{test} needs {} ({E2E_ENV}=required; Debian: apt-get install docker-registry skopeo containerd openssl apache2-utils curl haproxy; pip install moto[server])",
+        "{test} needs {} ({E2E_ENV}=required; Debian: apt-get install docker-registry skopeo containerd podman openssl apache2-utils curl haproxy; pip install moto[server])",
         missing.join(", ")
     );
     let _ = writeln!(
