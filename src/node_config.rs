@@ -348,8 +348,13 @@ pub fn serve_ready(port: u16) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Waits until every address `endpoint` (`host:port`, a headless Service)
-/// resolves to answers `GET /ready` with 200, twice in a row, or `timeout`
+/// Rounds (a second apart) in which every address must answer ready, so
+/// that pods still getting an address are waited for too.
+const READY_ROUNDS: usize = 5;
+
+/// Waits until every address `endpoint` (`host:port`, a headless Service
+/// that publishes pods before they are ready) resolves to answers
+/// `GET /ready` with 200, [`READY_ROUNDS`] times in a row, or `timeout`
 /// passes.
 pub fn wait(args: &WaitArgs) -> Result<usize, String> {
     let end = Instant::now() + args.timeout;
@@ -362,7 +367,7 @@ pub fn wait(args: &WaitArgs) -> Result<usize, String> {
             .unwrap_or_default();
         let all_ready = !addrs.is_empty() && addrs.iter().all(answers_ready);
         ready_rounds = if all_ready { ready_rounds + 1 } else { 0 };
-        if ready_rounds == 2 {
+        if ready_rounds == READY_ROUNDS {
             return Ok(addrs.len());
         }
         if Instant::now() >= end {

@@ -309,7 +309,8 @@ class Render:
 
     @property
     def workload(self):
-        return self.one("Deployment") or self.one("DaemonSet")
+        servers = [x for x in self.all("DaemonSet") if not x["metadata"]["name"].endswith(("-node-config", "-node-cleanup"))]
+        return self.one("Deployment") or (servers[0] if servers else {})
 
     @property
     def pod(self):
@@ -897,6 +898,76 @@ def run_checks(c, emit_dir):
          ("HTTPS", {"path": "/ready", "port": "health"}))
     r = c.render(["server-tls.yaml"], sets=["serverTls.secretName=other-tls", "fullnameOverride=reg"], validate=False)
     c.eq("serverTls.secretName: that Secret is mounted", r.volume("server-tls").get("secret", {}).get("secretName"), "other-tls")
+
+    # ---- nodeConfig --------------------------------------------------------
+    c.check("nodeConfig off by default: no node-config objects",
+            not [x for x in d.docs if "node-c" in x["metadata"]["name"]])
+    nc = c.render(["node-config.yaml"])
+    ds = nc.one("DaemonSet", "ociregistry-node-config")
+    pod = ds.get("spec", {}).get("template", {}).get("spec", {})
+    ctr = (pod.get("containers") or [{}])[0]
+    c.eq("nodeConfig: the DaemonSet runs node-config apply on the NodePort mirror, no fallback, every 2m",
+         ctr.get("args"),
+         ["--log-format", "json", "node-config", "apply", "--root", "/host", "--runtime", "containerd",
+          "--mirror", "http://localhost:31080", "--registry", "_default,docker.io,quay.io",
+          "--certs-dir", "/etc/containerd/certs.d", "--containerd-config", "/etc/containerd/config.toml",
+          "--crio-dir", "/etc/containers/registries.conf.d", "--k3s-file", "/etc/rancher/k3s/registries.yaml",
+          "--every", "2m", "--ready-port", "8089"])
+    c.eq("nodeConfig: certs.d writable and containerd's directory read-only, under /host, from the node",
+         ([(m["mountPath"], m["readOnly"]) for m in ctr.get("volumeMounts", [])],
+          [v["hostPath"]["path"] for v in pod.get("volumes", [])]),
+         ([("/host/etc/containerd/certs.d", False), ("/host/etc/containerd", True)],
+          ["/etc/containerd/certs.d", "/etc/containerd"]))
+    c.check("nodeConfig: every taint tolerated, root without capabilities on a read-only root, node-critical, no token",
+            pod.get("tolerations") == [{"operator": "Exists"}] and pod["securityContext"]["runAsUser"] == 0
+            and ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            and ctr["securityContext"]["readOnlyRootFilesystem"] is True
+            and pod.get("priorityClassName") == "system-node-critical"
+            and pod.get("automountServiceAccountToken") is False, detail=json.dumps(pod)[:600])
+    selector = nc.service["spec"]["selector"]
+    c.check("nodeConfig: the registry Service never selects node-config pods",
+            not selector.items() <= ds["spec"]["template"]["metadata"]["labels"].items())
+    hooks = [x for x in nc.docs if x["metadata"].get("annotations", {}).get("helm.sh/hook") == "post-delete"]
+    c.eq("nodeConfig.cleanupOnUninstall: post-delete DaemonSet, headless Service and Job",
+         sorted((x["kind"], x["metadata"]["name"]) for x in hooks),
+         [("DaemonSet", "ociregistry-node-cleanup"), ("Job", "ociregistry-node-cleanup-wait"),
+          ("Service", "ociregistry-node-cleanup")])
+    cleanup = nc.one("DaemonSet", "ociregistry-node-cleanup")["spec"]["template"]
+    svc = nc.one("Service", "ociregistry-node-cleanup")["spec"]
+    job = nc.one("Job", "ociregistry-node-cleanup-wait")["spec"]["template"]["spec"]["containers"][0]
+    c.check("nodeConfig cleanup: the DaemonSet removes, the Service publishes its pods unready too, the Job waits on it",
+            cleanup["spec"]["containers"][0]["args"][2:4] == ["node-config", "remove"]
+            and svc["clusterIP"] == "None" and svc["publishNotReadyAddresses"] is True
+            and svc["selector"].items() <= cleanup["metadata"]["labels"].items()
+            and not svc["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+            and job["args"] == ["node-config", "wait", "--endpoint",
+                                "ociregistry-node-cleanup.ociregistry.svc:8089", "--timeout", "5m"],
+            detail=json.dumps(job))
+    c.check("nodeConfig NOTES: the nodes are configured, no manual hosts.toml",
+            "pointed at http://localhost:31080" in c.notes(["node-config.yaml"])
+            and "hosts.toml" not in c.notes(["node-config.yaml"]))
+    r = c.render(["daemonset-mirror.yaml"], sets=["nodeConfig.enabled=true", "nodeConfig.runtime=crio",
+                                                   "nodeConfig.registries={docker.io}",
+                                                   "nodeConfig.cleanupOnUninstall=false"])
+    nds = r.one("DaemonSet", "ociregistry-node-config")["spec"]["template"]["spec"]
+    args = nds["containers"][0]["args"]
+    c.check("nodeConfig in mode daemonset, crio: the hostPort mirror, fallback, the drop-in directory, no hooks",
+            args[args.index("--mirror") + 1] == "http://localhost:31080" and "--fallback" in args
+            and args[args.index("--dial-timeout") + 1] == "500ms"
+            and [v["hostPath"]["path"] for v in nds["volumes"]] == ["/etc/containers/registries.conf.d"]
+            and not [x for x in r.docs if "helm.sh/hook" in x["metadata"].get("annotations", {})]
+            and r.one("DaemonSet", "ociregistry")["spec"]["template"]["spec"]["containers"][0]["name"] != "node-config",
+            detail=json.dumps(args))
+    r = c.render(["server-tls.yaml"], sets=["nodeConfig.enabled=true", "nodeConfig.runtime=k3s",
+                                            "nodeConfig.overwrite=true"], validate=False)
+    args = r.one("DaemonSet", "ociregistry-node-config")["spec"]["template"]["spec"]["containers"][0]["args"]
+    vols = r.one("DaemonSet", "ociregistry-node-config")["spec"]["template"]["spec"]["volumes"]
+    c.check("nodeConfig with serverTls, k3s, overwrite: https mirror, the registries file's directory",
+            args[args.index("--mirror") + 1] == "https://localhost:31080" and "--overwrite" in args
+            and [v["hostPath"]["path"] for v in vols] == ["/etc/rancher/k3s"], detail=json.dumps(args))
+    r = c.render(sets=["nodeConfig.enabled=true", "nodeConfig.mirror=http://10.0.0.5:5000"], validate=False)
+    args = r.one("DaemonSet", "ociregistry-node-config")["spec"]["template"]["spec"]["containers"][0]["args"]
+    c.eq("nodeConfig.mirror: as given", args[args.index("--mirror") + 1], "http://10.0.0.5:5000")
 
     # ---- rendering must fail, with a message -----------------------------
     for f in sorted(os.listdir(c.values_dir)):

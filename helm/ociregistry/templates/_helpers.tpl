@@ -426,3 +426,157 @@ to save and exit. */}}
 {{- $drain := include "ociregistry.seconds" ($cfg.drainTimeout | default "30s") | int }}
 {{- add $delay $drain 10 }}
 {{- end }}
+
+{{/* Labels of the node-config pods: a name of their own, so that the
+registry's Service never selects them. */}}
+{{- define "ociregistry.nodeConfigSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-node-config" (include "ociregistry.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "ociregistry.nodeConfigLabels" -}}
+helm.sh/chart: {{ include "ociregistry.chart" . }}
+{{ include "ociregistry.nodeConfigSelectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The port node-config pods answer /ready on. */}}
+{{- define "ociregistry.nodeConfigReadyPort" -}}8089{{- end }}
+
+{{/* The mirror as nodes reach it: nodeConfig.mirror, else localhost on the
+node port (or the DaemonSet's hostPort). */}}
+{{- define "ociregistry.nodeConfigMirror" -}}
+{{- $nc := .Values.nodeConfig }}
+{{- if $nc.mirror }}
+{{- $nc.mirror }}
+{{- else }}
+{{- $scheme := ternary "https" "http" (.Values.serverTls.enabled | default false) }}
+{{- if include "ociregistry.daemonset" . }}
+{{- printf "%s://localhost:%d" $scheme (.Values.daemonset.hostPort | int) }}
+{{- else if and (has .Values.service.type (list "NodePort" "LoadBalancer")) .Values.service.nodePort }}
+{{- printf "%s://localhost:%d" $scheme (.Values.service.nodePort | int) }}
+{{- else }}
+{{- fail "nodeConfig.mirror is required: the Service has no fixed node port (service.type NodePort with service.nodePort) and mode is not daemonset" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod of a node-config DaemonSet: "apply" (the nodeConfig DaemonSet) or
+"remove" (the uninstall hook). Root, to write the node's root-owned files,
+with no capability and a read-only root filesystem; the node's
+directories are mounted under /host.
+*/}}
+{{- define "ociregistry.nodeConfigPod" -}}
+{{- $ := .root }}
+{{- $nc := $.Values.nodeConfig }}
+{{- if not (has $nc.runtime (list "containerd" "crio" "k3s")) }}
+{{- fail (printf "nodeConfig.runtime must be containerd, crio or k3s, not %q" (toString $nc.runtime)) }}
+{{- end }}
+{{- $dirs := list }}
+{{- if eq $nc.runtime "containerd" }}
+{{- $dirs = list (dict "name" "certs" "path" $nc.paths.certsDir "readOnly" false) (dict "name" "containerd" "path" (dir $nc.paths.containerdConfig) "readOnly" true) }}
+{{- else if eq $nc.runtime "crio" }}
+{{- $dirs = list (dict "name" "crio" "path" $nc.paths.crioDir "readOnly" false) }}
+{{- else }}
+{{- $dirs = list (dict "name" "k3s" "path" (dir $nc.paths.k3sFile) "readOnly" false) }}
+{{- end }}
+metadata:
+  labels:
+    {{- include "ociregistry.nodeConfigLabels" $ | nindent 4 }}
+    app.kubernetes.io/component: {{ ternary "node-config" "node-cleanup" (eq .action "apply") }}
+spec:
+  automountServiceAccountToken: false
+  {{- with $.Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $nc.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  terminationGracePeriodSeconds: 5
+  securityContext:
+    runAsUser: 0
+    runAsGroup: 0
+    seccompProfile:
+      type: RuntimeDefault
+  {{- with $nc.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $nc.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: node-config
+      image: {{ include "ociregistry.image" $ | quote }}
+      imagePullPolicy: {{ $.Values.image.pullPolicy }}
+      args:
+        {{- with $.Values.configs.logFormat }}
+        - --log-format
+        - {{ . | quote }}
+        {{- end }}
+        - node-config
+        - {{ .action }}
+        - --root
+        - /host
+        - --runtime
+        - {{ $nc.runtime }}
+        - --mirror
+        - {{ include "ociregistry.nodeConfigMirror" $ | quote }}
+        - --registry
+        - {{ join "," $nc.registries | quote }}
+        {{- if $nc.fallback }}
+        - --fallback
+        - --dial-timeout
+        - {{ $nc.dialTimeout | quote }}
+        {{- end }}
+        {{- if $nc.overwrite }}
+        - --overwrite
+        {{- end }}
+        - --certs-dir
+        - {{ $nc.paths.certsDir | quote }}
+        - --containerd-config
+        - {{ $nc.paths.containerdConfig | quote }}
+        - --crio-dir
+        - {{ $nc.paths.crioDir | quote }}
+        - --k3s-file
+        - {{ $nc.paths.k3sFile | quote }}
+        - --every
+        - {{ ternary $nc.interval "1h" (eq .action "apply") | quote }}
+        - --ready-port
+        - {{ include "ociregistry.nodeConfigReadyPort" $ | quote }}
+      ports:
+        - name: ready
+          containerPort: {{ include "ociregistry.nodeConfigReadyPort" $ }}
+      readinessProbe:
+        httpGet:
+          path: /ready
+          port: ready
+        periodSeconds: 2
+      securityContext:
+        runAsNonRoot: false
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: [ALL]
+      resources:
+        {{- toYaml $nc.resources | nindent 8 }}
+      volumeMounts:
+        {{- range $dirs }}
+        - name: {{ .name }}
+          mountPath: {{ printf "/host%s" .path | quote }}
+          readOnly: {{ .readOnly }}
+        {{- end }}
+  volumes:
+    {{- range $dirs }}
+    - name: {{ .name }}
+      hostPath:
+        path: {{ .path | quote }}
+        type: DirectoryOrCreate
+    {{- end }}
+{{- end }}
