@@ -281,13 +281,11 @@ and the port is not the plain-HTTP health port.
 {{- end }}
 
 {{/* Rendering fails early, with a message, on values that cannot work. */}}
+{{/* Rules across values (types and enums are values.schema.json's). */}}
 {{- define "ociregistry.validate" -}}
 {{- $p := .Values.persistence }}
 {{- $os := .Values.objectStorage }}
 {{- if $os.enabled }}
-{{- if not (has $os.kind (list "s3" "gcs" "azure")) }}
-{{- fail (printf "objectStorage.kind must be s3, gcs or azure, not %q" (toString $os.kind)) }}
-{{- end }}
 {{- if not $os.bucket }}
 {{- fail "objectStorage.bucket is required with objectStorage.enabled" }}
 {{- end }}
@@ -299,9 +297,6 @@ and the port is not the plain-HTTP health port.
 {{- if $p.persistentVolumeClaim.enabled }}
 {{- fail "replicaCount above 1 cannot share persistence.persistentVolumeClaim: each replica keeps its local copies in its own emptyDir or hostPath" }}
 {{- end }}
-{{- end }}
-{{- if not (has .Values.mode (list "deployment" "daemonset")) }}
-{{- fail (printf "mode must be deployment or daemonset, not %q" (toString .Values.mode)) }}
 {{- end }}
 {{- if and $p.hostPath.enabled $p.persistentVolumeClaim.enabled }}
 {{- fail "persistence: enable only one of persistence.hostPath and persistence.persistentVolumeClaim (both are enabled)" }}
@@ -324,7 +319,7 @@ and the port is not the plain-HTTP health port.
 {{- end }}
 {{- end }}
 {{- $mounted := "" }}
-{{- range .Values.volumeMounts }}
+{{- range (include "ociregistry.volumeMounts" . | fromYamlArray) }}
 {{- if eq .name "images" }}{{ $mounted = .mountPath | trimSuffix "/" | default "/" }}{{ end }}
 {{- end }}
 {{- if not $mounted }}
@@ -360,17 +355,9 @@ and the port is not the plain-HTTP health port.
 {{- $_ := set $ports (toString $p) (printf "%s.port" $name) }}
 {{- end }}
 {{- end }}
-{{- with .Values.configs.logFormat }}
-{{- if not (has (toString .) (list "text" "json")) }}
-{{- fail (printf "configs.logFormat must be text or json, not %q" (toString .)) }}
-{{- end }}
-{{- end }}
 {{- if .Values.serverTls.enabled }}
 {{- if not .Values.serverTls.secretName }}
 {{- fail "serverTls.enabled needs serverTls.secretName (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
-{{- end }}
-{{- if not (has (toString .Values.serverTls.clientAuth) (list "none" "verify")) }}
-{{- fail (printf "serverTls.clientAuth must be none or verify, not %q" (toString .Values.serverTls.clientAuth)) }}
 {{- end }}
 {{- if include "ociregistry.verifyClients" . }}
 {{- range $probe := list "livenessProbe" "readinessProbe" }}
@@ -473,9 +460,6 @@ directories are mounted under /host.
 {{- define "ociregistry.nodeConfigPod" -}}
 {{- $ := .root }}
 {{- $nc := $.Values.nodeConfig }}
-{{- if not (has $nc.runtime (list "containerd" "crio" "k3s")) }}
-{{- fail (printf "nodeConfig.runtime must be containerd, crio or k3s, not %q" (toString $nc.runtime)) }}
-{{- end }}
 {{- $dirs := list }}
 {{- if eq $nc.runtime "containerd" }}
 {{- $dirs = list (dict "name" "certs" "path" $nc.paths.certsDir "readOnly" false) (dict "name" "containerd" "path" (dir $nc.paths.containerdConfig) "readOnly" true) }}
@@ -579,4 +563,21 @@ spec:
         path: {{ .path | quote }}
         type: DirectoryOrCreate
     {{- end }}
+{{- end }}
+
+{{/*
+volumeMounts as rendered: an images entry at the server's default cache
+path follows configs.imagePath, so that configs.imagePath alone moves the
+cache; an entry at any other path is kept as given (and must agree).
+*/}}
+{{- define "ociregistry.volumeMounts" -}}
+{{- $mounts := list }}
+{{- range .Values.volumeMounts }}
+{{- $m := deepCopy . }}
+{{- if and (eq $m.name "images") (eq ($m.mountPath | trimSuffix "/") "/var/lib/ociregistry") }}
+{{- $_ := set $m "mountPath" (include "ociregistry.imagePath" $) }}
+{{- end }}
+{{- $mounts = append $mounts $m }}
+{{- end }}
+{{- toYaml $mounts }}
 {{- end }}

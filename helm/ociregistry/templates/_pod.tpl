@@ -143,7 +143,7 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       volumeMounts:
-        {{- toYaml .Values.volumeMounts | nindent 8 }}
+        {{- include "ociregistry.volumeMounts" . | nindent 8 }}
         {{- if $managed }}
         - name: config
           mountPath: {{ include "ociregistry.configMountPath" . }}
