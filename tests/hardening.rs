@@ -137,6 +137,33 @@ async fn metrics_and_health_ports_report_what_happened() {
         "unbounded label values:\n{text}"
     );
 
+    // The chart's dashboard and alerts query only metrics the server has.
+    let names: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/ociregistry/files/");
+    for file in ["dashboard.json", "alerts.yaml"] {
+        let text = std::fs::read_to_string(format!("{chart}{file}")).unwrap();
+        if file.ends_with(".json") {
+            let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+            assert!(dashboard["panels"]
+                .as_array()
+                .is_some_and(|p| p.len() >= 10));
+        }
+        let queried = regex::Regex::new(r"ociregistry_[a-z_]+").unwrap();
+        let unknown: Vec<&str> = queried
+            .find_iter(&text)
+            .map(|m| m.as_str())
+            .filter(|m| !names.contains(m))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} queries {unknown:?}, not in:\n{names:?}"
+        );
+    }
+
     // Tag lists and referrers have routes of their own (the registry has
     // no referrers API: 404).
     let base = format!("{}/v2/library/app", server.url());

@@ -85,7 +85,7 @@ CONTRACT = {
 }
 
 # Kinds that are custom resources: no schema in kubernetes-validate.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # Kubernetes versions the rendered objects are validated against.
 K8S_VERSIONS = ["1.25.0", "1.37.0"]
 
@@ -820,6 +820,40 @@ def run_checks(c, emit_dir):
             and sm["metadata"]["labels"].get("release") == "prometheus"
             and sm["spec"]["selector"]["matchLabels"].items() <= mt.service["metadata"]["labels"].items()
             and sm["metadata"]["namespace"] == "ociregistry", detail=json.dumps(sm))
+
+    c.check("metrics: no dashboard or alerts unless asked", not mt.all("PrometheusRule")
+            and not [x for x in mt.all("ConfigMap") if x["metadata"]["name"].endswith("-dashboard")])
+    ob = c.render(["metrics.yaml"], sets=["metrics.grafanaDashboard.enabled=true",
+                                          "metrics.grafanaDashboard.annotations.grafana_folder=Registries",
+                                          "metrics.prometheusRule.enabled=true",
+                                          "metrics.prometheusRule.labels.release=prometheus",
+                                          "metrics.prometheusRule.hitRatio=0.7"])
+    cm = ob.one("ConfigMap", "cache-dashboard")
+    try:
+        dash = json.loads(cm.get("data", {}).get("ociregistry.json", ""))
+    except ValueError:
+        dash = {}
+    exprs = [t.get("expr", "") for p in dash.get("panels", []) for t in p.get("targets", [])]
+    c.check("metrics.grafanaDashboard: a ConfigMap the sidecar picks up (grafana_dashboard label, folder), valid JSON, "
+            "every panel queries ociregistry metrics",
+            cm.get("metadata", {}).get("labels", {}).get("grafana_dashboard") == "1"
+            and cm["metadata"].get("annotations") == {"grafana_folder": "Registries"}
+            and len(exprs) >= 10 and all("ociregistry_" in e for e in exprs), detail=json.dumps(cm)[:300])
+    rule = ob.one("PrometheusRule")
+    rules = [r for g in rule.get("spec", {}).get("groups", []) for r in g.get("rules", [])]
+    c.eq("metrics.prometheusRule: the chart's alerts, for this release's job and namespace",
+         sorted(r["alert"] for r in rules),
+         ["OciregistryCacheWriteFailures", "OciregistryEvictionsThrashing", "OciregistryHitRatioCollapse",
+          "OciregistryNoReadyReplica", "OciregistryStoreDown", "OciregistryUpstreamDown"])
+    c.check("metrics.prometheusRule: labels, hitRatio and the job substituted",
+            rule["metadata"]["labels"].get("release") == "prometheus"
+            and any("< 0.7" in r["expr"] for r in rules)
+            and any('up{job="cache", namespace="ociregistry"}' in r["expr"] for r in rules),
+            detail=json.dumps(rules)[:400])
+    if emit_dir:
+        os.makedirs(emit_dir, exist_ok=True)
+        with open(os.path.join(emit_dir, "alerts.rules.yaml"), "w") as f:
+            yaml.safe_dump({"groups": rule["spec"]["groups"]}, f)
 
     # ---- health port -----------------------------------------------------
     r = c.render(sets=["health.enabled=true"])

@@ -159,6 +159,23 @@ for name in "${HELMS[@]}"; do
   fi
 done
 
+# --- the chart's alert rules parse (promtool, Debian package prometheus) -------
+rules="$WORK/run/alerts.rules.yaml"
+if ! command -v promtool > /dev/null 2>&1; then
+  if [ "${OCIREGISTRY_E2E:-}" = required ]; then
+    bad "promtool not installed (apt-get install prometheus): alert rules not checked"
+  else
+    info "promtool not installed: alert rules not checked"
+  fi
+elif [ ! -f "$rules" ]; then
+  bad "promtool: no rendered alert rules (check.py --emit-run did not write them)"
+elif promtool check rules "$rules" > "$WORK/promtool.log" 2>&1; then
+  ok "promtool check rules: the PrometheusRule's alerts parse ($(grep -o 'SUCCESS: [0-9]* rules found' "$WORK/promtool.log"))"
+else
+  bad "promtool check rules"
+  sed 's/^/      /' "$WORK/promtool.log" | tail -10
+fi
+
 # --- Dockerfile -------------------------------------------------------------
 if [ -f "$ROOT/Dockerfile" ]; then
   if "$CACHE/venv/bin/hadolint" "$ROOT/Dockerfile" > "$WORK/hadolint.log" 2>&1; then
