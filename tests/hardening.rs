@@ -144,6 +144,7 @@ async fn metrics_and_health_ports_report_what_happened() {
         .filter_map(|l| l.split(['{', ' ']).next())
         .collect();
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/helm/ociregistry/files/");
+    let queried = regex::Regex::new(r"ociregistry_[a-z_]+").unwrap();
     for file in ["dashboard.json", "alerts.yaml"] {
         let text = std::fs::read_to_string(format!("{chart}{file}")).unwrap();
         if file.ends_with(".json") {
@@ -152,7 +153,6 @@ async fn metrics_and_health_ports_report_what_happened() {
                 .as_array()
                 .is_some_and(|p| p.len() >= 10));
         }
-        let queried = regex::Regex::new(r"ociregistry_[a-z_]+").unwrap();
         let unknown: Vec<&str> = queried
             .find_iter(&text)
             .map(|m| m.as_str())
