@@ -354,7 +354,7 @@ const READY_ROUNDS: usize = 5;
 
 /// Waits until every address `endpoint` (`host:port`, a headless Service
 /// that publishes pods before they are ready) resolves to answers
-/// `GET /ready` with 200, [`READY_ROUNDS`] times in a row, or `timeout`
+/// `GET /ready` with 200, five times in a row (a second apart), or `timeout`
 /// passes.
 pub fn wait(args: &WaitArgs) -> Result<usize, String> {
     let end = Instant::now() + args.timeout;
@@ -401,7 +401,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::cli::{Cli, Command, NodeConfigAction};
+    use crate::cli::{Cli, Command, NodeConfigAction, WaitArgs};
 
     /// `node-config apply` flags with `--root dir` and `extra`.
     fn args(root: &Path, extra: &[&str]) -> NodeConfigArgs {
@@ -562,6 +562,22 @@ mod tests {
             removed.removed,
             [root.join("etc/rancher/k3s/registries.yaml")]
         );
+    }
+
+    #[test]
+    fn wait_returns_once_every_address_answers_ready() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let wait_for = |timeout| WaitArgs {
+            endpoint: format!("127.0.0.1:{port}"),
+            timeout,
+        };
+        // Nothing listens yet.
+        assert!(wait(&wait_for(Duration::ZERO)).is_err());
+        serve_ready(port).unwrap();
+        assert_eq!(wait(&wait_for(Duration::from_secs(30))), Ok(1));
     }
 
     #[test]
