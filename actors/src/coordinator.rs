@@ -25,14 +25,16 @@ use crate::listing::{tags_body, Listed, Listing, ListingKey};
 use crate::manifest::Manifest;
 use crate::metrics::METRICS;
 use crate::names::{Digest, Reference, RegistryName, RepoName};
+use crate::ranged;
 use crate::storage::{
-    BeginBlob, BlobStart, CommitBlob, CommitManifest, LookupBlob, OpenStoredBlob, Storage,
-    StoreListing, Stored, TagConfirmed,
+    BeginBlob, BlobStart, BlobWriter, CommitBlob, CommitManifest, LookupBlob, OpenStoredBlob,
+    Storage, StoreListing, Stored, TagConfirmed,
 };
 use crate::upstream::guard::HostRules;
 use crate::upstream::{
-    BlobBody, GetHealth, GetManifest, GetReferrers, HeadManifest, ListTags, OpenBlob, ProxyRules,
-    Timeouts, TlsError, UpstreamHealth, UpstreamRegistry, UpstreamSettings,
+    BlobBody, GetHealth, GetManifest, GetReferrers, HeadManifest, ListTags, OpenBlob,
+    ParallelFetch, ProxyRules, Timeouts, TlsError, UpstreamHealth, UpstreamRegistry,
+    UpstreamSettings,
 };
 
 /// A manifest flight's identity.
@@ -475,6 +477,7 @@ impl Handler<FetchBlob> for PullCoordinator {
         let fetch = BlobFetch {
             storage: self.storage.clone(),
             upstream,
+            parallel: self.upstreams.parallel(&msg.registry),
             max_size: self.limits.max_blob_size,
             tx,
         }
@@ -497,6 +500,11 @@ fn count_write_failure(e: &FetchError) {
     }
 }
 
+/// Counts a failed write to a blob's partial file.
+fn count_write_failure_io(_: &std::io::Error) {
+    METRICS.cache_write_failures.inc();
+}
+
 /// One blob fetch: where it stores, where it fetches from, its size bound
 /// and the progress it publishes.
 struct BlobFetch {
@@ -504,6 +512,8 @@ struct BlobFetch {
     storage: Addr<Storage>,
     /// The registry's actor, when the upstream may be asked.
     upstream: Option<Addr<UpstreamRegistry>>,
+    /// Whether large blobs of the registry are fetched in parallel ranges.
+    parallel: Option<ParallelFetch>,
     /// Largest body accepted.
     max_size: u64,
     /// Progress for followers.
@@ -549,18 +559,26 @@ impl BlobFetch {
             (None, Some(upstream)) => {
                 upstream
                     .send(OpenBlob {
-                        repo,
+                        repo: repo.clone(),
                         digest: digest.clone(),
+                        range: self.parallel.map(|p| 0..p.min_size),
                     })
                     .await??
             }
         };
-        if let Some(size) = body.size.filter(|&s| s > self.max_size) {
+        if let Some(size) = body.total.filter(|&s| s > self.max_size) {
             return Err(too_large(size, self.max_size));
         }
+        // A larger blob than the first answer holds: the rest in parallel.
+        let rest = match (self.parallel, &self.upstream, body.total, body.size) {
+            (Some(p), Some(_), Some(total), Some(first)) if first < total => {
+                ranged::plan(p, first, total)
+            }
+            _ => Vec::new(),
+        };
         let mut writer = match self
             .storage
-            .send(BeginBlob(digest))
+            .send(BeginBlob(digest.clone()))
             .await?
             .inspect_err(count_write_failure)?
         {
@@ -569,14 +587,33 @@ impl BlobFetch {
         };
         let file = writer.file();
         self.tx.send_replace(Progress::Receiving {
-            size: body.size,
+            size: body.total,
             written: 0,
             file: Arc::clone(&file),
         });
+        let segments: Vec<ranged::Segment> = match &self.upstream {
+            Some(upstream) => rest
+                .iter()
+                .map(|range| {
+                    let last = Some(range.end) == body.total;
+                    let (repo, digest) = (repo.clone(), digest.clone());
+                    ranged::start(
+                        upstream.clone(),
+                        repo,
+                        digest,
+                        range.clone(),
+                        file.clone(),
+                        last,
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         while let Some(batch) = body.chunks.recv().await {
-            writer.push(batch?).await.inspect_err(|_| {
-                METRICS.cache_write_failures.inc();
-            })?;
+            writer
+                .push(batch?)
+                .await
+                .inspect_err(count_write_failure_io)?;
             if let Some(size) = body.size.filter(|&s| writer.received() > s) {
                 return Err(FetchError::BadResponse(format!(
                     "upstream sent more than the announced {size} bytes"
@@ -585,15 +622,21 @@ impl BlobFetch {
             if writer.received() > self.max_size {
                 return Err(too_large(writer.received(), self.max_size));
             }
-            let now = writer.written();
-            self.tx.send_modify(|p| {
-                if let Progress::Receiving { written, .. } = p {
-                    *written = now;
-                }
-            });
+            self.publish(writer.written());
+        }
+        if !segments.is_empty() {
+            if Some(writer.received()) != body.size {
+                return Err(FetchError::BadResponse(
+                    "the first ranged answer ended early".into(),
+                ));
+            }
+            writer.flush().inspect_err(count_write_failure_io)?;
+            for segment in segments {
+                self.follow(segment, &mut writer).await?;
+            }
         }
         let verified = writer
-            .verify(body.size)
+            .verify(body.total)
             .await
             .inspect_err(count_write_failure)?;
         // Followers may finish now; Storage fsyncs and renames after, and
@@ -610,6 +653,54 @@ impl BlobFetch {
             .inspect_err(count_write_failure)?;
         self.tx.send_replace(Progress::Complete { size, file });
         Ok(())
+    }
+
+    /// Publishes how many bytes followers may read.
+    fn publish(&self, now: u64) {
+        self.tx.send_modify(|p| {
+            if let Progress::Receiving { written, .. } = p {
+                *written = now;
+            }
+        });
+    }
+
+    /// Hashes and publishes one parallel segment's bytes in order as they
+    /// land; its held-back final batch (the blob's last) goes to the
+    /// writer, which releases it after verification.
+    async fn follow(
+        &self,
+        mut segment: ranged::Segment,
+        writer: &mut BlobWriter,
+    ) -> Result<(), FetchError> {
+        let mut absorbed = 0;
+        loop {
+            let state = segment.state.borrow_and_update().clone();
+            if state.landed > absorbed {
+                writer
+                    .absorb(state.landed - absorbed)
+                    .await
+                    .inspect_err(count_write_failure_io)?;
+                absorbed = state.landed;
+                self.publish(writer.written());
+            }
+            match state.done {
+                Some(Ok(held)) if absorbed == state.landed => {
+                    if !held.is_empty() {
+                        writer
+                            .push(held)
+                            .await
+                            .inspect_err(count_write_failure_io)?;
+                    }
+                    return Ok(());
+                }
+                Some(Err(e)) => return Err(e),
+                _ => {
+                    if segment.state.changed().await.is_err() {
+                        return Err(FetchError::Stopping);
+                    }
+                }
+            }
+        }
     }
 
     /// Publishes a blob that is in the cache already.
@@ -638,6 +729,8 @@ fn body_of(stored: Stored) -> BlobBody {
     });
     BlobBody {
         size: Some(stored.size),
+        start: 0,
+        total: Some(stored.size),
         chunks,
     }
 }
@@ -729,6 +822,15 @@ impl Upstreams {
         self.started.clear();
         self.unlisted_lru.clear();
         Ok(())
+    }
+
+    /// How large blobs of `registry` are fetched in parallel, if they are
+    /// (configured registries reached directly only).
+    fn parallel(&self, registry: &RegistryName) -> Option<ParallelFetch> {
+        match self.unlisted.mirror {
+            Some(_) => None,
+            None => self.configured.get(registry).and_then(|(s, _)| s.parallel),
+        }
     }
 
     /// The actor for `registry`, started on first use. Clients can name

@@ -6,6 +6,7 @@
 //! - [`coordinator`]: **PullCoordinator**, single-flight for upstream fetches.
 //! - [`download`]: one blob fetch as clients follow it, and the reader that
 //!   streams a blob from its (possibly growing) cache file.
+//! - [`ranged`]: the parallel `Range` requests of a large blob's fetch.
 //! - [`storage`]: **Storage**, the on-disk cache and its in-memory index.
 //! - [`upstream`]: **UpstreamRegistry**, one per upstream: client, TLS, auth.
 //! - [`listing`]: tag lists and referrers, as asked of upstreams and kept.
@@ -19,5 +20,6 @@ pub mod listing;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+pub mod ranged;
 pub mod storage;
 pub mod upstream;

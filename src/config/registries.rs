@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use ociregistry_actors::names::RegistryName;
 use ociregistry_actors::upstream::{
-    default_endpoint, Credentials, ProxyRules, Timeouts, TlsSettings, UpstreamSettings,
+    default_endpoint, Credentials, ParallelFetch, ProxyRules, Timeouts, TlsSettings,
+    UpstreamSettings,
 };
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::units::Span;
+use crate::units::{Size, Span};
 
 /// `registries[].scheme`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -55,6 +56,19 @@ pub struct RegistryEntry {
         alias = "stale_while_revalidate"
     )]
     pub stale_while_revalidate: Option<bool>,
+    /// Large blobs of this registry fetched over several connections.
+    #[serde(default, rename = "parallelFetch", alias = "parallel_fetch")]
+    pub parallel_fetch: Option<ParallelFetchEntry>,
+}
+
+/// `registries[].parallelFetch`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct ParallelFetchEntry {
+    /// Blobs up to this size use one connection (`32Mi`).
+    #[serde(rename = "minSize", alias = "min_size")]
+    pub min_size: Size,
+    /// Connections per larger blob, 2 to 32.
+    pub connections: usize,
 }
 
 /// `registries[].auth`.
@@ -165,6 +179,31 @@ impl RegistryEntry {
             ns: None,
             unlisted: false,
             guard: None,
+            parallel: self
+                .parallel_fetch
+                .map(|p| p.settings())
+                .transpose()
+                .map_err(err)?,
+        })
+    }
+}
+
+impl ParallelFetchEntry {
+    /// The upstream actor's settings; `connections` within 2..=32 and a
+    /// `minSize` of at least 1 MiB.
+    fn settings(self) -> Result<ParallelFetch, String> {
+        if !(2..=32).contains(&self.connections) {
+            return Err(format!(
+                "parallelFetch.connections: {} is not within 2 to 32",
+                self.connections
+            ));
+        }
+        if self.min_size.0 < 1 << 20 {
+            return Err("parallelFetch.minSize: at least 1Mi".into());
+        }
+        Ok(ParallelFetch {
+            min_size: self.min_size.0,
+            connections: self.connections,
         })
     }
 }

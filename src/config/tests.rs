@@ -295,3 +295,32 @@ fn test_timeouts() -> Timeouts {
         idle: Duration::from_secs(60),
     }
 }
+
+#[test]
+fn parallel_fetch_is_per_registry_and_bounded() {
+    let entry = |extra: &str| {
+        format!(
+            "registries:\n  - name: ghcr.io\n    parallelFetch: {{{extra}}}\n  - name: quay.io\n"
+        )
+    };
+    let ok = parsed(&entry("minSize: 32Mi, connections: 8"));
+    let settings = ok.upstreams(&ProxyRules::default()).unwrap();
+    assert_eq!(
+        settings[0].parallel,
+        Some(ociregistry_actors::upstream::ParallelFetch {
+            min_size: 32 << 20,
+            connections: 8
+        })
+    );
+    assert_eq!(settings[1].parallel, None, "off unless set");
+    for bad in [
+        "minSize: 32Mi, connections: 1",
+        "minSize: 32Mi, connections: 64",
+        "minSize: 1Ki, connections: 4",
+    ] {
+        let err = parsed(&entry(bad))
+            .upstreams(&ProxyRules::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("parallelFetch"), "{bad}: {err}");
+    }
+}

@@ -49,6 +49,8 @@ pub enum Fault {
     Redirect,
     /// `401` with a bearer challenge whose realm is the [`FaultUpstream::set_target`] URL.
     Challenge,
+    /// Blobs: the whole blob (200) although a range was asked.
+    IgnoreRange,
 }
 
 /// What the fault upstream serves and how.
@@ -73,6 +75,10 @@ struct State {
     requests: AtomicUsize,
     /// The `Authorization` header of each request that had one.
     authorizations: Mutex<Vec<String>>,
+    /// Whether `Range` requests of the blob are answered (206).
+    ranges: std::sync::atomic::AtomicBool,
+    /// Blob bytes sent, over all requests.
+    blob_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A running fault upstream on 127.0.0.1.
@@ -108,6 +114,8 @@ impl FaultUpstream {
             target: Mutex::new(String::new()),
             requests: AtomicUsize::new(0),
             authorizations: Mutex::new(Vec::new()),
+            ranges: std::sync::atomic::AtomicBool::new(false),
+            blob_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let listener = TcpListener::bind(addr).expect("bind fault upstream");
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -131,6 +139,18 @@ impl FaultUpstream {
     /// The URL [`Fault::Redirect`] and [`Fault::Challenge`] point to.
     pub fn set_target(&self, url: &str) {
         *self.state.target.lock().unwrap() = url.to_string();
+    }
+
+    /// From now on, answers `Range: bytes=A-B` requests of the blob with
+    /// those bytes (206), the fault of the request applied half-way
+    /// through them.
+    pub fn serve_ranges(&self) {
+        self.state.ranges.store(true, Ordering::SeqCst);
+    }
+
+    /// Blob bytes sent so far, over all requests.
+    pub fn blob_bytes(&self) -> u64 {
+        self.state.blob_bytes.load(Ordering::SeqCst)
     }
 
     /// Every request answered so far.
@@ -251,6 +271,27 @@ async fn answer(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         _ => blob,
     };
     let state = state.into_inner();
+    let asked = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    if let (Some((first, last)), true, false) = (
+        asked,
+        state.ranges.load(Ordering::SeqCst),
+        fault == Fault::IgnoreRange,
+    ) {
+        let end = (last + 1).min(len);
+        let part = data.slice(first as usize..end as usize);
+        let part_len = part.len() as u64;
+        let body = async_stream(part, part_len as usize / 2, fault, state);
+        return HttpResponse::PartialContent()
+            .content_type("application/octet-stream")
+            .insert_header(("Content-Range", format!("bytes {first}-{}/{len}", end - 1)))
+            .body(SizedStream::new(part_len, body));
+    }
     let body = async_stream(data, half, fault, state);
     let mut res = HttpResponse::Ok();
     res.content_type("application/octet-stream");
@@ -290,6 +331,9 @@ fn async_stream(
             let end = (pos + CHUNK)
                 .min(data.len())
                 .min(if pos < half { half } else { data.len() });
+            state
+                .blob_bytes
+                .fetch_add((end - pos) as u64, Ordering::SeqCst);
             Some((Ok(data.slice(pos..end)), end))
         }
     })

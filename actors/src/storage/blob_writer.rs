@@ -27,6 +27,9 @@ use crate::names::Digest;
 
 /// Batches queued for the hashing thread before `push` waits for it.
 const HASH_QUEUE: usize = 16;
+/// Bytes read back at once from the file for the hashing thread
+/// ([`BlobWriter::absorb`]).
+const ABSORB_READ: usize = 256 * 1024;
 
 /// A blob being written. Dropping it, or the [`VerifiedBlob`] it becomes,
 /// before Storage committed it (`CommitBlob`) deletes the partial file.
@@ -144,6 +147,45 @@ impl BlobWriter {
             .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
         let held = std::mem::replace(&mut self.pending, batch);
         self.write(&held)?;
+        self.ticket
+            .received
+            .store(self.received(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes the held-back batch now: the bytes after it come from
+    /// elsewhere (a parallel segment, see [`crate::ranged`]), so it is not
+    /// the blob's end.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        let held = std::mem::take(&mut self.pending);
+        self.write(&held)
+    }
+
+    /// The next `len` bytes after what is readable are in the file already
+    /// (a parallel segment wrote them): reads them back in order for the
+    /// hashing thread and makes them readable. The held-back batch must
+    /// have been flushed.
+    pub async fn absorb(&mut self, len: u64) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            return Err(std::io::Error::other(
+                "a held-back batch before absorbed bytes",
+            ));
+        }
+        let hasher = self
+            .to_hasher
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("blob already finished"))?;
+        let end = self.written + len;
+        while self.written < end {
+            let n = (end - self.written).min(ABSORB_READ as u64) as usize;
+            let mut buf = vec![0; n];
+            self.file.read_exact_at(&mut buf, self.written)?;
+            hasher
+                .send(vec![Bytes::from(buf)])
+                .await
+                .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
+            self.written += n as u64;
+        }
         self.ticket
             .received
             .store(self.received(), Ordering::Relaxed);

@@ -16,7 +16,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use actix::prelude::*;
-use awc::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use awc::http::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use awc::http::{Method, StatusCode};
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -25,7 +27,7 @@ use tokio::sync::mpsc;
 use self::auth::{Challenge, TokenCache, TokenResponse};
 pub use self::proxy::{ProxyEnvError, ProxyError, ProxyRules};
 pub use self::settings::{
-    default_endpoint, require_native_roots, Credentials, PreparedCerts, ServerCerts,
+    default_endpoint, require_native_roots, Credentials, ParallelFetch, PreparedCerts, ServerCerts,
     ServerTlsSettings, Timeouts, TlsError, TlsSettings, UpstreamSettings,
 };
 use crate::error::FetchError;
@@ -228,7 +230,7 @@ impl Handler<HeadManifest> for UpstreamRegistry {
         Box::pin(async move {
             let path = inner.manifest_path(&msg.repo, &msg.reference);
             let resp = inner
-                .request(Method::HEAD, &path, UPSTREAM_ACCEPT, &msg.repo)
+                .request(Method::HEAD, &path, UPSTREAM_ACCEPT, &msg.repo, None)
                 .await?;
             check_status(&resp)?;
             Ok(resp
@@ -309,7 +311,7 @@ impl Handler<GetReferrers> for UpstreamRegistry {
 /// Most pages of one listing followed.
 const MAX_PAGES: usize = 64;
 
-/// Start downloading a blob.
+/// Start downloading a blob, or the bytes `range` of it.
 #[derive(Message)]
 #[rtype(result = "Result<BlobBody, FetchError>")]
 pub struct OpenBlob {
@@ -317,13 +319,23 @@ pub struct OpenBlob {
     pub repo: RepoName,
     /// The blob.
     pub digest: Digest,
+    /// Only these bytes (`start..end`), if set. An upstream may answer
+    /// with the whole blob instead: see [`BlobBody::start`].
+    pub range: Option<std::ops::Range<u64>>,
 }
 
 /// A blob body arriving from upstream.
 #[derive(Debug)]
 pub struct BlobBody {
-    /// The announced `Content-Length`.
+    /// The announced `Content-Length` of this body.
     pub size: Option<u64>,
+    /// Where in the blob this body starts: 0 for a whole blob (also when
+    /// a range was asked and the upstream ignored it), else the start of
+    /// the range asked.
+    pub start: u64,
+    /// The whole blob's size when known: from `Content-Range` of a ranged
+    /// answer, else `size`.
+    pub total: Option<u64>,
     /// Body chunks, in batches of those that arrived together (up to 256
     /// KiB, never copied); an `Err` ends the transfer (reset, stall).
     pub chunks: mpsc::Receiver<Result<Vec<Bytes>, FetchError>>,
@@ -336,13 +348,55 @@ impl Handler<OpenBlob> for UpstreamRegistry {
         let inner = Rc::clone(&self.inner);
         Box::pin(async move {
             let path = format!("/v2/{}/blobs/{}{}", msg.repo, msg.digest, inner.ns_query());
-            let resp = inner.get(&path, "*/*", &msg.repo).await?;
-            check_status(&resp)?;
-            let size = content_length(&resp);
+            let asked = msg
+                .range
+                .as_ref()
+                .map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+            let mut resp = inner
+                .request(Method::GET, &path, "*/*", &msg.repo, asked.as_deref())
+                .await?;
+            if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+                // An empty blob has no byte 0: asked again whole.
+                resp = inner.get(&path, "*/*", &msg.repo).await?;
+            }
+            let (start, total, size) = match (resp.status(), &msg.range) {
+                (StatusCode::PARTIAL_CONTENT, Some(range)) => {
+                    let answered = resp
+                        .headers()
+                        .get(CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(content_range);
+                    let size = content_length(&resp);
+                    match answered {
+                        Some((start, end, total))
+                            if start == range.start
+                                && end == range.end.min(total)
+                                && size.is_none_or(|s| s == end - start) =>
+                        {
+                            (start, Some(total), Some(end - start))
+                        }
+                        _ => {
+                            return Err(FetchError::BadResponse(
+                                "a ranged answer for other bytes than asked".into(),
+                            ))
+                        }
+                    }
+                }
+                _ => {
+                    check_status(&resp)?;
+                    let size = content_length(&resp);
+                    (0, size, size)
+                }
+            };
             let (tx, chunks) = mpsc::channel(BODY_CHANNEL_BATCHES);
             let fetched = METRICS.upstream_bytes.get_or_create(&inner.label).clone();
             actix::spawn(pump(resp, tx, inner.settings.timeouts.idle, fetched));
-            Ok(BlobBody { size, chunks })
+            Ok(BlobBody {
+                size,
+                start,
+                total,
+                chunks,
+            })
         })
     }
 }
@@ -500,7 +554,7 @@ impl Inner {
         accept: &str,
         repo: &RepoName,
     ) -> Result<awc::ClientResponse, FetchError> {
-        self.request(Method::GET, path, accept, repo).await
+        self.request(Method::GET, path, accept, repo, None).await
     }
 
     /// Sends `method path`, trying each endpoint in order: a connection
@@ -512,6 +566,7 @@ impl Inner {
         path: &str,
         accept: &str,
         repo: &RepoName,
+        range: Option<&str>,
     ) -> Result<awc::ClientResponse, FetchError> {
         if let Some(wait) = self.health.borrow().backing_off() {
             return Err(FetchError::Unreachable(format!(
@@ -523,7 +578,7 @@ impl Inner {
         let mut dial_failures = 0;
         for endpoint in &self.settings.endpoints {
             match self
-                .request_from(endpoint, method.clone(), path, accept, repo)
+                .request_from(endpoint, method.clone(), path, accept, repo, range)
                 .await
             {
                 Ok(resp) if resp.status().is_server_error() => {
@@ -578,6 +633,7 @@ impl Inner {
         path: &str,
         accept: &str,
         repo: &RepoName,
+        range: Option<&str>,
     ) -> Result<awc::ClientResponse, FetchError> {
         let url = format!("{endpoint}{path}");
         let scope = format!("repository:{repo}:pull");
@@ -587,10 +643,13 @@ impl Inner {
             None => Auth::None,
         };
         for retried in [false, true] {
-            let req = self
+            let mut req = self
                 .client
                 .request(method.clone(), &url)
                 .insert_header((ACCEPT, accept));
+            if let Some(range) = range {
+                req = req.insert_header((RANGE, range));
+            }
             let req = self.authorize(req, &auth);
             let started = std::time::Instant::now();
             let resp = req.send().await.map_err(|e| self.send_error(endpoint, e))?;
@@ -742,6 +801,16 @@ fn check_status(resp: &awc::ClientResponse) -> Result<(), FetchError> {
         }),
         s => Err(FetchError::BadResponse(format!("upstream answered {s}"))),
     }
+}
+
+/// `Content-Range: bytes START-LAST/TOTAL` as `(start, end, total)`, `end`
+/// exclusive.
+fn content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, last) = range.split_once('-')?;
+    let (start, last, total): (u64, u64, u64) =
+        (start.parse().ok()?, last.parse().ok()?, total.parse().ok()?);
+    (start <= last && last < total).then_some((start, last + 1, total))
 }
 
 /// The response's `Content-Length`, if it sent a valid one.

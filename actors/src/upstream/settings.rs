@@ -45,6 +45,20 @@ pub struct UpstreamSettings {
     /// registries reached directly, not for configured ones nor through a
     /// configured mirror (`ns` set).
     pub guard: Option<Arc<HostRules>>,
+    /// Large blobs fetched over several connections at once, if set.
+    pub parallel: Option<ParallelFetch>,
+}
+
+/// How large blobs are fetched with parallel `Range` requests: the first
+/// request asks for `min_size` bytes; when the blob is larger, the rest is
+/// split over `connections - 1` more requests, all written at their
+/// offsets into the one partial file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParallelFetch {
+    /// Blobs up to this size are fetched on one connection.
+    pub min_size: u64,
+    /// Connections per large blob (the first included), at least 2.
+    pub connections: usize,
 }
 
 impl UpstreamSettings {
@@ -66,6 +80,7 @@ impl UpstreamSettings {
             ns: None,
             unlisted: true,
             guard: Some(guard),
+            parallel: None,
         }
     }
 }
