@@ -289,10 +289,12 @@ class OciRegistry(Server):
 
     def config_file(self):
         cfg = os.path.join(self.dir, "config.yaml")
+        upstream = getattr(self, "upstream_url", None) or self.b.upstream.url
         with open(cfg, "w") as f:
             f.write("registries:\n"
                     "  - name: docker.io\n"
-                    f"    urls: [{self.b.upstream.url}]\n")
+                    f"    urls: [{upstream}]\n"
+                    + getattr(self, "registry_extra", ""))
         return cfg
 
     def start(self, image_path=None):
@@ -524,6 +526,68 @@ http {{
             return [int(p) for p in out.split()]
         except (OSError, ValueError):
             return []
+
+
+class Throttle(Server):
+    """nginx in front of the upstream registry, capping every response at
+    `rate` bytes per second (a CDN-like per-connection cap, not a total
+    one), logging the body bytes it sends."""
+    key = "throttle"
+    label = "throttled upstream"
+
+    def __init__(self, bench, rate):
+        super().__init__(bench)
+        self.rate = rate
+        self.dir = os.path.join(bench.state, "throttle")
+        self.log_path = os.path.join(self.dir, "logs", "access.log")
+
+    def start(self):
+        for d in ("tmp", "logs"):
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        self.port = free_port()
+        tmp = os.path.join(self.dir, "tmp")
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  log_format bytes '$status $body_bytes_sent $request_uri';
+  access_log {self.log_path} bytes;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  upstream registry {{ server 127.0.0.1:{self.b.upstream.port}; keepalive 16; }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{
+      proxy_pass http://registry;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_max_temp_file_size 0;
+      limit_rate {self.rate};
+    }}
+  }}
+}}
+""")
+        out = open(os.path.join(self.dir, "logs", "stderr.log"), "ab")
+        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", conf], stdout=out, stderr=out,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        wait_v2(self, 10)
+
+    def sent_bytes(self):
+        """Body bytes sent so far (200 and 206 answers)."""
+        try:
+            with open(self.log_path) as f:
+                return sum(int(line.split()[1]) for line in f if line.split()[0] in ("200", "206"))
+        except OSError:
+            return 0
 
 
 # --------------------------------------------------------------------------
@@ -1419,6 +1483,50 @@ class Bench:
                 finally:
                     os.close(fd)
 
+    # -- scenario 10 ---------------------------------------------------------
+    def s10_throttled(self):
+        """Cold GET of the huge layer from an upstream that caps every
+        connection: straight from it, through ociregistry on one connection,
+        and through ociregistry with parallelFetch."""
+        img = self.images["huge"]
+        digest, size = img["layers"][0]["digest"], img["layers"][0]["size"]
+        rate = "4m" if self.smoke else "25m"
+        min_size = "1Mi" if self.smoke else "32Mi"
+        throttle = Throttle(self, rate)
+        throttle.start()
+        single = OciRegistry(self)
+        single.upstream_url = throttle.url
+        parallel = OciRegistry(self)
+        parallel.key = "oci_parallel"
+        parallel.upstream_url = throttle.url
+        parallel.registry_extra = f"    parallelFetch: {{minSize: {min_size}, connections: 8}}\n"
+        parallel.dir = os.path.join(self.state, "ociregistry-parallel")
+        parallel.cache = os.path.join(parallel.dir, "cache")
+        out = self.results["scenarios"].setdefault("10", {"blob_size": size, "rate": rate, "runs": {}})
+        try:
+            for rep in range(self.reps):
+                for srv in ("direct", single, parallel):
+                    if srv == "direct":
+                        url = f"{throttle.url}/v2/library/huge/blobs/{digest}"
+                    else:
+                        srv.reset()
+                        url = self.blob_url(srv, "huge", digest)
+                    self.wait_quiet()
+                    sent = throttle.sent_bytes()
+                    r = curl_once(url)
+                    key = "direct" if srv == "direct" else srv.key
+                    if r["code"] != 200 or r["size"] != size:
+                        raise ScenarioFailed(f"cold GET of the {size}-byte blob via {key}: {r}")
+                    fetched = throttle.sent_bytes() - sent
+                    out["runs"].setdefault(key, []).append({"total": r["total"], "upstream_bytes": fetched})
+                    log(f"  throttled {rate}/connection, {key}: {r['total']:.2f}s, "
+                        f"upstream bytes {fetched / size:.2f}× the blob")
+                    if srv != "direct":
+                        srv.stop()
+        finally:
+            for srv in (single, parallel, throttle):
+                srv.stop()
+
     def s8_startup(self):
         root = self.make_startup_cache()
         m, b = self.startup_manifests, self.startup_blobs
@@ -1520,6 +1628,7 @@ def main():
         b.scenario("7", b.s7_memory)
         b.scenario("8", b.s8_startup)
         b.scenario("9", b.s9_object_storage)
+        b.scenario("10", b.s10_throttled)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         b.results["errors"]["setup"] = f"{type(e).__name__}: {e}"

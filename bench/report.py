@@ -342,6 +342,30 @@ def write(results, docs, smoke=False):
             rows.append(("9", f"cold herd of {s9['n']} over 3 replicas on one bucket: upstream GETs of the blob",
                          "≤ 3 (one per replica at most)", str(worst), "—", "—", verdict(worst <= 3)))
 
+    # ---- 10: an upstream capping every connection
+    s10 = sc.get("10")
+    if s10 and s10.get("runs"):
+        runs = s10["runs"]
+        t = {k: med([r["total"] for r in runs.get(k, [])]) for k in ("direct", "oci", "oci_parallel")}
+        det = [f"### 10. Cold {size_label(s10['blob_size'])} blob from an upstream capped at {s10['rate'][:-1]} MiB/s "
+               "per connection (nginx `limit_rate` in front of the registry)", "",
+               "| path | time (each run) | median | ÷ direct | upstream bytes ÷ blob (each run) |",
+               "|---|---|---|---|---|"]
+        for k in ("direct", "oci", "oci_parallel"):
+            rs = runs.get(k, [])
+            det.append(f"| {label(k)} | {', '.join(fs(r['total']) for r in rs)} | {fs(t[k])} | "
+                       f"{ratio(t[k], t['direct'])} | "
+                       f"{', '.join(fnum(r['upstream_bytes'] / s10['blob_size'], 2) for r in rs)} |")
+        details.append("\n".join(det))
+        if t["oci_parallel"] is not None and t["direct"]:
+            worst = max(r["upstream_bytes"] for r in runs.get("oci_parallel", [])) / s10["blob_size"]
+            rows.append(("10", "cold blob from a per-connection-capped upstream, parallelFetch ÷ direct",
+                         "≤ 0.3×", ratio(t["oci_parallel"], t["direct"]),
+                         f"one connection: {ratio(t['oci'], t['direct'])}", "—",
+                         verdict(t["oci_parallel"] <= 0.3 * t["direct"])))
+            rows.append(("10", "↳ upstream bytes fetched ÷ blob size (worst run)", "1.0×",
+                         f"{worst:.2f}×", "—", "—", verdict(worst <= 1.0)))
+
     charts = []
     try:
         charts = make_charts(herd_chart, warm_chart, docs, sc)
@@ -373,7 +397,8 @@ def scen_keys(peaks):
 def label(key):
     return {"oci": "ociregistry", "dist": "distribution proxy", "nginx": "nginx sendfile",
             "direct": "direct from upstream", "oci_warm": "ociregistry, image already cached",
-            "oci-s3": "ociregistry on S3"}.get(key, key)
+            "oci-s3": "ociregistry on S3",
+            "oci_parallel": "ociregistry, parallelFetch (8 connections)"}.get(key, key)
 
 
 def lead(o, d):
