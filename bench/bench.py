@@ -30,6 +30,7 @@ import http.client
 import report
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 ACCEPT = ("application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,"
           "application/vnd.docker.distribution.manifest.v2+json,"
           "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -192,6 +193,11 @@ class Upstream(Server):
             elif time.monotonic() - still >= quiet:
                 break
         return self.since(off)
+
+
+def size_label_b(n):
+    """`1 GiB`, `2 MiB`: a size for log lines."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
 
 
 def count_requests(text, method=None, path=None):
@@ -1527,6 +1533,43 @@ class Bench:
             for srv in (single, parallel, throttle):
                 srv.stop()
 
+    # -- scenario 11 ---------------------------------------------------------
+    def s11_client_ranges(self):
+        """A cold huge blob through ociregistry, as one GET and as 8
+        concurrent `Range` requests covering it (containerd 2.1+ fetches
+        large layers this way): wall time of each, and upstream GETs."""
+        img = self.images["huge"]
+        digest, size = img["layers"][0]["digest"], img["layers"][0]["size"]
+        parts = 8
+        each = -(-size // parts)
+        ranges = [(i * each, min(size, (i + 1) * each) - 1) for i in range(parts)]
+        out = self.results["scenarios"].setdefault("11", {"blob_size": size, "parts": parts, "runs": {}})
+        srv = self.oci
+        for rep in range(self.reps):
+            for how in ("full", "ranges"):
+                srv.reset()
+                url = self.blob_url(srv, "huge", digest)
+                self.wait_quiet()
+                off = self.upstream.offset()
+                t0 = time.monotonic()
+                if how == "full":
+                    results = [curl_once(url)]
+                    want = [size]
+                else:
+                    procs = [subprocess.Popen(curl_cmd(url, [f"Range: bytes={a}-{b}"]), stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True) for a, b in ranges]
+                    results = [parse_curl(p.communicate(timeout=LIMIT["client"] + 60)[0]) for p in procs]
+                    want = [b - a + 1 for a, b in ranges]
+                wall = time.monotonic() - t0
+                gets = count_requests(self.upstream.settle(off, quiet=0.5), method="GET",
+                                      path=f"/v2/library/huge/blobs/{digest}")
+                for r, n in zip(results, want):
+                    if r["code"] not in (200, 206) or r["size"] != n:
+                        raise ScenarioFailed(f"cold {how} GET of the huge blob: {r}")
+                out["runs"].setdefault(how, []).append({"wall": wall, "upstream_gets": gets})
+                log(f"  cold {size_label_b(size)} blob, {how}: {wall:.2f}s, upstream GETs {gets}")
+                srv.stop()
+
     def s8_startup(self):
         root = self.make_startup_cache()
         m, b = self.startup_manifests, self.startup_blobs
@@ -1629,6 +1672,7 @@ def main():
         b.scenario("8", b.s8_startup)
         b.scenario("9", b.s9_object_storage)
         b.scenario("10", b.s10_throttled)
+        b.scenario("11", b.s11_client_ranges)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         b.results["errors"]["setup"] = f"{type(e).__name__}: {e}"
