@@ -49,6 +49,12 @@ const PULLED_FLUSH: Duration = Duration::from_secs(30);
 /// How often a replica of a shared store reads the records others appended
 /// and renews its retention lease.
 const CATCH_UP: Duration = Duration::from_secs(10);
+/// How often the retention-lease holder of a shared store folds the
+/// last-pulled times of replicas gone into its own.
+const PULLED_FOLD: Duration = Duration::from_secs(3600);
+/// A replica whose last-pulled times have not changed for this long is
+/// taken for gone (its times live on in the lease holder's).
+const PULLED_STALE: Duration = Duration::from_secs(24 * 3600);
 /// How long a retention lease lasts unless renewed (three renewals).
 const RETENTION_LEASE: Duration = Duration::from_secs(30);
 /// Most bytes of manifest bodies kept in memory (tens of thousands of
@@ -260,6 +266,11 @@ impl Actor for Storage {
                 ctx.spawn(act.catch_up());
                 ctx.spawn(act.renew_retention_lease());
             });
+            ctx.run_interval(PULLED_FOLD, |act, ctx| {
+                if act.retention_lease {
+                    ctx.spawn(act.fold_pulled());
+                }
+            });
         }
     }
 }
@@ -333,6 +344,27 @@ impl Storage {
                 slog::warn!(log, "could not save last-pulled times"; "error" => %e);
             }
         }
+    }
+}
+
+impl Storage {
+    /// Folds the last-pulled times of replicas gone into this one's (the
+    /// retention-lease holder's) and keeps those of manifests still cached.
+    fn fold_pulled(&mut self) -> impl ActorFuture<Self, Output = ()> + 'static {
+        let (backend, pulled) = (Arc::clone(&self.backend), self.index.pulled.clone());
+        async move { backend.fold_pulled(pulled, PULLED_STALE).await }
+            .into_actor(self)
+            .map(|folded, act, _| match folded {
+                Ok(folded) => {
+                    for (digest, t) in folded {
+                        if act.index.manifests.contains_key(&digest) {
+                            let latest = act.index.pulled.entry(digest).or_insert(t);
+                            *latest = (*latest).max(t);
+                        }
+                    }
+                }
+                Err(e) => slog::warn!(act.log, "could not fold last-pulled times"; "error" => %e),
+            })
     }
 }
 

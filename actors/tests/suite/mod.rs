@@ -155,6 +155,11 @@ macro_rules! suite {
             async fn last_pulled_times_are_replaced_and_survive_a_reopen() {
                 if let Some(f) = $fixture { super::suite::last_pulled_times_are_replaced_and_survive_a_reopen(f).await }
             }
+
+            #[actix::test]
+            async fn the_times_of_writers_gone_are_folded_into_one() {
+                if let Some(f) = $fixture { super::suite::the_times_of_writers_gone_are_folded_into_one(f).await }
+            }
         }
     )*};
 }
@@ -347,4 +352,34 @@ pub async fn last_pulled_times_are_replaced_and_survive_a_reopen(f: Fixture) {
         .unwrap();
     let pulled = (f.open)().pulled().await.unwrap();
     assert_eq!(pulled, HashMap::from([(a, at(30))]));
+}
+
+pub async fn the_times_of_writers_gone_are_folded_into_one(f: Fixture) {
+    let holder = (f.open)();
+    let gone = f.another_writer(&holder);
+    let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+    let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+    gone.save_pulled(HashMap::from([(b.clone(), at(20))]))
+        .await
+        .unwrap();
+    let own = HashMap::from([(a.clone(), at(10))]);
+    let folded = holder
+        .fold_pulled(own.clone(), Duration::ZERO)
+        .await
+        .unwrap();
+    let both = HashMap::from([(a.clone(), at(10)), (b.clone(), at(20))]);
+    match f.shared {
+        // The gone writer's times live on in the holder's, its object not.
+        true => {
+            assert_eq!(folded, both);
+            assert_eq!((f.open)().pulled().await.unwrap(), both);
+            holder.save_pulled(own.clone()).await.unwrap();
+            assert_eq!((f.open)().pulled().await.unwrap(), own);
+        }
+        // One writer: its own times, saved.
+        false => {
+            assert_eq!(folded, own);
+            assert_eq!((f.open)().pulled().await.unwrap(), own);
+        }
+    }
 }

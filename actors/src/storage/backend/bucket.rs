@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{decode_pulled, encode_pulled, Backend, Io, Kind, Stored};
 use crate::names::Digest;
+use crate::storage::index::unix;
 use crate::storage::journal::{decode, encode, Record};
 
 /// Bytes read from a local file per part of an upload (S3's smallest part).
@@ -394,6 +395,49 @@ impl Backend for Bucket {
             let bytes = Bytes::from(encode_pulled(&pulled));
             self.store.put(&key, bytes.into()).await.map_err(io)?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn fold_pulled(
+        &self,
+        mut pulled: HashMap<Digest, SystemTime>,
+        older_than: Duration,
+    ) -> Io<'_, HashMap<Digest, SystemTime>> {
+        async move {
+            let own = self.under(&["pulled", &format!("{}.json", self.writer)]);
+            let before = SystemTime::now()
+                .checked_sub(older_than)
+                .map_or(i64::MIN, |t| unix(t) as i64);
+            let dir = self.under(&["pulled"]);
+            let gone: Vec<Path> = self
+                .store
+                .list(Some(&dir))
+                .try_filter(|m| {
+                    let stale = m.location != own && m.last_modified.timestamp() <= before;
+                    futures::future::ready(stale)
+                })
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .map_err(io)?;
+            for key in &gone {
+                let Ok(got) = self.store.get(key).await else {
+                    continue;
+                };
+                for (d, t) in decode_pulled(&got.bytes().await.map_err(io)?) {
+                    let latest = pulled.entry(d).or_insert(t);
+                    *latest = (*latest).max(t);
+                }
+            }
+            self.save_pulled(pulled.clone()).await?;
+            for key in &gone {
+                match self.store.delete(key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            Ok(pulled)
         }
         .boxed()
     }

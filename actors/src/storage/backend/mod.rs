@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::BoxStream;
 
 pub use bucket::Bucket;
@@ -100,6 +100,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Saves last-pulled times, replacing the previous ones.
     fn save_pulled(&self, pulled: HashMap<Digest, SystemTime>) -> Io<'_, ()>;
+
+    /// Saves this writer's last-pulled times together with those of other
+    /// writers that saved nothing for `older_than` (replicas gone since:
+    /// pod names change with every rollout), then removes theirs; returns
+    /// the times saved. Where one writer owns the store, only saves.
+    fn fold_pulled(
+        &self,
+        pulled: HashMap<Digest, SystemTime>,
+        older_than: Duration,
+    ) -> Io<'_, HashMap<Digest, SystemTime>> {
+        let _ = older_than;
+        async move {
+            self.save_pulled(pulled.clone()).await?;
+            Ok(pulled)
+        }
+        .boxed()
+    }
 }
 
 /// Last-pulled times as saved: a JSON map of digest to unix seconds.
