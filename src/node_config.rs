@@ -297,16 +297,20 @@ fn write_owned(
     overwrite: bool,
     report: &mut Report,
 ) -> std::io::Result<()> {
-    match std::fs::read_to_string(path) {
-        Ok(now) if now == text => {
-            report.unchanged.push(path.to_path_buf());
-            return Ok(());
-        }
-        Ok(_) if !owned(path) && !overwrite => {
+    match std::fs::symlink_metadata(path) {
+        // Whatever is there and is not ours (a symbolic link never is,
+        // unreadable text neither) stays, unless asked.
+        Ok(meta) if !overwrite && (meta.file_type().is_symlink() || !owned(path)) => {
             report.left_alone.push(path.to_path_buf());
             return Ok(());
         }
-        _ => {}
+        Ok(_) if std::fs::read(path).is_ok_and(|now| now == text.as_bytes()) => {
+            report.unchanged.push(path.to_path_buf());
+            return Ok(());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -471,6 +475,22 @@ mod tests {
         assert!(default.contains("server = \"http://localhost:31080\""));
         assert!(!default.contains("dial_timeout"));
         assert!(read(root, "etc/containerd/certs.d/quay.io/hosts.toml").starts_with(MARKER));
+
+        // A user's symbolic link or non-UTF-8 file is left alone too.
+        std::fs::create_dir_all(certs.join("ghcr.io")).unwrap();
+        let link = certs.join("ghcr.io/hosts.toml");
+        std::os::unix::fs::symlink("/elsewhere/hosts.toml", &link).unwrap();
+        std::fs::create_dir_all(certs.join("gcr.io")).unwrap();
+        std::fs::write(certs.join("gcr.io/hosts.toml"), b"# caf\xe9\n").unwrap();
+        let c = args(root, &["--registry", "_default,quay.io,ghcr.io,gcr.io"]);
+        let report = NodeConfig::new(&c).unwrap().apply().unwrap();
+        assert_eq!(
+            report.left_alone,
+            [link.clone(), certs.join("gcr.io/hosts.toml")]
+        );
+        assert!(link.is_symlink());
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(certs.join("gcr.io")).unwrap();
 
         // Removal takes only owned files.
         std::fs::create_dir_all(certs.join("ghcr.io")).unwrap();

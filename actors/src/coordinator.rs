@@ -591,6 +591,9 @@ impl BlobFetch {
             written: 0,
             file: Arc::clone(&file),
         });
+        if let (false, Some(total)) = (rest.is_empty(), body.total) {
+            writer.reserve(total);
+        }
         let segments: Vec<ranged::Segment> = match &self.upstream {
             Some(upstream) => rest
                 .iter()

@@ -95,10 +95,16 @@ async fn fetch(
     let mut at = body.start;
     let mut landed = 0;
     let mut held: Vec<Bytes> = Vec::new();
-    while let Some(batch) = body.chunks.recv().await {
-        if tx.is_closed() {
-            return Err(FetchError::Stopping);
-        }
+    loop {
+        // The fetch that started the segment may end first (it failed):
+        // the transfer stops with it.
+        let batch = tokio::select! {
+            batch = body.chunks.recv() => batch,
+            () = tx.closed() => return Err(FetchError::Stopping),
+        };
+        let Some(batch) = batch else {
+            break;
+        };
         let mut kept = Vec::new();
         for chunk in batch? {
             let (from, to) = (at, at + chunk.len() as u64);

@@ -59,6 +59,9 @@ pub struct BlobWriter {
     pending: Vec<Bytes>,
     /// Set once the blob is renamed into place; keeps `Drop` from deleting it.
     committed: bool,
+    /// Bytes the partial file will hold whoever writes them (parallel
+    /// segments write ahead of `written`): what the ticket reports at least.
+    reserved: u64,
 }
 
 /// What Storage knows of a write in progress; the writer holds it, Storage
@@ -111,6 +114,7 @@ impl BlobWriter {
             written: 0,
             pending: Vec::new(),
             committed: false,
+            reserved: 0,
         })
     }
 
@@ -147,10 +151,22 @@ impl BlobWriter {
             .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
         let held = std::mem::replace(&mut self.pending, batch);
         self.write(&held)?;
-        self.ticket
-            .received
-            .store(self.received(), Ordering::Relaxed);
+        self.report_received();
         Ok(())
+    }
+
+    /// The partial file will hold `size` bytes (parallel segments write
+    /// ahead of what is received in order): counted toward
+    /// `maxCacheSize` from now on.
+    pub fn reserve(&mut self, size: u64) {
+        self.reserved = size;
+        self.report_received();
+    }
+
+    /// Tells Storage how many bytes the partial file holds or will.
+    fn report_received(&self) {
+        let bytes = self.received().max(self.reserved);
+        self.ticket.received.store(bytes, Ordering::Relaxed);
     }
 
     /// Writes the held-back batch now: the bytes after it come from
@@ -186,9 +202,7 @@ impl BlobWriter {
                 .map_err(|_| std::io::Error::other("the hashing thread stopped"))?;
             self.written += n as u64;
         }
-        self.ticket
-            .received
-            .store(self.received(), Ordering::Relaxed);
+        self.report_received();
         Ok(())
     }
 

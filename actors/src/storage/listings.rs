@@ -12,9 +12,16 @@ use super::journal::Record;
 use crate::listing::{Listed, Listing, ListingKey};
 use crate::names::{Digest, RegistryName, RepoName};
 
-/// Most bytes of listings kept; beyond them the least recently answered
-/// are dropped (and not kept by the next compaction).
+/// Most bytes of listings kept (bodies, and [`ENTRY_OVERHEAD`] each);
+/// beyond them the least recently answered are dropped (and not kept by
+/// the next compaction).
 pub const MAX_LISTINGS_BYTES: usize = 32 << 20;
+/// What one listing costs beside its body (key, times, map entry).
+const ENTRY_OVERHEAD: usize = 256;
+/// Largest listing body journaled; a larger one (a tag list of thousands
+/// of tags) is kept in memory only, so that its changes do not grow the
+/// journal between compactions.
+const MAX_JOURNALED: usize = 256 << 10;
 
 /// Every listing kept, by key.
 #[derive(Debug, Default)]
@@ -34,24 +41,38 @@ impl Listings {
     /// Keeps `listing` for `key`, dropping the least recently answered
     /// ones beyond [`MAX_LISTINGS_BYTES`].
     pub fn insert(&mut self, key: ListingKey, listing: Listing) {
-        let size = listing.body.len();
+        let size = listing.body.len() + ENTRY_OVERHEAD;
         let old = self.map.insert(key, listing);
-        self.bytes = self.bytes + size - old.map_or(0, |o| o.body.len());
+        self.bytes = self.bytes + size - old.map_or(0, |o| o.body.len() + ENTRY_OVERHEAD);
         while self.bytes > MAX_LISTINGS_BYTES {
             let oldest = self.map.iter().min_by_key(|(_, l)| l.seen);
             let Some(key) = oldest.map(|(k, _)| k.clone()) else {
                 break;
             };
             if let Some(gone) = self.map.remove(&key) {
-                self.bytes -= gone.body.len();
+                self.bytes -= gone.body.len() + ENTRY_OVERHEAD;
             }
         }
     }
 
     /// The records that restore every listing kept (for compaction).
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
-        self.map.iter().map(|(key, l)| record(key, l))
+        self.map
+            .iter()
+            .filter(|(key, l)| journaled(key, l))
+            .map(|(key, l)| record(key, l))
     }
+}
+
+/// Whether a listing is worth a journal record: not too large, and not an
+/// answer anyone can cause for any digest (a referrers 404, or an index of
+/// no referrers), which would let clients grow the journal without bound.
+pub fn journaled(key: &ListingKey, listing: &Listing) -> bool {
+    let empty = match key.listed {
+        Listed::Tags => false,
+        Listed::Referrers(_) => crate::listing::referrer_digests(&listing.body).is_empty(),
+    };
+    !empty && listing.body.len() <= MAX_JOURNALED
 }
 
 /// The record of `listing`.
@@ -104,7 +125,7 @@ mod tests {
             listed: Listed::Tags,
         };
         let at = |s| UNIX_EPOCH + Duration::from_secs(s);
-        let big = Bytes::from(vec![b'x'; MAX_LISTINGS_BYTES / 2]);
+        let big = Bytes::from(vec![b'x'; MAX_LISTINGS_BYTES / 2 - 4 * ENTRY_OVERHEAD]);
         let mut listings = Listings::default();
         let old = Listing {
             body: big.clone(),
@@ -134,5 +155,32 @@ mod tests {
         };
         let (k, l) = from_record(&registry, &repo, referrers_of.as_deref(), &body, seen).unwrap();
         assert_eq!((&k, &l), (&key("c"), listings.get(&key("c")).unwrap()));
+    }
+
+    #[test]
+    fn only_listings_worth_keeping_are_journaled() {
+        let key = |listed| ListingKey {
+            registry: RegistryName::parse("docker.io").unwrap(),
+            repo: RepoName::parse("library/app").unwrap(),
+            listed,
+        };
+        let listing = |body: &[u8]| Listing {
+            body: Bytes::copy_from_slice(body),
+            seen: UNIX_EPOCH,
+        };
+        let referrers = key(Listed::Referrers(Digest::of(b"subject")));
+        let one = format!(
+            r#"{{"manifests":[{{"mediaType":"m","digest":"{}"}}]}}"#,
+            Digest::of(b"sig")
+        );
+        assert!(journaled(&referrers, &listing(one.as_bytes())));
+        assert!(!journaled(&referrers, &listing(b"")), "no referrers API");
+        assert!(
+            !journaled(&referrers, &listing(br#"{"manifests":[]}"#)),
+            "none"
+        );
+        assert!(journaled(&key(Listed::Tags), &listing(b"[]")));
+        let huge = vec![b' '; MAX_JOURNALED + 1];
+        assert!(!journaled(&key(Listed::Tags), &listing(&huge)), "too large");
     }
 }

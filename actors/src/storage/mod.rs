@@ -354,16 +354,23 @@ impl Storage {
         let (backend, pulled) = (Arc::clone(&self.backend), self.index.pulled.clone());
         async move { backend.fold_pulled(pulled, PULLED_STALE).await }
             .into_actor(self)
-            .map(|folded, act, _| match folded {
-                Ok(folded) => {
-                    for (digest, t) in folded {
-                        if act.index.manifests.contains_key(&digest) {
-                            let latest = act.index.pulled.entry(digest).or_insert(t);
-                            *latest = (*latest).max(t);
-                        }
+            .map(|folded, act, _| {
+                // A flush meanwhile may have been overwritten by the fold's
+                // older snapshot: save again at the next flush.
+                act.pulled_dirty = true;
+                let folded = match folded {
+                    Ok(folded) => folded,
+                    Err(e) => {
+                        slog::warn!(act.log, "could not fold last-pulled times"; "error" => %e);
+                        return;
+                    }
+                };
+                for (digest, t) in folded {
+                    if act.index.manifests.contains_key(&digest) {
+                        let latest = act.index.pulled.entry(digest).or_insert(t);
+                        *latest = (*latest).max(t);
                     }
                 }
-                Err(e) => slog::warn!(act.log, "could not fold last-pulled times"; "error" => %e),
             })
     }
 }
@@ -957,7 +964,8 @@ impl Handler<LookupListing> for Storage {
 
 /// An upstream answered a listing: kept once its record is appended when
 /// its body changed (so that what clients saw survives a restart); an
-/// unchanged body only moves `seen`, in memory, like a confirmed tag.
+/// unchanged body only moves `seen`, in memory, like a confirmed tag. Large
+/// and empty listings are kept in memory only (`listings::journaled`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StoreListing(pub ListingKey, pub Listing);
@@ -970,12 +978,9 @@ impl Handler<StoreListing> for Storage {
         StoreListing(key, listing): StoreListing,
         _: &mut Self::Context,
     ) -> Self::Result {
-        if self
-            .index
-            .listings
-            .get(&key)
-            .is_some_and(|l| l.body == listing.body)
-        {
+        let listings = &self.index.listings;
+        let unchanged = listings.get(&key).is_some_and(|l| l.body == listing.body);
+        if unchanged || !listings::journaled(&key, &listing) {
             self.index.listings.insert(key, listing);
             return Box::pin(fut::ready(()));
         }

@@ -308,8 +308,9 @@ impl Handler<GetReferrers> for UpstreamRegistry {
     }
 }
 
-/// Most pages of one listing followed.
-const MAX_PAGES: usize = 64;
+/// Most pages of one listing followed (upstreams page tag lists at 50 to
+/// 1,000; the 4 MiB bound on all pages holds memory).
+const MAX_PAGES: usize = 1024;
 
 /// Start downloading a blob, or the bytes `range` of it.
 #[derive(Message)]
