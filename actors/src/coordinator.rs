@@ -569,13 +569,6 @@ impl BlobFetch {
         if let Some(size) = body.total.filter(|&s| s > self.max_size) {
             return Err(too_large(size, self.max_size));
         }
-        // A larger blob than the first answer holds: the rest in parallel.
-        let rest = match (self.parallel, &self.upstream, body.total, body.size) {
-            (Some(p), Some(_), Some(total), Some(first)) if first < total => {
-                ranged::plan(p, first, total)
-            }
-            _ => Vec::new(),
-        };
         let mut writer = match self
             .storage
             .send(BeginBlob(digest.clone()))
@@ -591,27 +584,22 @@ impl BlobFetch {
             written: 0,
             file: Arc::clone(&file),
         });
-        if let (false, Some(total)) = (rest.is_empty(), body.total) {
-            writer.reserve(total);
-        }
-        let segments: Vec<ranged::Segment> = match &self.upstream {
-            Some(upstream) => rest
-                .iter()
-                .map(|range| {
-                    let last = Some(range.end) == body.total;
-                    let (repo, digest) = (repo.clone(), digest.clone());
-                    ranged::start(
-                        upstream.clone(),
-                        repo,
-                        digest,
-                        range.clone(),
-                        file.clone(),
-                        last,
-                    )
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        // A larger blob than the first answer holds: the rest in parallel.
+        let segments: Vec<ranged::Segment> =
+            match (self.parallel, &self.upstream, body.total, body.size) {
+                (Some(p), Some(upstream), Some(total), Some(first)) if first < total => {
+                    writer.reserve(total);
+                    ranged::plan(p, first, total)
+                        .into_iter()
+                        .map(|range| {
+                            let last = range.end == total;
+                            let (repo, digest) = (repo.clone(), digest.clone());
+                            ranged::start(upstream.clone(), repo, digest, range, file.clone(), last)
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            };
         while let Some(batch) = body.chunks.recv().await {
             writer
                 .push(batch?)
@@ -687,7 +675,7 @@ impl BlobFetch {
                 self.publish(writer.written());
             }
             match state.done {
-                Some(Ok(held)) if absorbed == state.landed => {
+                Some(Ok(held)) => {
                     if !held.is_empty() {
                         writer
                             .push(held)

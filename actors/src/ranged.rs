@@ -37,8 +37,6 @@ pub struct SegmentState {
 /// One segment in flight; dropping it stops its transfer.
 #[derive(Debug)]
 pub struct Segment {
-    /// The bytes of the blob it fetches.
-    pub range: Range<u64>,
     /// Its progress.
     pub state: watch::Receiver<SegmentState>,
 }
@@ -66,12 +64,11 @@ pub fn start(
     last: bool,
 ) -> Segment {
     let (tx, state) = watch::channel(SegmentState::default());
-    let asked = range.clone();
     actix::spawn(async move {
-        let result = fetch(&upstream, repo, digest, asked, &file, last, &tx).await;
+        let result = fetch(&upstream, repo, digest, range, &file, last, &tx).await;
         tx.send_modify(|s| s.done = Some(result));
     });
-    Segment { range, state }
+    Segment { state }
 }
 
 /// Streams one segment into the file; returns the held-back batch.
