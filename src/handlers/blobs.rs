@@ -19,12 +19,13 @@ use crate::access_log::{Access, Outcome};
 use crate::error::{api_version, ApiError, Content};
 use crate::namespace::Target;
 use crate::range;
-use crate::state::AppState;
+use crate::state::{AppState, Policy};
 
 /// Serves a blob, fetching it once from upstream when it is not cached.
 pub async fn serve(
     req: &HttpRequest,
     state: &AppState,
+    policy: &Policy,
     target: Target,
     digest: &str,
     access: &mut Access,
@@ -40,7 +41,6 @@ pub async fn serve(
         BlobSource::complete(Arc::new(file), blob.size)
     } else {
         // Air-gapped, only a shared store may fill the local directory.
-        let policy = state.policy();
         let air_gapped = policy.air_gapped;
         let joined = state
             .coordinator

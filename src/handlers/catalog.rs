@@ -9,11 +9,15 @@ use ociregistry_actors::storage::Repositories;
 
 use super::pagination::{cut, Query, MAX_PAGE};
 use crate::error::{api_version, ApiError};
-use crate::state::AppState;
+use crate::state::{AppState, Policy};
 
 /// Answers the catalog.
-pub async fn serve(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
-    if !state.policy().catalog {
+pub async fn serve(
+    req: &HttpRequest,
+    policy: &Policy,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    if !policy.catalog {
         return Err(ApiError::Unsupported {
             why: "the catalog is switched off on this mirror (catalog: false)",
             allow: "",

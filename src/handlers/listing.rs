@@ -13,16 +13,16 @@ use ociregistry_actors::storage::LookupListing;
 use super::within;
 use crate::access_log::{Access, Outcome};
 use crate::error::{ApiError, Content};
-use crate::state::AppState;
+use crate::state::{AppState, Policy};
 
 /// The listing of `key`; `None` when the upstream cannot be asked (or
 /// cannot be reached) and the cache has none.
 pub async fn get(
     state: &AppState,
+    policy: &Policy,
     key: ListingKey,
     access: &mut Access,
 ) -> Result<Option<Listing>, ApiError> {
-    let policy = state.policy();
     let cached = state.storage.send(LookupListing(key.clone())).await?;
     if policy.air_gapped {
         access.outcome = Outcome::Cache(CacheOutcome::Stale);

@@ -15,12 +15,13 @@ use super::within;
 use crate::access_log::{Access, Outcome};
 use crate::error::{api_version, ApiError, Content};
 use crate::namespace::Target;
-use crate::state::AppState;
+use crate::state::{AppState, Policy};
 
 /// Serves a manifest from memory, or fetches it once from upstream.
 pub async fn serve(
     req: &HttpRequest,
     state: &AppState,
+    policy: &Policy,
     target: Target,
     reference: &str,
     access: &mut Access,
@@ -29,7 +30,6 @@ pub async fn serve(
     // the upstream is not asked).
     let reference =
         Reference::parse(reference).map_err(|_| ApiError::BadReference(reference.to_string()))?;
-    let policy = &state.policy();
     let cached = state
         .storage
         .send(LookupManifest {

@@ -68,13 +68,14 @@ async fn route_request(
             allow,
         });
     }
+    // One policy for the whole request, however a reload goes meanwhile.
+    let policy = &state.policy();
     let mut target = |name: &str| -> Result<Target, ApiError> {
         let ns = web::Query::<NsQuery>::from_query(req.query_string())
             .ok()
             .and_then(|q| q.into_inner().ns);
-        let t = namespace::resolve(name, ns.as_deref(), state.policy().default_ns.as_ref())?;
+        let t = namespace::resolve(name, ns.as_deref(), policy.default_ns.as_ref())?;
         access.registry = Some(t.registry.to_string());
-        let policy = &state.policy();
         if !policy.listed.contains(&t.registry) && !policy.hosts.permits(&t.registry) {
             METRICS.guard_refusals.inc();
             return Err(ApiError::RegistryNotAllowed(t.registry.to_string()));
@@ -87,22 +88,22 @@ async fn route_request(
             .json(serde_json::json!({}))),
         Route::Manifest { name, reference } => {
             let target = target(name)?;
-            manifests::serve(req, state, target, reference, access).await
+            manifests::serve(req, state, policy, target, reference, access).await
         }
         Route::Blob { name, digest } => {
             let target = target(name)?;
-            blobs::serve(req, state, target, digest, access).await
+            blobs::serve(req, state, policy, target, digest, access).await
         }
         Route::Health => Ok(crate::probes::health()),
         Route::Ready => crate::probes::ready(state).await,
-        Route::Catalog => catalog::serve(req, state).await,
+        Route::Catalog => catalog::serve(req, policy, state).await,
         Route::Tags { name } => {
             let target = target(name)?;
-            tags::serve(req, state, target, name, access).await
+            tags::serve(req, state, policy, target, name, access).await
         }
         Route::Referrers { name, digest } => {
             let target = target(name)?;
-            referrers::serve(req, state, target, digest, access).await
+            referrers::serve(req, state, policy, target, digest, access).await
         }
         Route::Unsupported(why) => Err(ApiError::Unsupported { why, allow }),
         Route::Unknown => Err(ApiError::UnknownEndpoint),

@@ -18,12 +18,13 @@ use super::listing;
 use crate::access_log::Access;
 use crate::error::{api_version, ApiError, Content};
 use crate::namespace::Target;
-use crate::state::AppState;
+use crate::state::{AppState, Policy};
 
 /// Answers the referrers of `digest` in `target`.
 pub async fn serve(
     req: &HttpRequest,
     state: &AppState,
+    policy: &Policy,
     target: Target,
     digest: &str,
     access: &mut Access,
@@ -43,7 +44,7 @@ pub async fn serve(
         repo: target.repo,
         listed: Listed::Referrers(subject),
     };
-    let body = match listing::get(state, key, access).await? {
+    let body = match listing::get(state, policy, key, access).await? {
         Some(listing) if !listing.body.is_empty() => listing.body,
         _ => {
             return Err(ApiError::Upstream {

@@ -16,13 +16,14 @@ use super::pagination::{cut, Query};
 use crate::access_log::Access;
 use crate::error::{api_version, ApiError};
 use crate::namespace::Target;
-use crate::state::AppState;
+use crate::state::{AppState, Policy};
 
 /// Answers one page of `target`'s tags; `name` is the repository as the
 /// client named it.
 pub async fn serve(
     req: &HttpRequest,
     state: &AppState,
+    policy: &Policy,
     target: Target,
     name: &str,
     access: &mut Access,
@@ -35,7 +36,7 @@ pub async fn serve(
         repo: target.repo.clone(),
         listed: Listed::Tags,
     };
-    let tags = match listing::get(state, key, access).await? {
+    let tags = match listing::get(state, policy, key, access).await? {
         Some(listing) => tags_of(&listing.body),
         None => {
             let known = CachedTags {
