@@ -51,7 +51,7 @@ pub async fn serve(
                 upstream: !air_gapped,
             })
             .await?;
-        let ready = within(&policy, joined.value.ready(), Content::Blob).await;
+        let ready = within(policy, joined.value.ready(), Content::Blob).await;
         let source = ready.map_err(|e| match e {
             ApiError::Upstream {
                 source: ociregistry_actors::error::FetchError::NotFound,

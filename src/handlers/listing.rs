@@ -44,7 +44,7 @@ pub async fn get(
         let fut = state.coordinator.send(FetchListing(key));
         fut.await.map_err(FetchError::from)?
     };
-    match within(&policy, fetched, Content::Manifest).await {
+    match within(policy, fetched, Content::Manifest).await {
         Ok(j) => {
             access.outcome = match (j.joined, &cached) {
                 (true, _) => Outcome::Cache(CacheOutcome::Coalesced),
