@@ -70,6 +70,16 @@ impl Outcome {
             Self::None | Self::UpstreamError | Self::Error => None,
         }
     }
+
+    /// The outcome of a request answered by an upstream fetch: `joined`
+    /// one already in flight, or revalidating what the cache held.
+    pub fn fetched(joined: bool, cached: bool) -> Self {
+        match (joined, cached) {
+            (true, _) => Self::Cache(CacheOutcome::Coalesced),
+            (false, true) => Self::Revalidated,
+            (false, false) => Self::Cache(CacheOutcome::Miss),
+        }
+    }
 }
 
 /// The id of one request: in its access line, its error lines and its

@@ -46,11 +46,7 @@ pub async fn get(
     };
     match within(policy, fetched, Content::Manifest).await {
         Ok(j) => {
-            access.outcome = match (j.joined, &cached) {
-                (true, _) => Outcome::Cache(CacheOutcome::Coalesced),
-                (false, Some(_)) => Outcome::Revalidated,
-                (false, None) => Outcome::Cache(CacheOutcome::Miss),
-            };
+            access.outcome = Outcome::fetched(j.joined, cached.is_some());
             Ok(Some(j.value))
         }
         Err(e) if cached.is_some() => {

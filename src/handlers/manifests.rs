@@ -75,11 +75,7 @@ pub async fn serve(
     };
     match (within(policy, fetched, Content::Manifest).await, stale) {
         (Ok(j), stale) => {
-            access.outcome = match (j.joined, stale) {
-                (true, _) => Outcome::Cache(CacheOutcome::Coalesced),
-                (false, Some(_)) => Outcome::Revalidated,
-                (false, None) => Outcome::Cache(CacheOutcome::Miss),
-            };
+            access.outcome = Outcome::fetched(j.joined, stale.is_some());
             respond(req, &j.value)
         }
         (Err(e), Some(m)) => {
