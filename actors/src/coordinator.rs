@@ -500,11 +500,6 @@ fn count_write_failure(e: &FetchError) {
     }
 }
 
-/// Counts a failed write to a blob's partial file.
-fn count_write_failure_io(_: &std::io::Error) {
-    METRICS.cache_write_failures.inc();
-}
-
 /// One blob fetch: where it stores, where it fetches from, its size bound
 /// and the progress it publishes.
 struct BlobFetch {
@@ -604,7 +599,8 @@ impl BlobFetch {
             writer
                 .push(batch?)
                 .await
-                .inspect_err(count_write_failure_io)?;
+                .map_err(FetchError::from)
+                .inspect_err(count_write_failure)?;
             if let Some(size) = body.size.filter(|&s| writer.received() > s) {
                 return Err(FetchError::BadResponse(format!(
                     "upstream sent more than the announced {size} bytes"
@@ -621,7 +617,10 @@ impl BlobFetch {
                     "the first ranged answer ended early".into(),
                 ));
             }
-            writer.flush().inspect_err(count_write_failure_io)?;
+            writer
+                .flush()
+                .map_err(FetchError::from)
+                .inspect_err(count_write_failure)?;
             for segment in segments {
                 self.follow(segment, &mut writer).await?;
             }
@@ -670,7 +669,8 @@ impl BlobFetch {
                 writer
                     .absorb(state.landed - absorbed)
                     .await
-                    .inspect_err(count_write_failure_io)?;
+                    .map_err(FetchError::from)
+                    .inspect_err(count_write_failure)?;
                 absorbed = state.landed;
                 self.publish(writer.written());
             }
@@ -680,7 +680,8 @@ impl BlobFetch {
                         writer
                             .push(held)
                             .await
-                            .inspect_err(count_write_failure_io)?;
+                            .map_err(FetchError::from)
+                            .inspect_err(count_write_failure)?;
                     }
                     return Ok(());
                 }
