@@ -500,6 +500,7 @@ impl Inner {
         repo: &RepoName,
     ) -> Result<Vec<Bytes>, FetchError> {
         let mut pages: Vec<Bytes> = Vec::new();
+        let mut read = 0;
         loop {
             let mut resp = self.get(&path, accept, repo).await?;
             check_status(&resp)?;
@@ -508,11 +509,12 @@ impl Inner {
                 .get(awc::http::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|link| self.next_page(link));
-            let room = MAX_LISTING_BYTES - pages.iter().map(Bytes::len).sum::<usize>();
+            let room = MAX_LISTING_BYTES - read;
             let body = tokio::time::timeout(self.settings.timeouts.idle, resp.body().limit(room))
                 .await
                 .map_err(|_| FetchError::Timeout("listing body stalled".into()))?
                 .map_err(|e| FetchError::BadResponse(format!("listing body: {e}")))?;
+            read += body.len();
             pages.push(body);
             match next {
                 Some(next) if pages.len() < MAX_PAGES => path = next,
