@@ -54,6 +54,8 @@ pub async fn watch(cli: Cli, mut current: Config, state: web::Data<AppState>, lo
                         "by" => by, "settings" => restart.join(", "));
                 }
                 current = new;
+                // The new configuration may name other files.
+                applied = fingerprint(&cli, &current);
                 mark_success();
             }
             Err(e) => {
