@@ -3,7 +3,7 @@
 //! and air-gapped.
 
 use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -44,11 +44,22 @@ impl Listings {
         let size = listing.body.len() + ENTRY_OVERHEAD;
         let old = self.map.insert(key, listing);
         self.bytes = self.bytes + size - old.map_or(0, |o| o.body.len() + ENTRY_OVERHEAD);
-        while self.bytes > MAX_LISTINGS_BYTES {
-            let oldest = self.map.iter().min_by_key(|(_, l)| l.seen);
-            let Some(key) = oldest.map(|(k, _)| k.clone()) else {
+        if self.bytes > MAX_LISTINGS_BYTES {
+            self.drop_oldest();
+        }
+    }
+
+    /// Drops the least recently answered listings, in one pass, until the
+    /// rest fit in 90 % of [`MAX_LISTINGS_BYTES`] (as size eviction of the
+    /// cache does), so that the next inserts do not each pay for a pass.
+    fn drop_oldest(&mut self) {
+        let mut by_age: Vec<(SystemTime, ListingKey)> =
+            self.map.iter().map(|(k, l)| (l.seen, k.clone())).collect();
+        by_age.sort_by_key(|(seen, _)| *seen);
+        for (_, key) in by_age {
+            if self.bytes <= MAX_LISTINGS_BYTES / 10 * 9 {
                 break;
-            };
+            }
             if let Some(gone) = self.map.remove(&key) {
                 self.bytes -= gone.body.len() + ENTRY_OVERHEAD;
             }
