@@ -365,12 +365,11 @@ impl Storage {
                         return;
                     }
                 };
-                for (digest, t) in folded {
-                    if act.index.manifests.contains_key(&digest) {
-                        let latest = act.index.pulled.entry(digest).or_insert(t);
-                        *latest = (*latest).max(t);
-                    }
-                }
+                let manifests = &act.index.manifests;
+                let cached = folded
+                    .into_iter()
+                    .filter(|(d, _)| manifests.contains_key(d));
+                backend::merge_pulled(&mut act.index.pulled, cached);
             })
     }
 }

@@ -27,7 +27,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, UpdateVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{decode_pulled, encode_pulled, Backend, Io, Kind, Stored};
+use super::{decode_pulled, encode_pulled, merge_pulled, Backend, Io, Kind, Stored};
 use crate::names::Digest;
 use crate::storage::index::unix;
 use crate::storage::journal::{decode, encode, Record};
@@ -104,6 +104,11 @@ impl Bucket {
     }
 
     /// The keys of the objects under `dir` (after `offset`), in order.
+    /// This writer's last-pulled times object.
+    fn own_pulled(&self) -> Path {
+        self.under(&["pulled", &format!("{}.json", self.writer)])
+    }
+
     async fn keys(&self, dir: &str, offset: Option<&Path>) -> std::io::Result<Vec<Path>> {
         let dir = self.under(&[dir]);
         let listing = match offset {
@@ -379,10 +384,7 @@ impl Backend for Bucket {
                 let Ok(bytes) = got.bytes().await else {
                     continue;
                 };
-                for (d, t) in decode_pulled(&bytes) {
-                    let latest = pulled.entry(d).or_insert(t);
-                    *latest = (*latest).max(t);
-                }
+                merge_pulled(&mut pulled, decode_pulled(&bytes));
             }
             Ok(pulled)
         }
@@ -391,7 +393,7 @@ impl Backend for Bucket {
 
     fn save_pulled(&self, pulled: HashMap<Digest, SystemTime>) -> Io<'_, ()> {
         async move {
-            let key = self.under(&["pulled", &format!("{}.json", self.writer)]);
+            let key = self.own_pulled();
             let bytes = Bytes::from(encode_pulled(&pulled));
             self.store.put(&key, bytes.into()).await.map_err(io)?;
             Ok(())
@@ -405,7 +407,7 @@ impl Backend for Bucket {
         older_than: Duration,
     ) -> Io<'_, HashMap<Digest, SystemTime>> {
         async move {
-            let own = self.under(&["pulled", &format!("{}.json", self.writer)]);
+            let own = self.own_pulled();
             let before = SystemTime::now()
                 .checked_sub(older_than)
                 .map_or(i64::MIN, |t| unix(t) as i64);
@@ -425,10 +427,7 @@ impl Backend for Bucket {
                 let Ok(got) = self.store.get(key).await else {
                     continue;
                 };
-                for (d, t) in decode_pulled(&got.bytes().await.map_err(io)?) {
-                    let latest = pulled.entry(d).or_insert(t);
-                    *latest = (*latest).max(t);
-                }
+                merge_pulled(&mut pulled, decode_pulled(&got.bytes().await.map_err(io)?));
             }
             self.save_pulled(pulled.clone()).await?;
             for key in &gone {

@@ -126,6 +126,17 @@ fn encode_pulled(pulled: &HashMap<Digest, SystemTime>) -> Vec<u8> {
     serde_json::to_vec(&saved).expect("last-pulled times serialise")
 }
 
+/// Adds `more` to `into`, keeping the later time of a manifest in both.
+pub fn merge_pulled(
+    into: &mut HashMap<Digest, SystemTime>,
+    more: impl IntoIterator<Item = (Digest, SystemTime)>,
+) {
+    for (digest, t) in more {
+        let latest = into.entry(digest).or_insert(t);
+        *latest = (*latest).max(t);
+    }
+}
+
 /// Last-pulled times from what [`encode_pulled`] wrote (none if unreadable).
 fn decode_pulled(bytes: &[u8]) -> HashMap<Digest, SystemTime> {
     let saved: HashMap<String, u64> = serde_json::from_slice(bytes).unwrap_or_default();
