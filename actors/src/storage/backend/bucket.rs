@@ -34,8 +34,8 @@ use crate::storage::journal::{decode, encode, Record};
 
 /// Bytes read from a local file per part of an upload (S3's smallest part).
 const UPLOAD_CHUNK: usize = 5 << 20;
-/// Parts of one upload in flight at once: with [`UPLOAD_CHUNK`], what one
-/// upload holds in memory.
+/// Parts of one upload in flight at once; with the part being read, one
+/// upload holds this many plus one [`UPLOAD_CHUNK`]s in memory.
 const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 
 /// A bucket as a cache's store of record. See the module documentation.
