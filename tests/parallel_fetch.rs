@@ -103,6 +103,11 @@ async fn upstreams_that_ignore_ranges_are_read_whole_or_up_to_the_segment() {
         (status, digest_of(&body.unwrap())),
         (StatusCode::OK, digest.clone())
     );
+    assert_eq!(
+        upstream.blob_gets(),
+        4,
+        "the whole answer was cut at the segment's end, not fetched again"
+    );
     assert!(wait_stored(&server.cache_dir(), &digest));
 }
 

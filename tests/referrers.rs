@@ -124,7 +124,8 @@ async fn referrers_are_served_cold_warm_filtered_offline_and_air_gapped() {
         std::slice::from_ref(&signature.manifest_digest)
     );
 
-    // Many clients at once: one upstream request.
+    // Many clients at once: their requests coalesce (fewer upstream
+    // requests than clients; those arriving after a fetch ended start one).
     let asked = front.asked();
     let all = futures::future::join_all((0..16).map(|_| get(&url))).await;
     assert!(all
