@@ -207,10 +207,13 @@ impl ServerTlsSettings {
     /// which [`ServerCerts::replace`] swaps; an unreadable or invalid file
     /// is an error, never a fall-back.
     pub fn server_config(&self) -> Result<(rustls::ServerConfig, Arc<ServerCerts>), TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = Arc::new(ServerCerts {
             current: RwLock::new(Arc::new(self.prepare()?)),
+            schemes: provider
+                .signature_verification_algorithms
+                .supported_schemes(),
         });
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(Arc::clone(&certs) as Arc<dyn ClientCertVerifier>)
@@ -267,6 +270,9 @@ pub struct PreparedCerts {
 pub struct ServerCerts {
     /// What handshakes use now.
     current: RwLock<Arc<PreparedCerts>>,
+    /// The signature schemes client certificates may use (the provider's,
+    /// listed once rather than at every handshake).
+    schemes: Vec<SignatureScheme>,
 }
 
 impl ServerCerts {
@@ -335,9 +341,7 @@ impl ClientCertVerifier for ServerCerts {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.schemes.clone()
     }
 }
 
