@@ -141,7 +141,7 @@ fn a_bucket_that_cannot_be_reached_stops_start_up_with_a_clear_error() {
         "storage:\n  kind: s3\n  bucket: nowhere\n  endpoint: http://127.0.0.1:{closed}\n  pathStyle: true\n  accessKeyId: test\n  secretAccessKey: very-secret-key\n"
     );
     let dir = tempfile::tempdir().unwrap();
-    let out = run(
+    let out = common::server::cli_in(
         dir.path(),
         &config,
         &["serve", "--port", "0", "--host", "127.0.0.1"],
@@ -202,21 +202,6 @@ async fn a_bucket_that_fails_mid_run_leaves_local_copies_served_and_is_reported(
     );
 }
 
-/// Runs `ociregistry --config-file <dir>/config.yaml --image-path
-/// <dir>/cache ARGS` to its end.
-fn run(dir: &Path, config: &str, args: &[&str]) -> std::process::Output {
-    std::fs::write(dir.join("config.yaml"), config).unwrap();
-    common::server::server_command()
-        .arg("--config-file")
-        .arg(dir.join("config.yaml"))
-        .arg("--image-path")
-        .arg(dir.join("cache"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
-}
-
 #[actix_web::test]
 async fn load_fills_the_bucket_list_reads_it_and_an_air_gapped_replica_serves_it() {
     if !common::e2e(&["docker-registry", "skopeo", S3_SERVER], false) {
@@ -231,7 +216,7 @@ async fn load_fills_the_bucket_list_reads_it_and_an_air_gapped_replica_serves_it
     let list = work.path().join("images.txt");
     std::fs::write(&list, "docker.io/library/app:1.0\n").unwrap();
     let config = docker_io_config(&upstream.url(), "") + &s3.storage_config("loaded", "loader");
-    let out = run(
+    let out = common::server::cli_in(
         work.path(),
         &config,
         &["load", "--image-file", list.to_str().unwrap()],
@@ -239,7 +224,7 @@ async fn load_fills_the_bucket_list_reads_it_and_an_air_gapped_replica_serves_it
     assert_success(&out, "load into the bucket");
     upstream.stop();
 
-    let listing = run(work.path(), &config, &["list"]);
+    let listing = common::server::cli_in(work.path(), &config, &["list"]);
     assert_success(&listing, "list the bucket");
     let stdout = String::from_utf8_lossy(&listing.stdout);
     assert!(stdout.contains("docker.io/library/app:1.0"), "{stdout}");

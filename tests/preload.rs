@@ -13,16 +13,9 @@ use common::{
 
 /// Runs `ociregistry --config-file <dir>/config.yaml --image-path <dir>/cache load ...`.
 fn load(dir: &Path, config: &str, args: &[&str]) -> Output {
-    std::fs::write(dir.join("config.yaml"), config).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ociregistry"))
-        .arg("--config-file")
-        .arg(dir.join("config.yaml"))
-        .arg("--image-path")
-        .arg(dir.join("cache"))
-        .arg("load")
-        .args(args)
-        .output()
-        .unwrap()
+    let mut line = vec!["load"];
+    line.extend_from_slice(args);
+    common::server::cli_in(dir, config, &line)
 }
 
 fn cached(dir: &Path, digest: &str) -> bool {

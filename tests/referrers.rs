@@ -268,26 +268,22 @@ async fn load_with_referrers_fills_an_air_gapped_cache_with_signatures_and_sboms
     let mut signed = signed_image().await;
     let front = &signed.front;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, docker_io_config(front.url(), "")).unwrap();
+    let config = docker_io_config(front.url(), "");
     let list = dir.path().join("images.txt");
     std::fs::write(&list, "library/app:v1\n").unwrap();
-    let cache = dir.path().join("cache");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ociregistry"))
-        .arg("--config-file")
-        .arg(&config)
-        .arg("--image-path")
-        .arg(&cache)
-        .args(["load", "--referrers", "--image-file"])
-        .arg(&list)
-        .output()
-        .unwrap();
+    let load = [
+        "load",
+        "--referrers",
+        "--image-file",
+        list.to_str().unwrap(),
+    ];
+    let out = common::server::cli_in(dir.path(), &config, &load);
     common::assert_success(&out, "load --referrers");
     front.stop().await;
     signed.upstream.stop();
 
-    let yaml = std::fs::read_to_string(&config).unwrap();
-    let server = Server::start_with_cache(&yaml, &cache, &["--air-gapped"]);
+    let cache = dir.path().join("cache");
+    let server = Server::start_with_cache(&config, &cache, &["--air-gapped"]);
     let base = server.url();
     let subject = &signed.image.manifest_digest;
     let url = format!("{base}/v2/library/app/referrers/{subject}?ns=docker.io");

@@ -266,6 +266,22 @@ fn wait_for_listening(stdout: ChildStdout) -> Option<String> {
     }
 }
 
+/// Runs `ociregistry --config-file <dir>/config.yaml --image-path
+/// <dir>/cache ARGS...` (a subcommand: `load`, `list`, `prune`), the
+/// config written first from `config`.
+pub fn cli_in(dir: &Path, config: &str, args: &[&str]) -> std::process::Output {
+    fs::write(dir.join("config.yaml"), config).expect("write the config");
+    server_command()
+        .arg("--config-file")
+        .arg(dir.join("config.yaml"))
+        .arg("--image-path")
+        .arg(dir.join("cache"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ociregistry")
+}
+
 /// The server binary as a command, without the egress-proxy variables of
 /// the test's environment (a test sets the ones it means).
 pub fn server_command() -> Command {
