@@ -56,7 +56,7 @@ def free_port():
 
 
 def proc_status(pid, key):
-    """A kB field of /proc/PID/status (VmRSS, VmHWM), or None."""
+    """A numeric field of /proc/PID/status (VmRSS, VmHWM in kB; Threads), or None."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -297,7 +297,8 @@ class OciRegistry(Server):
         cfg = os.path.join(self.dir, "config.yaml")
         upstream = getattr(self, "upstream_url", None) or self.b.upstream.url
         with open(cfg, "w") as f:
-            f.write("registries:\n"
+            f.write(getattr(self, "top_extra", "")
+                    + "registries:\n"
                     "  - name: docker.io\n"
                     f"    urls: [{upstream}]\n"
                     + getattr(self, "registry_extra", ""))
@@ -643,7 +644,7 @@ def write_layer(path, seed, size):
 def make_images(bench):
     """Builds the test images once per size set; returns their description."""
     s = bench.sizes
-    tag = f"v1-s{s['small']}-l{s['large']}-h{s['huge']}-m{s['mid']}"
+    tag = f"v2-s{s['small']}-l{s['large']}-h{s['huge']}-m{s['mid']}-f{s['fleet']}"
     root = os.path.join(bench.state, "images", tag)
     desc_file = os.path.join(root, "images.json")
     if os.path.exists(desc_file):
@@ -654,7 +655,8 @@ def make_images(bench):
     os.makedirs(blobs, exist_ok=True)
     layers = {}
     for name, size in (("small", s["small"]), ("large", s["large"]), ("huge", s["huge"]),
-                       ("mid", s["mid"]), ("tiny", 64 * 1024)):
+                       ("mid", s["mid"]), ("tiny", 64 * 1024),
+                       *((f"fleet{i}", s["fleet"] << i) for i in range(5))):
         hexd, n = write_layer(os.path.join(blobs, f"layer-{name}"), f"ociregistry-bench-{name}", size)
         layers[name] = {"digest": "sha256:" + hexd, "size": n}
         log(f"  layer {name}: {n} bytes sha256:{hexd[:12]}")
@@ -667,7 +669,8 @@ def make_images(bench):
 
     images = {}
     for name, parts in (("small", ["small"]), ("large", ["large"]), ("huge", ["huge"]),
-                        ("multilayer", ["small", "large", "mid", "tiny"])):
+                        ("multilayer", ["small", "large", "mid", "tiny"]),
+                        ("fleet", [f"fleet{i}" for i in range(5)])):
         ls = [layers[p] for p in parts]
         config = json.dumps({
             "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
@@ -844,10 +847,13 @@ def foreign_cpu():
 
 
 class Sampler:
-    """Samples a process's VmRSS every `period` seconds in a thread."""
+    """Samples a process's VmRSS, threads and (with `fds`) open descriptors
+    every `period` seconds in a thread; keeps the peaks."""
 
-    def __init__(self, pid, period=0.1):
+    def __init__(self, pid, period=0.1, fds=False):
         self.pid, self.period, self.max_kb, self.samples = pid, period, 0, 0
+        self.max_threads = self.max_fds = 0
+        self.fds = fds
         self.stop_ev = threading.Event()
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
@@ -858,6 +864,14 @@ class Sampler:
             if kb:
                 self.max_kb = max(self.max_kb, kb)
                 self.samples += 1
+            threads = proc_status(self.pid, "Threads")
+            if threads:
+                self.max_threads = max(self.max_threads, threads)
+            if self.fds:
+                try:
+                    self.max_fds = max(self.max_fds, len(os.listdir(f"/proc/{self.pid}/fd")))
+                except OSError:
+                    pass
             self.stop_ev.wait(self.period)
 
     def stop(self):
@@ -1017,9 +1031,10 @@ class Bench:
         os.replace(self.binary + ".tmp", self.binary)
         self.repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         if self.smoke:
-            self.sizes = {"small": MIB, "large": MIB, "huge": 2 * MIB, "mid": MIB}
+            self.sizes = {"small": MIB, "large": MIB, "huge": 2 * MIB, "mid": MIB, "fleet": 16 * 1024}
             self.herd_ns = [5]
             self.image_herd_n = 5
+            self.fleet_n = 20
             self.dur = 2
             self.reps = args.runs or 1
             self.huge_reps = self.reps
@@ -1028,9 +1043,13 @@ class Bench:
             self.startup_manifests = 200
             LIMIT["client"] = 60
         else:
-            self.sizes = {"small": MIB, "large": 100 * MIB, "huge": 1024 * MIB, "mid": 10 * MIB}
+            # fleet: 5 layers of 64 KiB to 1 MiB (about 2 MiB), pulled by 1,000 clients
+            # at once: small enough that one Python process can hash what 1,000 receive
+            self.sizes = {"small": MIB, "large": 100 * MIB, "huge": 1024 * MIB, "mid": 10 * MIB,
+                          "fleet": 64 * 1024}
             self.herd_ns = [10, 50, 200]
             self.image_herd_n = 50
+            self.fleet_n = 1000
             self.dur = 10
             self.reps = args.runs or 3
             self.huge_reps = self.reps  # a cold 1 GiB GET takes a few seconds here: no need to cut
@@ -1570,6 +1589,81 @@ class Bench:
                 log(f"  cold {size_label_b(size)} blob, {how}: {wall:.2f}s, upstream GETs {gets}")
                 srv.stop()
 
+    # -- scenario 12 ---------------------------------------------------------
+    def s12_fleet(self):
+        """`fleet_n` clients (one asyncio process, bench/swarm.py) pulling the
+        uncached 5-layer `fleet` image through ociregistry at once, and the
+        same swarm pulling the same files from nginx (warm)."""
+        img = self.images["fleet"]
+        n = self.fleet_n
+        size = sum(l["size"] for l in img["layers"]) + img["config"]["size"]
+        out = self.results["scenarios"].setdefault("12", {"n": n, "image_size": size,
+                                                           "blobs": len(img["blobs"]), "runs": {}})
+        www = os.path.join(self.nginx.www, "v2", "library", "fleet")
+        for digest, sub in [(img["manifest"]["digest"], "manifests/latest")] + \
+                [(d, f"blobs/{d}") for d in img["blobs"]]:
+            dst = os.path.join(www, sub)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(os.path.join(self.image_root, "blobs", digest.split(":")[1]), dst)
+        if not self.nginx.alive():
+            self.nginx.start()
+        # 1,000 nodes are 1,000 client addresses; here they share 127.0.0.1
+        srv = OciRegistry(self)
+        srv.top_extra = f"maxConnectionsPerClient: {4 * n}\n"
+        srv.dir = os.path.join(self.state, "ociregistry-fleet")
+        srv.cache = os.path.join(srv.dir, "cache")
+        swarm = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swarm.py")
+        try:
+            for rep in range(self.reps):
+                for key in ("oci", "nginx"):
+                    if key == "oci":
+                        srv.reset()
+                        port, query, pid = srv.port, srv.query(), srv.pid
+                    else:
+                        port, query, pid = self.nginx.port, "", None
+                    pids = [pid] if pid else self.nginx.worker_pids()
+                    self.wait_quiet()
+                    off = self.upstream.offset()
+                    cpu0, client0 = sum(proc_cpu(p) or 0 for p in pids), children_cpu()
+                    sampler = Sampler(pid, fds=True) if pid else None
+                    done = subprocess.run(
+                        [sys.executable, swarm, "127.0.0.1", str(port), "/v2/library/fleet/manifests/latest",
+                         query, str(n), str(LIMIT["client"])],
+                        capture_output=True, text=True, timeout=LIMIT["client"] + 60)
+                    if sampler:
+                        sampler.stop()
+                    cpu1 = sum(proc_cpu(p) or 0 for p in pids)
+                    if done.returncode != 0:
+                        raise ScenarioFailed(f"swarm on {key} failed: {done.stderr[-500:]}")
+                    r = json.loads(done.stdout)
+                    text = self.upstream.settle(off, quiet=0.5)
+                    t = r.pop("ttfb_ms")
+                    pick = (lambda q: t[min(len(t) - 1, int(q * len(t)))] / 1000) if t else (lambda q: None)
+                    r.update({
+                        "ttfb_p50": pick(0.5), "ttfb_p90": pick(0.9), "ttfb_p99": pick(0.99),
+                        "ttfb_max": t[-1] / 1000 if t else None, "requests": len(t),
+                        "client_cpu_s": children_cpu() - client0,
+                        "server_cpu_s": cpu1 - cpu0,
+                    })
+                    if key == "oci":
+                        r.update({
+                            "upstream_blob_gets": count_requests(text, "GET", "/v2/library/fleet/blobs/"),
+                            "upstream_manifest_gets": count_requests(text, "GET", "/v2/library/fleet/manifests/"),
+                            "rss_max_kb": sampler.max_kb, "threads_max": sampler.max_threads,
+                            "fds_max": sampler.max_fds,
+                        })
+                        srv.stop()
+                    out["runs"].setdefault(key, []).append(r)
+                    log(f"  fleet of {n} on {key}: ok {r['ok']}/{n} (bad {r['bad']}, errors {r['errors']}), "
+                        f"wall {r['wall']:.2f}s, ttfb p50 {r['ttfb_p50']}s p99 {r['ttfb_p99']}s "
+                        f"max {r['ttfb_max']}s" + (f", upstream blob GETs {r['upstream_blob_gets']}, "
+                                                  f"peak RSS {r['rss_max_kb'] / 1024:.1f} MiB, "
+                                                  f"threads {r['threads_max']}, fds {r['fds_max']}"
+                                                  if key == "oci" else ""))
+                    self.check_clients(f"fleet of {n} on {key}", r["ok"], n)
+        finally:
+            srv.stop()
+
     def s8_startup(self):
         root = self.make_startup_cache()
         m, b = self.startup_manifests, self.startup_blobs
@@ -1645,7 +1739,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, N=5, 2 s load runs, 1 repetition")
     ap.add_argument("--runs", type=int, default=0, help="repetitions (default 3; smoke 1)")
     ap.add_argument("--only", type=lambda s: s.split(","), default=None,
-                    help="comma-separated scenarios to run: 1,2,3,4,5,7,8,9 (5 includes 6)")
+                    help="comma-separated scenarios to run: 1,2,3,4,5,7,8,9,10,11,12 (5 includes 6)")
     ap.add_argument("--state", default=os.environ.get("BENCH_STATE", "/tmp/ociregistry-bench"))
     ap.add_argument("--scratch", default=None, help="where skopeo writes its copies (default /dev/shm if large)")
     ap.add_argument("--binary", required=True)
@@ -1673,6 +1767,7 @@ def main():
         b.scenario("9", b.s9_object_storage)
         b.scenario("10", b.s10_throttled)
         b.scenario("11", b.s11_client_ranges)
+        b.scenario("12", b.s12_fleet)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         b.results["errors"]["setup"] = f"{type(e).__name__}: {e}"
