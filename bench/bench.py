@@ -1345,9 +1345,11 @@ class Bench:
         mdig = small["manifest"]["digest"]
         for srv in (self.oci, self.dist):
             srv.reset()
-            r = curl_once(self.blob_url(srv, "small", blob["digest"]))
-            if r["code"] != 200 or r["size"] != blob["size"]:
-                raise ScenarioFailed(f"warming the blob on {srv.label}: {r}")
+            for image in ("small", "large"):
+                layer = self.images[image]["layers"][0]
+                r = curl_once(self.blob_url(srv, image, layer["digest"]))
+                if r["code"] != 200 or r["size"] != layer["size"]:
+                    raise ScenarioFailed(f"warming the {image} blob on {srv.label}: {r}")
             r = curl_once(self.manifest_url(srv, "small", "latest"), [f"Accept: {ACCEPT}"])
             if r["code"] != 200:
                 raise ScenarioFailed(f"warming the manifest on {srv.label}: {r}")
@@ -1377,15 +1379,20 @@ class Bench:
                                                           "dur": self.dur, "runs": {}})
         out6 = self.results["scenarios"].setdefault("6", {"manifest_size": self.images["small"]["manifest"]["size"],
                                                           "conns": self.conns, "dur": self.dur, "runs": {}})
+        large = self.images["large"]["layers"][0]
+        out5["large_size"] = large["size"]
         for rep in range(self.reps):
             order = self.mirrors(rep) + [self.nginx] if rep % 2 == 0 else [self.nginx] + self.mirrors(rep)
-            for srv in order:
-                if srv is self.nginx:
-                    url = f"{srv.url}/blob"
-                else:
-                    url = self.blob_url(srv, "small", blob["digest"])
-                r = self.load("blob GET", srv, lambda: run_wrk(url, self.conns, self.dur))
-                out5["runs"].setdefault(srv.key, []).append(r)
+            for image, file, runs in (("small", "blob", "runs"), ("large", "large", "runs_large")):
+                layer = self.images[image]["layers"][0]
+                for srv in order:
+                    if srv is self.nginx:
+                        url = f"{srv.url}/{file}"
+                    else:
+                        url = self.blob_url(srv, image, layer["digest"])
+                    r = self.load(f"{size_label_b(layer['size'])} blob GET", srv,
+                                  lambda: run_wrk(url, self.conns, self.dur))
+                    out5.setdefault(runs, {}).setdefault(srv.key, []).append(r)
             for what in ("tag", "digest"):
                 for srv in order:
                     if srv is self.nginx:
@@ -1745,6 +1752,9 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--docs", default=None, help="directory for benchmarks.md and the charts")
     ap.add_argument("--built-from", default=None, help="commit the binary was built from (for the report)")
+    ap.add_argument("--previous", type=lambda s: s.split(","), default=None,
+                    help="comma-separated results.json files of the previous run, relative to the repository "
+                         "(bench/results/...): the report shows their figures beside this run's")
     args = ap.parse_args()
 
     def on_term(signum, _frame):
@@ -1753,6 +1763,8 @@ def main():
     global FOREIGN
     FOREIGN = ForeignCpu()
     b = Bench(args)
+    if args.previous:
+        b.results["previous_files"] = args.previous
     docs = args.docs or (os.path.join(b.results_dir) if args.smoke else os.path.join(b.repo_root, "docs"))
     failed = False
     try:
