@@ -25,43 +25,58 @@ use crate::state::AppState;
 /// How often the configuration's files are compared with what is applied.
 const WATCH: Duration = Duration::from_secs(2);
 
+/// Bytes of each file compared by content; beyond them, a change is seen
+/// by the file's length, modification time and inode.
+const COMPARED: u64 = 1024 * 1024;
+
 /// Reloads the configuration `cli` names into `state` whenever it changes,
-/// for as long as the server runs; `current` is the one serving now.
-pub async fn watch(cli: Cli, mut current: Config, state: web::Data<AppState>, log: slog::Logger) {
+/// for as long as the server runs; `current` is the one serving now. What
+/// it is compared with (the files, SIGHUP) is taken when this is called,
+/// before the server listens: the returned future only watches.
+pub fn watch(
+    cli: Cli,
+    mut current: Config,
+    state: web::Data<AppState>,
+    log: slog::Logger,
+) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).ok();
-    let mut ticks = tokio::time::interval(WATCH);
     let mut applied = fingerprint(&cli, &current);
+    // The admin port keeps the token it started with.
+    let admin_token = current.admin_token().ok().flatten();
     mark_success();
-    loop {
-        let by = tokio::select! {
-            Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP",
-            _ = ticks.tick() => "a file changed",
-        };
-        let seen = fingerprint(&cli, &current);
-        if by != "SIGHUP" && seen == applied {
-            continue;
-        }
-        // A refused configuration is tried again once its files change.
-        applied = seen;
-        match reload(&cli, &state, &log).await {
-            Ok(new) => {
-                let restart = needs_restart(&current, &new);
-                if restart.is_empty() {
-                    slog::info!(log, "configuration reloaded"; "by" => by);
-                } else {
-                    slog::warn!(log, "configuration reloaded; these settings keep their value until a restart";
-                        "by" => by, "settings" => restart.join(", "));
-                }
-                current = new;
-                // The new configuration may name other files.
-                applied = fingerprint(&cli, &current);
-                mark_success();
+    async move {
+        let mut ticks = tokio::time::interval(WATCH);
+        loop {
+            let by = tokio::select! {
+                Some(()) = async { hangup.as_mut()?.recv().await } => "SIGHUP",
+                _ = ticks.tick() => "a file changed",
+            };
+            let seen = fingerprint(&cli, &current);
+            if by != "SIGHUP" && seen == applied {
+                continue;
             }
-            Err(e) => {
-                METRICS.config_reload_failures.inc();
-                slog::error!(log, "configuration refused; the previous one keeps serving";
+            // A refused configuration is tried again once its files change.
+            applied = seen;
+            match reload(&cli, &state, &log).await {
+                Ok(new) => {
+                    let restart = needs_restart(&current, &new, &admin_token);
+                    if restart.is_empty() {
+                        slog::info!(log, "configuration reloaded"; "by" => by);
+                    } else {
+                        slog::warn!(log, "configuration reloaded; these settings keep their value until a restart";
+                        "by" => by, "settings" => restart.join(", "));
+                    }
+                    current = new;
+                    // The new configuration may name other files.
+                    applied = fingerprint(&cli, &current);
+                    mark_success();
+                }
+                Err(e) => {
+                    METRICS.config_reload_failures.inc();
+                    slog::error!(log, "configuration refused; the previous one keeps serving";
                     "by" => by, "error" => e);
+                }
             }
         }
     }
@@ -110,19 +125,32 @@ async fn reload(cli: &Cli, state: &AppState, log: &slog::Logger) -> Result<Confi
     Ok(new)
 }
 
-/// What the configuration file and every file it names hold now.
+/// What the configuration file and every file it names hold now: the
+/// first [`COMPARED`] bytes of each, its length, modification time and
+/// inode (of the file a symbolic link points to).
 fn fingerprint(cli: &Cli, config: &Config) -> u64 {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let mut hash = DefaultHasher::new();
     for path in cli.config_file.iter().chain(&config.named_files()) {
         path.hash(&mut hash);
-        std::fs::read(path).ok().hash(&mut hash);
+        let Ok(file) = std::fs::File::open(path) else {
+            continue;
+        };
+        if let Ok(meta) = file.metadata() {
+            (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino()).hash(&mut hash);
+        }
+        let mut head = Vec::new();
+        let _ = file.take(COMPARED).read_to_end(&mut head);
+        head.hash(&mut hash);
     }
     hash.finish()
 }
 
 /// The settings that differ between `old` and `new` and apply only at
-/// start-up (listeners, the cache, the log, the shutdown timings).
-fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+/// start-up (listeners, the cache, the log, the shutdown timings);
+/// `admin_token` is the token the admin port serves with.
+fn needs_restart(old: &Config, new: &Config, admin_token: &Option<String>) -> Vec<&'static str> {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let settings: [(&'static str, bool); 16] = [
@@ -132,7 +160,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("storage", differ(&old.storage, &new.storage)),
         ("adminPort", old.admin_port != new.admin_port),
         ("adminHost", old.admin_host != new.admin_host),
-        ("adminToken", differ(&old.admin_token(), &new.admin_token())),
+        (
+            "adminToken",
+            new.admin_token().ok().flatten() != *admin_token,
+        ),
         ("metrics", old.metrics != new.metrics),
         ("health", old.health != new.health),
         (

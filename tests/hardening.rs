@@ -326,14 +326,10 @@ async fn sigterm_turns_ready_off_at_once_and_keeps_serving_for_the_shutdown_dela
         actix_web::rt::time::timeout(within, unready).await.is_ok(),
         "/ready stays 200"
     );
-    // Unready, it still answers new connections for the delay.
+    // Unready, it still answers new connections for the delay (the held
+    // transfer alone would keep the process alive, not the listener open).
     let fresh = common::client().get(format!("{}/v2/", server.url())).send();
     assert_eq!(fresh.await.unwrap().status(), StatusCode::OK);
-    assert_eq!(
-        server.wait_exit(Duration::from_millis(200)),
-        None,
-        "still running"
-    );
 
     // The transfer in flight completes whenever the upstream goes on.
     upstream.open_gate();

@@ -1,7 +1,7 @@
 //! Configuration reloads without a restart: a password rotated in a
 //! Kubernetes-style mounted Secret (a `..data` symlink swap) against a real
 //! registry in Basic-auth + TLS mode, a broken configuration refused while
-//! the running one keeps serving, and SIGHUP.
+//! the running one keeps serving, SIGHUP, and a setting kept until a restart.
 
 mod common;
 
@@ -273,6 +273,28 @@ async fn a_broken_configuration_is_refused_and_the_running_one_keeps_serving() {
     assert!(hup.success());
     assert!(logged(&server, "configuration reloaded", 2));
     assert!(server.log_contents().contains("SIGHUP"));
+}
+
+/// The admin port keeps the token it started with: a rotated
+/// `adminTokenFile` takes effect at the next restart, and the reload says so.
+#[test]
+fn a_rotated_admin_token_file_is_reported_as_kept_until_a_restart() {
+    let mounted = tempfile::tempdir().unwrap();
+    let mut secret = MountedSecret::new(mounted.path(), &[("token", b"first-token")]);
+    let extra = format!("adminTokenFile: {}\n", secret.path("token").display());
+    let server = Server::start(&docker_io_config("http://127.0.0.1:9", &extra), &[]);
+    secret.update(&[("token", b"second-token")]);
+    let noticed = logged(&server, "configuration reloaded", 1);
+    let log = server.log_contents();
+    assert!(noticed, "{log}");
+    let reloaded = log
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap();
+    assert!(
+        reloaded.contains("until a restart") && reloaded.contains("adminToken"),
+        "{reloaded}"
+    );
 }
 
 /// `serial=…` of a certificate: the one `127.0.0.1:port` presents, or the
