@@ -267,11 +267,11 @@ def tables(results):
     s7 = sc.get("7")
     if peaks:
         det = ["### 7. Memory: peak RSS (VmHWM) of each server, per scenario", "",
-               "| server | " + " | ".join(f"scenario {k}" for k in sorted(scen_keys(peaks))) + " | overall |",
+               "| server | " + " | ".join(f"scenario {k}" for k in scen_keys(peaks)) + " | overall |",
                "|---|" + "---|" * (len(scen_keys(peaks)) + 1)]
         for key in ("oci", "dist"):
             p = peaks.get(key, {})
-            det.append(f"| {label(key)} | " + " | ".join(fmib(p.get(k)) for k in sorted(scen_keys(peaks))) +
+            det.append(f"| {label(key)} | " + " | ".join(fmib(p.get(k)) for k in scen_keys(peaks)) +
                        f" | {fmib(max(p.values()) if p else None)} |")
         det.append("")
         det.append("Scenario 5 covers 5 and 6 (both servers stay up through the warm runs); "
@@ -498,11 +498,12 @@ def foreign(xs):
 
 
 def scen_keys(peaks):
+    """The scenarios any server's peak RSS was sampled in, in numeric order."""
     keys = set()
     for p in peaks.values():
         keys.update(p.keys())
     keys.discard("idle")
-    return keys
+    return sorted(keys, key=lambda k: (len(k), k))
 
 
 def label(key):
