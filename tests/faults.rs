@@ -168,7 +168,8 @@ async fn clients_stream_while_the_upstream_is_still_sending() {
             .all(|f| f.ends_with(".partial")),
         "nothing is complete while the upstream is held"
     );
-    // A ranged request inside the bytes already received is answered too.
+    // A ranged request inside the bytes already received is answered too,
+    // while the five streams wait for the rest.
     let mut ranged = client
         .get(&url)
         .insert_header(("Range", "bytes=100-199"))
@@ -184,8 +185,18 @@ async fn clients_stream_while_the_upstream_is_still_sending() {
         ranged.body().await.unwrap().to_vec(),
         blob()[100..200].to_vec()
     );
+    // A range in the part still held waits for its bytes, then gets them.
+    let tail = BLOB_LEN - 1000;
+    let mut held = client
+        .get(&url)
+        .insert_header(("Range", format!("bytes={tail}-")))
+        .send()
+        .await
+        .expect("ranged headers");
+    assert_eq!(held.status(), StatusCode::PARTIAL_CONTENT);
 
     upstream.open_gate();
+    assert_eq!(held.body().await.unwrap().to_vec(), blob()[tail..].to_vec());
     for (mut res, mut body) in streams {
         body.extend_from_slice(&res.body().limit(64 << 20).await.expect("rest of the body"));
         assert_eq!(digest_of(&body), upstream.blob_digest());

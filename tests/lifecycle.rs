@@ -1,5 +1,6 @@
 //! The cache's life cycle: list, prune (CLI and admin API), size eviction
-//! with pins and shared blobs, and pruning beside a running download.
+//! with pins and shared blobs, and pruning beside a running download or a
+//! client reading the pruned blob.
 
 mod common;
 
@@ -325,6 +326,61 @@ async fn a_prune_during_a_download_does_not_break_it() {
     upstream.open_gate();
     body.extend_from_slice(&res.body().limit(8 << 20).await.unwrap());
     assert_eq!(digest_of(&body), upstream.blob_digest());
+}
+
+/// A client reading a cached blob keeps receiving it whole when the blob
+/// is pruned meanwhile (it reads the file it opened, not the path). The
+/// blob is larger than what the socket buffers can take ahead of the
+/// client, so most of it is read after the prune.
+#[actix_web::test]
+async fn a_blob_pruned_while_a_client_reads_it_is_still_served_whole() {
+    let blob: Vec<u8> = (0..32 << 20).map(|i: u32| (i % 241) as u8).collect();
+    let digest = digest_of(&blob);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{}", "0".repeat(64)), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest, "size": blob.len()}],
+    });
+    let upstream = FaultUpstream::start(blob, manifest.to_string().into_bytes());
+    let admin_port = free_port();
+    let extra = format!("adminPort: {admin_port}\n");
+    let server = Server::start(&docker_io_config(upstream.url(), &extra), &[]);
+    let base = format!("{}/v2/docker.io/library/app", server.url());
+    let tag = client().get(format!("{base}/manifests/1")).send().await;
+    assert_eq!(tag.unwrap().status(), StatusCode::OK);
+    let url = format!("{base}/blobs/{digest}");
+    let mut cold = client().get(&url).send().await.unwrap();
+    assert_eq!(
+        digest_of(&cold.body().limit(64 << 20).await.unwrap()),
+        digest
+    );
+    assert!(common::wait_stored(&server.cache_dir(), &digest), "stored");
+    let file = common::stored_blob(&server.cache_dir(), &digest);
+
+    let mut res = client().get(&url).send().await.unwrap();
+    assert_eq!(res.headers().get("x-cache").unwrap(), "HIT");
+    let mut body = res.next().await.unwrap().unwrap().to_vec();
+    let admin_url = format!("http://127.0.0.1:{admin_port}/admin");
+    assert_eq!(
+        common::prune_everything(&admin_url).await,
+        serde_json::json!(["docker.io/library/app:1"])
+    );
+    // The files go a moment after the answer.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || !file.exists()),
+        "pruned"
+    );
+
+    body.extend_from_slice(&res.body().limit(64 << 20).await.unwrap());
+    assert_eq!(digest_of(&body), digest);
+    assert_eq!(
+        upstream.blob_gets(),
+        1,
+        "served from the file, not fetched again"
+    );
 }
 
 #[actix_web::test]
