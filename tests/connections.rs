@@ -181,7 +181,10 @@ fn idle_keep_alive_connections_make_room_for_new_clients() {
 
 #[test]
 fn sigterm_closes_idle_keep_alive_connections_at_once() {
-    let mut server = Server::start("keepAlive: 60s\ndrainTimeout: 30s\n", &[]);
+    // Without a shutdown delay (its default, 5 s, is as long as this test
+    // waits): the stop begins at once.
+    let config = "keepAlive: 60s\ndrainTimeout: 30s\nshutdownDelay: 0s\n";
+    let mut server = Server::start(config, &[]);
     let mut idle = connect(1, &server);
     assert_eq!(get_base(&mut idle), Ok(200), "first request");
     server.terminate();
