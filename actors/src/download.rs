@@ -216,7 +216,7 @@ struct Reader {
     pos: u64,
     /// One past the last byte to send.
     end: u64,
-    /// Bytes read since this reader last let other tasks run.
+    /// Bytes read since this reader last yielded its turn.
     turn: u64,
 }
 
@@ -238,7 +238,8 @@ impl Reader {
                 }
                 return Some(self.read(readable.min(self.end)));
             }
-            self.turn = 0;
+            // No reset of `turn` here: a wait on a watch that already
+            // changed returns at once, without letting other tasks run.
             let rx = self.source.progress.as_mut()?;
             if rx.changed().await.is_err()
                 && !matches!(
